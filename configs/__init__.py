@@ -1,0 +1,1 @@
+"""Meta-training configurations (ml_collections), one module per run size."""

@@ -1,0 +1,8 @@
+"""Learned optimizers (hierarchical LSTM+MLP, per-parameter MLP) and baselines.
+
+Every optimizer is used through optax: ``lopt.optimizer(theta)`` or
+``baseline(name, ...)`` returns an ``optax.GradientTransformationExtraArgs``
+whose ``update`` takes the training loss as ``value``.
+"""
+
+from learned_opt.base import LearnedOptimizer, check_params  # noqa: F401

@@ -1,0 +1,132 @@
+"""The interface every optimizer in the project is used through.
+
+A learned optimizer is a frozen dataclass whose fields are its architecture
+(sizes, decays); its weights (``theta``) are a separate pytree. Calling
+``optimizer(theta)`` gives a plain ``optax.GradientTransformationExtraArgs``,
+so learned and hand-designed optimizers are interchangeable everywhere: in
+inner training, in evaluation, and as the outer optimizer of meta-training.
+
+The extra arguments of ``update`` are optax's own convention:
+
+* ``value``: the current training loss (a scalar). Learned optimizers need
+  it at every step; hand-designed ones ignore it.
+* ``valid_value``: an optional validation loss. A NaN ``valid_value`` means
+  "no validation loss at this step", so a traced loop can supply it on some
+  steps only without changing the call signature.
+
+Example:
+  >>> lopt = learned_opt.MLPLOpt()
+  >>> theta = lopt.init(jax.random.key(0))
+  >>> tx = lopt.optimizer(theta)
+  >>> state = tx.init(params)
+  >>> updates, state = tx.update(grads, state, params, value=loss)
+  >>> params = optax.apply_updates(params, updates)
+"""
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+MetaParams = Any  # a pytree of float arrays (theta)
+Params = Any  # a pytree of float arrays (inner parameters)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedOptimizer(abc.ABC):
+  """Base class of learned optimizers: architecture as fields, theta apart.
+
+  Subclasses are frozen dataclasses (hashable, so they can be closed over by
+  jitted functions without retracing) and set ``architecture``, the name under
+  which ``learned_opt.load`` finds them.
+  """
+
+  architecture: ClassVar[str]
+
+  @abc.abstractmethod
+  def init(self, key: jax.Array) -> MetaParams:
+    """Samples initial meta-parameters.
+
+    Args:
+      key: a PRNG key.
+
+    Returns:
+      theta, a pytree of float32 arrays.
+    """
+
+  @abc.abstractmethod
+  def optimizer(self, theta: MetaParams) -> optax.GradientTransformationExtraArgs:
+    """Returns the optax transform that applies this optimizer with ``theta``.
+
+    Args:
+      theta: meta-parameters from ``init`` (or a trained checkpoint).
+
+    Returns:
+      A transform whose ``update(grads, state, params, *, value,
+      valid_value=None)`` returns additive updates.
+    """
+
+  def config(self) -> dict[str, Any]:
+    """The architecture as JSON-compatible data, enough to rebuild ``self``."""
+    fields = {}
+    for f in dataclasses.fields(self):
+      v = getattr(self, f.name)
+      fields[f.name] = list(v) if isinstance(v, tuple) else v
+    return {"architecture": self.architecture, "kwargs": fields}
+
+  def num_meta_params(self) -> int:
+    """Number of scalar meta-parameters (without materialising theta)."""
+    shapes = jax.eval_shape(self.init, jax.random.key(0))
+    return sum(int(x.size) for x in jax.tree.leaves(shapes))
+
+
+def check_params(params: Params, where: str = "optimizer") -> None:
+  """Raises a clear error for parameter trees no optimizer can update.
+
+  Runs at trace time (shapes and dtypes only), so it costs nothing in a jitted
+  step.
+
+  Args:
+    params: the parameter pytree given to ``tx.init``.
+    where: name of the caller, used in the message.
+
+  Raises:
+    ValueError: if the tree has no leaves, or a leaf is not floating point.
+  """
+  leaves_with_path = jax.tree_util.tree_leaves_with_path(params)
+  if not leaves_with_path:
+    raise ValueError(
+      f"{where}: the parameter tree is empty ({params!r}); pass the pytree "
+      "of float arrays the model trains (e.g. the output of model.init)."
+    )
+  for path, leaf in leaves_with_path:
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(
+        f"{where}: parameter {jax.tree_util.keystr(path) or '<root>'} has "
+        f"dtype {dtype}; only floating-point parameters can be optimized. "
+        "Keep integer/boolean values (counters, masks, indices) out of the "
+        "parameter tree, or cast them with .astype(jnp.float32)."
+      )
+
+
+def require_value(value: Any, where: str) -> None:
+  """Raises if a learned optimizer's ``update`` was called without the loss.
+
+  Args:
+    value: the ``value`` keyword given to ``update``.
+    where: name of the optimizer, used in the message.
+
+  Raises:
+    ValueError: if ``value`` is None.
+  """
+  if value is None:
+    raise ValueError(
+      f"{where}.update needs the current training loss: call "
+      "tx.update(grads, state, params, value=loss). Learned optimizers use "
+      "the loss as an input feature at every step (jax.value_and_grad gives "
+      "both the loss and the gradients)."
+    )

@@ -1,0 +1,1 @@
+"""Meta-training: vectorized truncated unrolls, ES/PES/backprop, outer loop."""
