@@ -58,7 +58,9 @@ class LearnedOptimizer(abc.ABC):
     """
 
   @abc.abstractmethod
-  def optimizer(self, theta: MetaParams) -> optax.GradientTransformationExtraArgs:
+  def optimizer(
+    self, theta: MetaParams
+  ) -> optax.GradientTransformationExtraArgs:
     """Returns the optax transform that applies this optimizer with ``theta``.
 
     Args:

@@ -88,7 +88,9 @@ class TaskSpec:
     fmt = lambda names: ",".join(
       f"{n}={_format_value(getattr(self, n))}" for n in names
     )
-    return f"{self.family}({fmt(self.static_names())};{fmt(self.dynamic_names())})"
+    return (
+      f"{self.family}({fmt(self.static_names())};{fmt(self.dynamic_names())})"
+    )
 
   def __str__(self) -> str:
     return self.name
@@ -160,7 +162,9 @@ def parse_spec_fields(spec_cls: type[TaskSpec], body: str) -> TaskSpec:
         f"{[f.name for f in dataclasses.fields(spec_cls)]}"
       )
     values[key] = _parse_value(text, hints[key], key)
-  missing = [f.name for f in dataclasses.fields(spec_cls) if f.name not in values]
+  missing = [
+    f.name for f in dataclasses.fields(spec_cls) if f.name not in values
+  ]
   if missing:
     raise ValueError(f"{spec_cls.family} spec name lacks fields {missing}")
   return spec_cls(**values)
@@ -212,7 +216,10 @@ class Task:
 
   def replace(self, **kwargs) -> "Task":
     """A copy with ``dynamic`` and/or ``data`` replaced."""
-    children = (kwargs.pop("dynamic", self.dynamic), kwargs.pop("data", self.data))
+    children = (
+      kwargs.pop("dynamic", self.dynamic),
+      kwargs.pop("data", self.data),
+    )
     if kwargs:
       raise TypeError(f"unknown Task fields {sorted(kwargs)}")
     return type(self)._unflatten(self.signature, children)
@@ -284,9 +291,7 @@ def stack_tasks(tasks: typing.Sequence[Task]) -> Task:
         f"{first.signature} vs {t.signature}; group them first with "
         "task_suite.group_by_signature."
       )
-  dynamic = jax.tree.map(
-    lambda *xs: jnp.stack(xs), *[t.dynamic for t in tasks]
-  )
+  dynamic = jax.tree.map(lambda *xs: jnp.stack(xs), *[t.dynamic for t in tasks])
   return first.replace(dynamic=dynamic)
 
 
@@ -299,4 +304,6 @@ def vmap_axes(task: Task, axis: int | None = 0) -> Task:
 
 def index_task(stacked: Task, index: jax.Array) -> Task:
   """The ``index``-th task of a stacked task (traceable)."""
-  return stacked.replace(dynamic=jax.tree.map(lambda x: x[index], stacked.dynamic))
+  return stacked.replace(
+    dynamic=jax.tree.map(lambda x: x[index], stacked.dynamic)
+  )

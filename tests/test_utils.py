@@ -11,13 +11,18 @@ def assert_trees_all_close(a, b, rtol=1e-6, atol=1e-6):
     f"structures differ: {jax.tree.structure(a)} vs {jax.tree.structure(b)}"
   )
   for path, x, y in zip(
-    [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(a)],
+    [
+      jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(a)
+    ],
     jax.tree.leaves(a),
     jax.tree.leaves(b),
   ):
     np.testing.assert_allclose(
-      np.asarray(x, np.float64), np.asarray(y, np.float64),
-      rtol=rtol, atol=atol, err_msg=path,
+      np.asarray(x, np.float64),
+      np.asarray(y, np.float64),
+      rtol=rtol,
+      atol=atol,
+      err_msg=path,
     )
 
 
@@ -34,11 +39,14 @@ def assert_tree_shapes_dtypes_equal(a, b):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert jnp.shape(x) == jnp.shape(y), (jnp.shape(x), jnp.shape(y))
     assert jnp.result_type(x) == jnp.result_type(y), (
-      jnp.result_type(x), jnp.result_type(y))
+      jnp.result_type(x),
+      jnp.result_type(y),
+    )
 
 
 def assert_tree_all_finite(tree):
   """Every leaf is finite."""
   for path, x in jax.tree_util.tree_leaves_with_path(tree):
     assert bool(jnp.all(jnp.isfinite(x))), (
-      f"non-finite values at {jax.tree_util.keystr(path)}")
+      f"non-finite values at {jax.tree_util.keystr(path)}"
+    )
