@@ -1,0 +1,276 @@
+"""Helpers shared by the data-driven task families (mlp, conv, rnn_lm, ae, vae).
+
+What lives here is the part every family needs and which must behave the same
+everywhere: the table of traced activations, the scaled initializers, host-side
+spec sampling from a jax key, the curated menus of static configurations, the
+on-device image batches and the capping used by ``Task.normalize``.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from task_suite import base
+
+# Activations selectable by a traced index (``TaskSpec`` field "activation").
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+  "relu": jax.nn.relu,
+  "tanh": jnp.tanh,
+  "gelu": jax.nn.gelu,
+  "swish": jax.nn.silu,
+  "elu": jax.nn.elu,
+  "sigmoid": jax.nn.sigmoid,
+  "cos": jnp.cos,
+}
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+
+# Image datasets every image task carries, selected by a traced index, so the
+# dataset choice never adds a compilation.
+IMAGE_DATASETS = ("mnist", "fashion_mnist")
+
+# Log-uniform range of the multiplier on the standard (1/sqrt(fan_in)) init.
+INIT_SCALE_RANGE = (0.3, 3.0)
+
+# Normalized losses are capped here so a divergent run cannot dominate a mean.
+NORMALIZED_CAP = 10.0
+
+
+def activation(index: jax.Array, x: jax.Array) -> jax.Array:
+  """Applies ``ACTIVATION_NAMES[index]`` to ``x``; ``index`` may be traced."""
+  return jax.lax.switch(index, tuple(ACTIVATIONS.values()), x)
+
+
+def index_of(name: str, names: Sequence[str], field: str) -> int:
+  """Position of ``name`` in ``names``, or a ValueError listing the choices."""
+  if name not in names:
+    raise ValueError(f"unknown {field} {name!r}; choose one of {tuple(names)}")
+  return names.index(name)
+
+
+def cap(normalized: jax.Array) -> jax.Array:
+  """Caps a normalized loss at ``NORMALIZED_CAP``; NaN stays NaN."""
+  return jnp.where(
+    jnp.isnan(normalized), normalized, jnp.minimum(normalized, NORMALIZED_CAP)
+  )
+
+
+# ------------------------------------------------------------ initializers
+
+
+def dense_init(
+  key: jax.Array, fan_in: int, fan_out: int, scale: jax.Array
+) -> dict[str, jax.Array]:
+  """A dense layer: ``w ~ N(0, scale^2 / fan_in)`` ([fan_in, fan_out]), b = 0.
+
+  Args:
+    key: PRNG key.
+    fan_in: input width (for a conv, kernel height * width * in channels).
+    fan_out: output width.
+    scale: traced multiplier of the LeCun-normal standard deviation.
+
+  Returns:
+    {"w": float32 [fan_in, fan_out], "b": float32 [fan_out]}.
+  """
+  w = jax.random.normal(key, (fan_in, fan_out), jnp.float32)
+  return {
+    "w": w * (scale / math.sqrt(fan_in)),
+    "b": jnp.zeros((fan_out,), jnp.float32),
+  }
+
+
+def dense(layer: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+  """``x @ w + b`` over the last axis (explicit broadcast of ``b``)."""
+  y = x @ layer["w"]
+  return y + layer["b"][(None,) * (y.ndim - 1)]
+
+
+def mlp_init(
+  key: jax.Array, sizes: Sequence[int], scale: jax.Array
+) -> dict[str, dict[str, jax.Array]]:
+  """Dense layers ``layer_0 .. layer_{n-2}`` mapping ``sizes[i] -> sizes[i+1]``."""
+  keys = jax.random.split(key, len(sizes) - 1)
+  return {
+    f"layer_{i}": dense_init(keys[i], sizes[i], sizes[i + 1], scale)
+    for i in range(len(sizes) - 1)
+  }
+
+
+def mlp_apply(
+  params: Mapping[str, Mapping[str, jax.Array]],
+  x: jax.Array,
+  act_index: jax.Array,
+) -> jax.Array:
+  """Applies ``mlp_init`` layers, the activation between (not after) them."""
+  n = len(params)
+  for i in range(n):
+    x = dense(params[f"layer_{i}"], x)
+    if i < n - 1:
+      x = activation(act_index, x)
+  return x
+
+
+# ------------------------------------------------------ host-side sampling
+
+
+def host_rng(key: jax.Array) -> np.random.Generator:
+  """A numpy generator seeded by the bits of a jax key (typed or raw uint32).
+
+  Spec sampling happens on the host (it picks Python values), so it reads the
+  key once instead of dispatching many tiny device computations.
+  """
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.random.default_rng(np.asarray(key, np.uint32).ravel().tolist())
+
+
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+  """A log-uniform draw in [low, high] as a Python float."""
+  return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def choose_static(
+  rng: np.random.Generator,
+  menu: Sequence[Mapping[str, Any]],
+  weights: Sequence[float] | None,
+) -> dict[str, Any]:
+  """Picks one entry of a family's menu of static configurations."""
+  if weights is None:
+    return dict(menu[int(rng.integers(len(menu)))])
+  p = np.asarray(weights, np.float64)
+  return dict(menu[int(rng.choice(len(menu), p=p / p.sum()))])
+
+
+def check_menu(
+  menu: Sequence[Mapping[str, Any]],
+  weights: Sequence[float] | None,
+  static_names: Sequence[str],
+  max_entries: int = 8,
+) -> None:
+  """Validates a menu of static configurations (size, fields, weights).
+
+  Raises:
+    ValueError: naming the problem, e.g. too many entries for the compilation
+      budget, or entries whose keys are not the spec's static fields.
+  """
+  if not menu or len(menu) > max_entries:
+    raise ValueError(
+      f"a family menu needs 1 to {max_entries} static configurations (the "
+      f"suite's compilation budget), got {len(menu)}"
+    )
+  for entry in menu:
+    if set(entry) != set(static_names):
+      raise ValueError(
+        f"menu entry {dict(entry)} must set exactly the static fields "
+        f"{tuple(static_names)}"
+      )
+  if weights is not None and (
+    len(weights) != len(menu) or min(weights) < 0 or sum(weights) <= 0
+  ):
+    raise ValueError(
+      f"menu weights {tuple(weights)} must be {len(menu)} non-negative "
+      "numbers with a positive sum"
+    )
+
+
+def sample_image_dynamic(rng: np.random.Generator) -> dict[str, Any]:
+  """Dynamic fields shared by the image families (as TaskSpec values)."""
+  return {
+    "activation": ACTIVATION_NAMES[int(rng.integers(len(ACTIVATION_NAMES)))],
+    "init_scale": base.round_sig(log_uniform(rng, *INIT_SCALE_RANGE)),
+    "dataset": IMAGE_DATASETS[int(rng.integers(len(IMAGE_DATASETS)))],
+    "data_seed": int(rng.integers(2**16)),
+  }
+
+
+# ---------------------------------------------------------- image data
+
+
+def image_data(
+  load_images: Callable[[str, int], Any], image_size: int
+) -> tuple[dict[str, jax.Array], int]:
+  """All ``IMAGE_DATASETS`` at one size as one flat dict for ``Task.data``.
+
+  Args:
+    load_images: ``data.load_images``-like ``(name, image_size) -> ImageData``.
+    image_size: 8, 16 or 28.
+
+  Returns:
+    ({"<dataset>/<split>_x": uint8 [N, S, S, 1], "<dataset>/<split>_y": int32
+    [N]}, num_classes).
+
+  Raises:
+    ValueError: if the datasets disagree on the number of classes.
+  """
+  arrays, classes = {}, set()
+  for name in IMAGE_DATASETS:
+    loaded = load_images(name, image_size)
+    classes.add(int(loaded.num_classes))
+    for k, v in loaded.arrays.items():
+      arrays[f"{name}/{k}"] = v
+  if len(classes) != 1:
+    raise ValueError(f"datasets {IMAGE_DATASETS} disagree on classes {classes}")
+  return arrays, classes.pop()
+
+
+def check_split(split: str) -> None:
+  """Raises a ValueError for a split other than train/valid/test."""
+  if split not in ("train", "valid", "test"):
+    raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
+
+
+def image_batch(
+  data: Mapping[str, jax.Array],
+  key: jax.Array,
+  split: str,
+  batch_size: int,
+  dataset_index: jax.Array,
+  data_seed: jax.Array,
+) -> dict[str, jax.Array]:
+  """Samples a batch (with replacement) from the traced-selected dataset.
+
+  Every dataset is gathered and the traced index picks one: a batch-sized
+  gather is cheap, and it keeps datasets of different lengths possible.
+
+  Returns:
+    {"image": float32 [B, S, S, 1] in [0, 1], "label": int32 [B]}.
+  """
+  check_split(split)
+  key = jax.random.fold_in(key, data_seed)
+  images, labels = [], []
+  for name in IMAGE_DATASETS:
+    x, y = data[f"{name}/{split}_x"], data[f"{name}/{split}_y"]
+    idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
+    images.append(x[idx])  # uint8 gather: 4x less memory traffic than float
+    labels.append(y[idx])
+  image = jnp.stack(images)[dataset_index].astype(jnp.float32) / 255.0
+  return {"image": image, "label": jnp.stack(labels)[dataset_index]}
+
+
+def image_dynamic(spec: Any) -> dict[str, jax.Array]:
+  """``Task.dynamic`` of an image spec: scalar arrays of its dynamic fields."""
+  return {
+    "activation": jnp.asarray(
+      index_of(spec.activation, ACTIVATION_NAMES, "activation"), jnp.int32
+    ),
+    "init_scale": jnp.asarray(spec.init_scale, jnp.float32),
+    "dataset": jnp.asarray(
+      index_of(spec.dataset, IMAGE_DATASETS, "dataset"), jnp.int32
+    ),
+    "data_seed": jnp.asarray(spec.data_seed, jnp.int32),
+  }
+
+
+def check_image_dynamic(spec: Any) -> None:
+  """Validates the shared image dynamic fields of a spec (in __post_init__)."""
+  index_of(spec.activation, ACTIVATION_NAMES, "activation")
+  index_of(spec.dataset, IMAGE_DATASETS, "dataset")
+  if not spec.init_scale > 0:
+    raise ValueError(f"init_scale must be positive, got {spec.init_scale}")
+  if spec.image_size not in (8, 16, 28):
+    raise ValueError(f"image_size must be 8, 16 or 28, got {spec.image_size}")
+  if spec.batch_size < 1:
+    raise ValueError(f"batch_size must be positive, got {spec.batch_size}")
