@@ -8,3 +8,10 @@ from task_suite.base import (  # noqa: F401
   stack_tasks,
   vmap_axes,
 )
+from task_suite.registry import FAMILIES  # noqa: F401
+from task_suite.suite import (  # noqa: F401
+  get_task,
+  group_by_signature,
+  parse_name,
+  sample_suite,
+)
