@@ -6,3 +6,4 @@ whose ``update`` takes the training loss as ``value``.
 """
 
 from learned_opt.base import LearnedOptimizer, check_params  # noqa: F401
+from learned_opt.mlp_lopt import MLPLOpt  # noqa: F401

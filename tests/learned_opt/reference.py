@@ -1,0 +1,198 @@
+"""A plain, slow reference of the learned optimizers' formulas (DESIGN.md §3).
+
+Written independently of ``learned_opt/features.py`` and the fused networks,
+in float64 numpy, one tensor at a time: every MLP input (per-parameter,
+step, tensor and LSTM features) is tiled over the entries, the MLP computes
+all of its outputs for every entry, and the LSTM outputs are averaged over
+the entries afterwards. The fast implementations must agree with it to float
+tolerance.
+
+State is a plain dict so that nothing is shared with the code under test.
+"""
+
+import ml_dtypes
+import numpy as np
+
+TIMESCALES = (1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5)
+
+
+def _np(tree):
+  if isinstance(tree, dict):
+    return {k: _np(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_np(v) for v in tree]
+  return np.asarray(tree, np.float64)
+
+
+def _clog(x):
+  return np.clip(np.log(1e-8 + np.abs(x)), -5.0, 5.0)
+
+
+def _mlp(layers, x):
+  for layer in layers[:-1]:
+    x = np.maximum(x @ layer["w"] + layer["b"], 0.0)
+  return x @ layers[-1]["w"] + layers[-1]["b"]
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def init_state(lopt, theta, params_leaves):
+  """Reference state for a list of parameter leaves."""
+  theta = _np(theta)
+  d = len(lopt.decays)
+  state = {
+    "count": 0,
+    "m": [np.zeros(np.shape(p) + (d,)) for p in params_leaves],
+    "v": [np.zeros(np.shape(p) + (d,)) for p in params_leaves],
+    "ema": [0.0 for _ in params_leaves],
+    "loss_mean": 0.0,
+    "loss_sq": 0.0,
+    "valid": 0.0,
+    "valid_count": 0,
+  }
+  if "lstm" in theta:
+    t = len(params_leaves)
+    state["h"] = np.tile(theta["init"]["h"], (t, 1))
+    state["c"] = np.tile(theta["init"]["c"], (t, 1))
+    state["mlp_avg"] = np.tile(theta["init"]["mlp_avg"], (t, 1))
+    state["global"] = theta["init"]["global"].copy()
+  return state
+
+
+def _accumulate(lopt, state, i, g):
+  """Clips ``g`` and updates tensor ``i``'s accumulators in ``state``."""
+  t = state["count"]
+  ema = 0.99 * state["ema"][i] + 0.01 * np.mean(g**2)
+  state["ema"][i] = ema
+  limit = 10.0 * np.sqrt(ema / (1.0 - 0.99 ** (t + 1)))
+  g = np.clip(g, -limit, limit)
+  m, v = state["m"][i], state["v"][i]
+  for j, d in enumerate(lopt.decays):
+    m[..., j] = d * m[..., j] + (1 - d) * g
+    v[..., j] = d * v[..., j] + (1 - d) * g**2
+  return g
+
+
+def _mlp_inputs(lopt, g, p, m, v, t, num_tensors, lstm_out):
+  """All MLP inputs of one tensor, tiled: ``[N, 37]`` or ``[N, 54]``."""
+  n, d = p.size, len(lopt.decays)
+  m, v = m.reshape(n, d), v.reshape(n, d)
+  cols = [g.ravel(), p.ravel(), np.log(np.abs(p.ravel()) + 1e-8)]
+  cols += [m[:, j] for j in range(d)] + [v[:, j] for j in range(d)]
+  cols += [m[:, j] / np.sqrt(v[:, j] + 1e-6) for j in range(d)]
+  cols += [1.0 / np.sqrt(v[:, j] + 1e-6) for j in range(d)]
+  cols = [c / np.sqrt(1e-5 + np.mean(c**2)) for c in cols]
+  shared = [np.sin(t / (tau * np.pi)) for tau in TIMESCALES]
+  shared += [np.log(num_tensors) - 1.0, _clog(np.linalg.norm(p)), np.log(n)]
+  shared += list(lstm_out)
+  cols += [np.full(n, s) for s in shared]
+  return np.stack(cols, axis=1)
+
+
+def _loss_features(state, value, valid_value):
+  state["loss_mean"] = 0.9 * state["loss_mean"] + 0.1 * value
+  state["loss_sq"] = 0.9 * state["loss_sq"] + 0.1 * value**2
+  if valid_value is not None and not np.isnan(valid_value):
+    state["valid"] = 0.95 * state["valid"] + 0.05 * valid_value
+    state["valid_count"] += 1
+  n = state["count"] + 1
+  mean = state["loss_mean"] / (1 - 0.9**n)
+  var = max(state["loss_sq"] / (1 - 0.9**n) - mean**2, 0.0)
+  z = lambda x: np.clip((x - mean) / np.sqrt(var + 1e-8), -5, 5)
+  valid_z = 0.0
+  if state["valid_count"]:
+    valid_z = z(state["valid"] / (1 - 0.95 ** state["valid_count"]))
+  return [z(value), valid_z]
+
+
+def _lstm_stats(g, p, m, v, loss_feats):
+  stats = []
+  for x in (m, v, p):
+    stats += [_clog(np.mean(x)), np.sign(np.mean(x))]
+  stats += [_clog(np.var(x)) for x in (m, v, p)]
+  stats += [_clog(np.linalg.norm(p)), _clog(np.linalg.norm(g))]
+  stats += [float(p.size == 1)]
+  dims = [np.log(s) - 1.0 for s in p.shape]
+  stats += dims + [0.0] * (4 - len(dims))
+  return np.asarray(stats + list(loss_feats))
+
+
+def update(lopt, theta, state, grads, params, value, valid_value=None):
+  """One reference update on lists of leaves; mutates and returns ``state``.
+
+  Args:
+    lopt: an ``MLPLOpt`` or ``HierarchicalLOpt`` (for its sizes and decays).
+    theta: its meta-parameters.
+    state: from ``init_state`` (or a previous ``update``).
+    grads: list of gradient leaves.
+    params: list of parameter leaves.
+    value: training loss.
+    valid_value: validation loss or None/NaN.
+
+  Returns:
+    ``(list of updates (float64), state)``.
+  """
+  theta = _np(theta)
+  grads = [np.asarray(g, np.float64) for g in grads]
+  params = [np.asarray(p, np.float64) for p in params]
+  t, num_tensors = state["count"], len(params)
+  hier = "lstm" in theta
+  clipped = [_accumulate(lopt, state, i, g) for i, g in enumerate(grads)]
+  lstm_outs = [[] for _ in params]
+  if hier:
+    loss_feats = _loss_features(state, float(value), valid_value)
+    x = np.stack(
+      [
+        np.concatenate(
+          [
+            _lstm_stats(g, p, state["m"][i], state["v"][i], loss_feats),
+            state["global"],
+            state["mlp_avg"][i],
+          ]
+        )
+        for i, (g, p) in enumerate(zip(clipped, params))
+      ]
+    )
+    lstm = theta["lstm"]
+    gates = x @ lstm["wx"] + state["h"] @ lstm["wh"] + lstm["b"]
+    gi, gf, gg, go = np.split(gates, 4, axis=1)
+    c = _sigmoid(gf + 1.0) * state["c"] + _sigmoid(gi) * np.tanh(gg)
+    h = _sigmoid(go) * np.tanh(c)
+    state["h"], state["c"] = h, c
+    lstm_outs = h @ theta["lstm_out"]["w"] + theta["lstm_out"]["b"]
+    glob = h @ theta["global_head"]["w"] + theta["global_head"]["b"]
+    state["global"] = glob.mean(axis=0)
+  updates = []
+  for i, (g, p) in enumerate(zip(clipped, params)):
+    inputs = _mlp_inputs(
+      lopt, g, p, state["m"][i], state["v"][i], t, num_tensors, lstm_outs[i]
+    )
+    out = _mlp(theta["mlp"], inputs)  # [N, all outputs]
+    step = out[:, 0] * np.exp(lopt.exp_mult * out[:, 1]) * lopt.step_mult
+    updates.append(-step.reshape(p.shape))
+    if hier:
+      state["mlp_avg"][i] = out[:, 2:].mean(axis=0)
+  state["count"] = t + 1
+  return updates, state
+
+
+def example_params():
+  """Parameter trees covering the cases every optimizer must accept.
+
+  Nested dicts, a haiku-style ``{"module/~/name": {"w", "b"}}`` layout,
+  a scalar, 1-D to 4-D tensors, float32 and bfloat16; shapes are tiny.
+  """
+  rng = np.random.default_rng(0)
+  f32 = lambda *s: np.asarray(rng.normal(size=s), np.float32)
+  return {
+    "mlp/~/linear_0": {"w": f32(3, 4), "b": f32(4)},
+    "scalar": f32(),
+    "nested": {
+      "vec_bf16": f32(5).astype(ml_dtypes.bfloat16),
+      "rank3_bf16": f32(2, 1, 3).astype(ml_dtypes.bfloat16),
+      "conv": f32(2, 2, 1, 3),
+      "one": f32(1),
+    },
+  }
