@@ -1,0 +1,461 @@
+"""Vectorized truncated unrolls of inner training with persistent states.
+
+A population of task instances of one static signature trains in parallel.
+Each instance carries an ``InnerState``: its parameters and optimizer state,
+how many steps of its current inner run it has done, the run's sampled length
+(``horizon``), which spec of the stacked task it trains on, and the run's PRNG
+key. ``unroll`` advances every instance by ``unroll_length`` inner steps in
+one ``lax.scan`` (the caller jits it) and returns per-step normalized losses.
+
+Inner runs outlive truncations: an instance is re-initialised only when its
+step reaches its horizon (a new spec index, new parameters, a new horizon), or
+when an estimator forces it after a non-finite value (``force_reset``).
+Re-initialising unfinished runs at every truncation trains optimizers for the
+first K steps only (DESIGN.md §8, short-horizon bias).
+
+PRNG: a run's key derives the spec index, horizon, initial parameters, the
+next run's key, and, by ``fold_in(step)``, every batch of the run. So the
+members of an antithetic pair, given the same state, see the same data, and
+resuming from a saved state reproduces the run.
+
+Example:
+  >>> cfg = unroll.UnrollConfig(unroll_length=20)
+  >>> states = unroll.init_states(lopt.optimizer, theta, tasks, key, 8, cfg)
+  >>> thetas = jax.tree.map(lambda x: jnp.broadcast_to(x, (8,) + x.shape), theta)
+  >>> states, out = jax.jit(unroll.unroll, static_argnums=(0, 4))(
+  ...     lopt.optimizer, thetas, tasks, states, cfg)
+  >>> unroll.mean_loss(out)  # [8] per-instance meta-loss of the truncation
+"""
+
+from collections.abc import Callable
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from task_suite import base as task_base
+
+MetaParams = Any
+Params = Any
+OptimizerFn = Callable[[MetaParams], optax.GradientTransformationExtraArgs]
+
+SPLITS = ("train", "valid")
+WEIGHTINGS = ("uniform", "end")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrollConfig:
+  """Static settings of an unroll (hashable: pass as a static argument).
+
+  Attributes:
+    unroll_length: K, inner steps per truncation.
+    min_horizon: shortest inner run (steps).
+    max_horizon: longest inner run; lengths are log-uniform in between.
+    valid_every: the optimizer gets the validation loss as ``valid_value``
+      on inner steps that are multiples of this (NaN on others); 0: never.
+    meta_loss_split: "train" (the training loss of each step, free) or
+      "valid" (the loss on a validation batch at the same parameters).
+    meta_loss_weighting: "uniform", or "end": step ``s`` of a run of length
+      ``H`` is weighted ``2 (s + 1) / (H + 1)`` (mean 1 over a run), so the
+      late phase of runs counts more (against short-horizon bias).
+  """
+
+  unroll_length: int = 20
+  min_horizon: int = 100
+  max_horizon: int = 2000
+  valid_every: int = 10
+  meta_loss_split: str = "train"
+  meta_loss_weighting: str = "uniform"
+
+  def __post_init__(self):
+    _check(self.unroll_length >= 1, "unroll_length", ">= 1", self)
+    _check(self.min_horizon >= 1, "min_horizon", ">= 1", self)
+    _check(
+      self.max_horizon >= self.min_horizon,
+      "max_horizon",
+      ">= min_horizon",
+      self,
+    )
+    _check(self.valid_every >= 0, "valid_every", ">= 0 (0: never)", self)
+    _check(
+      self.meta_loss_split in SPLITS,
+      "meta_loss_split",
+      f"one of {SPLITS}",
+      self,
+    )
+    _check(
+      self.meta_loss_weighting in WEIGHTINGS,
+      "meta_loss_weighting",
+      f"one of {WEIGHTINGS}",
+      self,
+    )
+
+
+def _check(ok: bool, name: str, allowed: str, cfg: Any) -> None:
+  if not ok:
+    raise ValueError(
+      f"{type(cfg).__name__}.{name} must be {allowed}, got "
+      f"{getattr(cfg, name)!r}."
+    )
+
+
+class InnerState(NamedTuple):
+  """Inner-training state of a population (leading axis ``[pop]``).
+
+  Unbatched (one instance) inside the vmapped per-instance functions.
+  """
+
+  params: Params  # leaves [pop, ...]
+  opt_state: Any  # leaves [pop, ...]
+  step: jax.Array  # [pop] int32, steps done in the current run
+  horizon: jax.Array  # [pop] int32, length of the current run
+  spec_index: jax.Array  # [pop] int32, index into the stacked task
+  key: jax.Array  # [pop, 2] uint32, raw key data of the current run
+
+
+class UnrollOut(NamedTuple):
+  """Per-step outputs of one truncation."""
+
+  loss: jax.Array  # [T, pop] normalized meta-loss of each step
+  weight: jax.Array  # [T, pop] meta-loss weight of each step
+  reset: jax.Array  # [T, pop] bool, a new run started at this step
+  finite: jax.Array  # [pop] bool, every loss and the final state finite
+
+
+class _RunKeys(NamedTuple):
+  spec: jax.Array
+  horizon: jax.Array
+  init: jax.Array
+  steps: jax.Array
+  next_run: jax.Array
+
+
+def _run_keys(raw_key: jax.Array) -> _RunKeys:
+  return _RunKeys(*jax.random.split(jax.random.wrap_key_data(raw_key), 5))
+
+
+def step_keys(raw_key: jax.Array, step: jax.Array) -> tuple[jax.Array, ...]:
+  """Keys of inner step ``step`` of the run with key ``raw_key``.
+
+  Args:
+    raw_key: the run's raw key data (``InnerState.key`` of one instance).
+    step: the step within the run.
+
+  Returns:
+    ``(k_batch, k_loss, k_valid)``: the train batch, the loss's own
+    randomness, and the validation batch (and its loss randomness).
+  """
+  k = jax.random.fold_in(_run_keys(raw_key).steps, step)
+  return tuple(jax.random.split(k, 3))
+
+
+def num_specs(tasks: task_base.Task) -> int:
+  """The leading ``[num_specs]`` size of a stacked task.
+
+  Raises:
+    ValueError: if ``tasks`` is not stacked.
+  """
+  leaves = jax.tree.leaves(tasks.dynamic)
+  if not leaves:
+    return 1
+  if jnp.ndim(leaves[0]) == 0:
+    raise ValueError(
+      "unroll needs a STACKED task with a leading [num_specs] axis on its "
+      "dynamic values; got an unstacked one. Pass "
+      "task_suite.stack_tasks([task, ...]) (a list of one task is fine)."
+    )
+  return int(jnp.shape(leaves[0])[0])
+
+
+def sample_horizon(key: jax.Array, cfg: UnrollConfig) -> jax.Array:
+  """A log-uniform int32 run length in ``[min_horizon, max_horizon]``."""
+  lo, hi = math.log(cfg.min_horizon), math.log(cfg.max_horizon + 1)
+  h = jnp.floor(jnp.exp(jax.random.uniform(key, (), minval=lo, maxval=hi)))
+  return jnp.clip(h, cfg.min_horizon, cfg.max_horizon).astype(jnp.int32)
+
+
+def new_run(
+  optimizer_fn: OptimizerFn,
+  theta: MetaParams,
+  tasks: task_base.Task,
+  raw_key: jax.Array,
+  cfg: UnrollConfig,
+) -> InnerState:
+  """A fresh inner run of one instance (unbatched).
+
+  Args:
+    optimizer_fn: theta -> optax transform (e.g. ``lopt.optimizer``).
+    theta: this instance's meta-parameters.
+    tasks: the stacked task of the signature.
+    raw_key: raw key data of the new run.
+    cfg: unroll settings.
+
+  Returns:
+    The instance's state at step 0.
+  """
+  keys = _run_keys(raw_key)
+  spec_index = jax.random.randint(keys.spec, (), 0, num_specs(tasks))
+  params = task_base.index_task(tasks, spec_index).init(keys.init)
+  return InnerState(
+    params=params,
+    opt_state=optimizer_fn(theta).init(params),
+    step=jnp.zeros([], jnp.int32),
+    horizon=sample_horizon(keys.horizon, cfg),
+    spec_index=spec_index.astype(jnp.int32),
+    key=raw_key,
+  )
+
+
+def init_states(
+  optimizer_fn: OptimizerFn,
+  theta: MetaParams,
+  tasks: task_base.Task,
+  key: jax.Array,
+  num: int,
+  cfg: UnrollConfig,
+  stagger: bool = True,
+) -> InnerState:
+  """Initial states of a population of ``num`` instances.
+
+  Starts are staggered so that resets do not align: each instance's first
+  run is cut to a uniform fraction of its sampled horizon. (Starting at a
+  random step with fresh parameters instead would feed the optimizer step
+  features that contradict its parameters.)
+
+  Args:
+    optimizer_fn: theta -> optax transform.
+    theta: meta-parameters (shared, unbatched) for the optimizer init.
+    tasks: the stacked task of the signature.
+    key: PRNG key.
+    num: population size.
+    cfg: unroll settings.
+    stagger: shorten first runs (False: full horizons, for tests).
+
+  Returns:
+    ``InnerState`` with leading axis ``[num]``.
+  """
+
+  def one(i):
+    k = jax.random.fold_in(key, i)
+    k_run, k_stagger = jax.random.split(k)
+    state = new_run(optimizer_fn, theta, tasks, jax.random.key_data(k_run), cfg)
+    if stagger:
+      frac = jax.random.uniform(k_stagger, ())
+      first = jnp.ceil(frac * state.horizon.astype(jnp.float32))
+      state = state._replace(
+        horizon=jnp.clip(first, 1, state.horizon).astype(jnp.int32)
+      )
+    return state
+
+  return jax.vmap(one)(jnp.arange(num))
+
+
+def force_reset(states: InnerState, mask: jax.Array) -> InnerState:
+  """Makes the masked instances ``[pop]`` start a new run at their next step."""
+  return states._replace(step=jnp.where(mask, states.horizon, states.step))
+
+
+def mean_loss(out: UnrollOut) -> jax.Array:
+  """Per-instance meta-loss of a truncation: weighted mean over steps [pop]."""
+  return jnp.mean(out.loss * out.weight, axis=0)
+
+
+def segment_losses(out: UnrollOut) -> tuple[jax.Array, jax.Array]:
+  """``mean_loss`` split at the first reset of the truncation.
+
+  Returns:
+    ``(before, after)``, each ``[pop]``, summing to ``mean_loss(out)``:
+    the part from the run in progress when the truncation started, and the
+    part from runs started during it.
+  """
+  started = jnp.cumsum(out.reset.astype(jnp.int32), axis=0) > 0  # [T, pop]
+  terms = out.loss * out.weight / out.loss.shape[0]
+  before = jnp.sum(jnp.where(started, 0.0, terms), axis=0)
+  after = jnp.sum(jnp.where(started, terms, 0.0), axis=0)
+  return before, after
+
+
+def tree_finite(tree: Any) -> jax.Array:
+  """Whether every float leaf of one instance's tree is finite (scalar)."""
+  oks = [
+    jnp.all(jnp.isfinite(x))
+    for x in jax.tree.leaves(tree)
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(oks)) if oks else jnp.bool_(True)
+
+
+def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
+  """Per-instance ``where`` over trees with leading ``[pop]``."""
+
+  def sel(a, b):
+    m = mask.reshape(mask.shape + (1,) * (jnp.ndim(a) - 1))
+    return jnp.where(m, a, b)
+
+  return jax.tree.map(sel, on_true, on_false)
+
+
+def _reset_done(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
+  """Starts new runs for instances whose run is over (step == horizon)."""
+  done = states.step >= states.horizon  # [pop]
+
+  def reset(states):
+    next_keys = jax.vmap(lambda k: jax.random.key_data(_run_keys(k).next_run))(
+      states.key
+    )
+    fresh = jax.vmap(
+      lambda th, k: new_run(optimizer_fn, th, tasks, k, cfg),
+      in_axes=(theta_axis, 0),
+    )(thetas, next_keys)
+    return _select(done, fresh, states)
+
+  # Runs end rarely: skip the re-init (random init of every parameter) on
+  # the steps where no instance of the population needs it.
+  states = jax.lax.cond(jnp.any(done), reset, lambda s: s, states)
+  return states, done
+
+
+def _valid_losses(cfg, tasks, states, keys):
+  """Validation losses [pop] where needed (else NaN) and the feed mask."""
+  pop = states.step.shape[0]
+  nan = jnp.full([pop], jnp.nan, jnp.float32)
+  if cfg.valid_every:
+    feed = states.step % cfg.valid_every == 0  # [pop]
+  else:
+    feed = jnp.zeros([pop], jnp.bool_)
+  if not cfg.valid_every and cfg.meta_loss_split == "train":
+    return nan, feed
+
+  def valid(states):
+    def one(params, spec_index, k_valid):
+      task = task_base.index_task(tasks, spec_index)
+      k_batch, k_loss = jax.random.split(k_valid)
+      loss = task.loss(params, k_loss, task.batch(k_batch, "valid"))
+      return jnp.asarray(loss, jnp.float32)
+
+    return jax.vmap(one)(states.params, states.spec_index, keys[2])
+
+  if cfg.meta_loss_split == "valid":
+    return valid(states), feed
+  # A forward pass on a valid batch only on steps where someone needs it.
+  return jax.lax.cond(jnp.any(feed), valid, lambda s: nan, states), feed
+
+
+def _population_step(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
+  """One inner step of every instance; returns new states and step outputs."""
+  states, reset = _reset_done(
+    optimizer_fn, cfg, tasks, thetas, theta_axis, states
+  )
+  keys = jax.vmap(step_keys)(states.key, states.step)  # 3 x [pop] keys
+
+  def train_value_and_grad(params, spec_index, k_batch, k_loss):
+    task = task_base.index_task(tasks, spec_index)
+    return task.value_and_grad(params, k_loss, task.batch(k_batch, "train"))
+
+  loss, grads = jax.vmap(train_value_and_grad)(
+    states.params, states.spec_index, keys[0], keys[1]
+  )
+  loss = jnp.asarray(loss, jnp.float32)
+  valid_loss, feed = _valid_losses(cfg, tasks, states, keys)
+  valid_value = jnp.where(feed, valid_loss, jnp.nan)
+
+  def apply(theta, params, opt_state, grads, loss, valid_value):
+    tx = optimizer_fn(theta)
+    updates, new_opt_state = tx.update(
+      grads, opt_state, params, value=loss, valid_value=valid_value
+    )
+    new_params = optax.apply_updates(params, updates)
+    return (
+      optax.tree.cast_like(new_params, params),
+      optax.tree.cast_like(new_opt_state, opt_state),
+    )
+
+  params, opt_state = jax.vmap(apply, in_axes=(theta_axis, 0, 0, 0, 0, 0))(
+    thetas, states.params, states.opt_state, grads, loss, valid_value
+  )
+
+  raw = loss if cfg.meta_loss_split == "train" else valid_loss
+  meta = jax.vmap(
+    lambda i, x: task_base.index_task(tasks, i).normalize(x).astype(jnp.float32)
+  )(states.spec_index, raw)
+  if cfg.meta_loss_weighting == "end":
+    weight = 2.0 * (states.step + 1) / (states.horizon + 1.0)
+  else:
+    weight = jnp.ones_like(meta)
+  # normalize() may cap an inf loss: check the raw losses too.
+  finite = jnp.isfinite(loss) & jnp.isfinite(raw) & jnp.isfinite(meta)
+  states = states._replace(
+    params=params, opt_state=opt_state, step=states.step + 1
+  )
+  return states, (meta, weight.astype(jnp.float32), reset, finite)
+
+
+def unroll(
+  optimizer_fn: OptimizerFn,
+  thetas: MetaParams,
+  tasks: task_base.Task,
+  states: InnerState,
+  cfg: UnrollConfig,
+  theta_axis: int | None = 0,
+) -> tuple[InnerState, UnrollOut]:
+  """Advances every instance by ``cfg.unroll_length`` inner steps.
+
+  Args:
+    optimizer_fn: theta -> optax transform (``lopt.optimizer``, or
+      ``lambda _: optax.with_extra_args_support(optax.adam(1e-3))``).
+    thetas: per-instance meta-parameters, leaves ``[pop, ...]``
+      (``theta_axis=0``), or one shared theta (``theta_axis=None``).
+    tasks: the stacked task of the signature (an argument, not a constant).
+    states: ``InnerState`` with leading axis ``[pop]``.
+    cfg: unroll settings (static).
+    theta_axis: 0 if ``thetas`` is batched, None if shared.
+
+  Returns:
+    ``(states, out)``: the states after the truncation and its ``UnrollOut``.
+  """
+  num_specs(tasks)  # fails early on an unstacked task
+
+  def body(states, _):
+    return _population_step(
+      optimizer_fn, cfg, tasks, thetas, theta_axis, states
+    )
+
+  states, (loss, weight, reset, finite) = jax.lax.scan(
+    body, states, None, length=cfg.unroll_length
+  )
+  finite = jnp.all(finite, axis=0) & jax.vmap(tree_finite)(
+    (states.params, states.opt_state)
+  )
+  return states, UnrollOut(loss, weight, reset, finite)
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of ``values`` [n] over ``mask`` [n] (0 if nothing is kept)."""
+  kept = jnp.sum(mask.astype(jnp.float32))
+  return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(kept, 1.0)
+
+
+def population_metrics(
+  meta_loss: jax.Array, finite: jax.Array, reset: jax.Array, inner_steps: int
+) -> dict[str, jax.Array]:
+  """The metrics every estimator returns.
+
+  Args:
+    meta_loss: per-instance meta-loss [n].
+    finite: per-instance finiteness [n].
+    reset: per-step reset flags [T, n].
+    inner_steps: inner steps executed (both antithetic members counted).
+
+  Returns:
+    Scalar arrays: ``meta_loss`` (mean over finite instances),
+    ``num_nonfinite``, ``num_resets``, ``inner_steps``.
+  """
+  return {
+    "meta_loss": masked_mean(meta_loss, finite),
+    "num_nonfinite": jnp.sum(~finite).astype(jnp.int32),
+    "num_resets": jnp.sum(reset).astype(jnp.int32),
+    "inner_steps": jnp.asarray(inner_steps, jnp.int32),
+  }
