@@ -14,8 +14,10 @@ Where the files live:
 With the ``tfds`` extra installed (``pip install .[tfds]``), ``source="tfds"``
 (or ``"auto"`` when the files are missing) goes through tensorflow-datasets:
 online it downloads as usual; offline it builds from the same canonical files
-(see ``load_tfds_images``). That route also serves other tfds image datasets
-such as ``cifar10`` (converted to grayscale).
+(see ``prepare_tfds``). tfds's own files go to ``tfds_dir()``
+(``$LOPT_TFDS_DIR``, else ``<user cache>/learned_opt/tfds``). That route also
+serves other tfds image datasets such as ``cifar10`` (converted to grayscale,
+area-resized to the requested size).
 
 Example:
   >>> data = load_images("mnist", image_size=16)
@@ -34,6 +36,7 @@ import jax
 import numpy as np
 
 ENV_VAR = "LOPT_DATA_DIR"
+TFDS_ENV_VAR = "LOPT_TFDS_DIR"
 IMAGE_DATASETS = ("mnist", "fashion_mnist")
 TEXT_DATASETS = ("tiny_shakespeare",)
 IMAGE_SIZES = (8, 16, 28)
@@ -133,8 +136,12 @@ def data_dir() -> pathlib.Path:
   """
   if os.environ.get(ENV_VAR):
     return pathlib.Path(os.environ[ENV_VAR]).expanduser()
+  return _user_cache() / "learned_opt" / "data"
+
+
+def _user_cache() -> pathlib.Path:
   cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-  return pathlib.Path(cache).expanduser() / "learned_opt" / "data"
+  return pathlib.Path(cache).expanduser()
 
 
 def _missing_message(name: str, folder: pathlib.Path, missing: list[str]):
@@ -337,8 +344,8 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
 
 def split_text(text: str) -> dict[str, str]:
   """Splits 90/5/5 by characters, exactly like tfds ``tiny_shakespeare``."""
-  n = len(text)
-  a, b = int(n * 0.9), int(n * 0.95)
+  a = int(len(text) * 0.9)
+  b = a + int((len(text) - a) * 0.5)
   return {"train": text[:a], "valid": text[a:b], "test": text[b:]}
 
 
@@ -383,6 +390,10 @@ def _use_files(name: str, source: str, known: tuple[str, ...]) -> bool:
   raise DatasetNotFoundError(_missing_message(name, folder, missing))
 
 
+def _cache_root() -> str:
+  return f"{data_dir()}|{tfds_dir()}"
+
+
 def _tfds_available() -> bool:
   import importlib.util
 
@@ -393,7 +404,7 @@ def _tfds_available() -> bool:
 def _host_images(
   name: str, source: str, root: str
 ) -> tuple[dict[str, np.ndarray], int]:
-  del root  # only part of the cache key: another data_dir() is another cache
+  del root  # only part of the cache key: other folders, another cache entry
   if _use_files(name, source, IMAGE_DATASETS):
     return _split_images(load_raw_images(name)), 10
   return load_tfds_images(name)
@@ -442,12 +453,12 @@ def load_images(
       f"image_size must be one of {IMAGE_SIZES}, got {image_size}"
     )
   _check_source(source)
-  return _device_images(name, int(image_size), source, str(data_dir()))
+  return _device_images(name, int(image_size), source, _cache_root())
 
 
 @functools.lru_cache(maxsize=4)
 def _device_text(name: str, source: str, root: str) -> TextData:
-  del root  # only part of the cache key
+  del root  # only part of the cache key: other folders, another cache entry
   if _use_files(name, source, TEXT_DATASETS):
     splits = split_text(load_raw_text(name))
   else:
@@ -480,17 +491,198 @@ def load_text(
     ChecksumError: the file is corrupted.
   """
   _check_source(source)
-  return _device_text(name, source, str(data_dir()))
+  return _device_text(name, source, _cache_root())
 
 
 # ------------------------------------------------------------ tfds route
 
 
+def tfds_dir() -> pathlib.Path:
+  """Default folder for tfds's prepared data, downloads and extractions.
+
+  Never inside ``$LOPT_DATA_DIR``, which is often a shared read-only folder of
+  canonical files (and root may write there anyway).
+
+  Returns:
+    ``$LOPT_TFDS_DIR`` if set, else ``<user cache>/learned_opt/tfds`` (next to
+    the default ``data_dir()``).
+  """
+  if os.environ.get(TFDS_ENV_VAR):
+    return pathlib.Path(os.environ[TFDS_ENV_VAR]).expanduser()
+  return _user_cache() / "learned_opt" / "tfds"
+
+
+def _import_tfds():
+  """Imports tensorflow_datasets lazily: importing TF takes seconds."""
+  import importlib.resources.abc
+  import importlib.util
+  import sys
+
+  if importlib.util.find_spec("tensorflow_datasets") is None:
+    raise ImportError(
+      "The tfds route needs tensorflow-datasets: install the tfds extra "
+      "(`pip install .[tfds]`, or `uv run --extra tfds ...`)."
+    )
+  # tfds 4.9.10 uses `importlib_resources.abc` in DatasetBuilder.code_path but
+  # declares the backport only for Python < 3.9 (tensorflow/datasets#11212);
+  # the standard library's module has the same `abc.Traversable`.
+  if importlib.util.find_spec("importlib_resources") is None:
+    sys.modules.setdefault("importlib_resources", importlib.resources)
+  import tensorflow_datasets as tfds
+
+  return tfds
+
+
+def prepare_tfds(
+  name: str,
+  *,
+  tfds_data_dir: pathlib.Path | str | None = None,
+  manual_dir: pathlib.Path | str | None = None,
+  max_examples_per_split: int | None = None,
+):
+  """Builds a tfds dataset, offline from canonical files when they are there.
+
+  tfds 4.9.10 looks for each file of a dataset's url checksums (e.g.
+  ``train-images-idx3-ubyte.gz``) as ``manual_dir/<file name>`` before
+  downloading, and validates its size and sha256 as for a download; so a
+  folder of canonical files builds the dataset without network. The
+  extraction goes to ``<tfds_data_dir>/extracted/<name>``: mnist and
+  fashion_mnist extract to the same file names (``GZIP.<file>``) and would
+  silently reuse each other's extraction in a shared folder.
+
+  Args:
+    name: a tfds dataset name, e.g. "fashion_mnist", "cifar10".
+    tfds_data_dir: where tfds keeps prepared data; default ``tfds_dir()``.
+    manual_dir: folder of canonical files; default ``data_dir()/<name>`` when
+      it exists (its files are sha256-verified first when known), else None
+      (tfds downloads).
+    max_examples_per_split: tfds's debugging cap on each generated split
+      (keeps the first examples of each file); None for the full dataset.
+      A capped build needs its own ``tfds_data_dir``.
+
+  Returns:
+    The prepared ``tfds.core.DatasetBuilder``.
+
+  Raises:
+    ImportError: tensorflow-datasets is not installed.
+    DatasetNotFoundError: there are no local files and the download failed.
+  """
+  tfds = _import_tfds()
+  root = pathlib.Path(tfds_data_dir) if tfds_data_dir else tfds_dir()
+  if manual_dir is None and (data_dir() / name).is_dir():
+    manual_dir = data_dir() / name
+  if manual_dir is not None and name in KNOWN_SHA256:
+    manual_dir = pathlib.Path(manual_dir)
+    missing = _missing_files(name, manual_dir)
+    if missing:
+      raise DatasetNotFoundError(_missing_message(name, manual_dir, missing))
+    sums = expected_sha256(name, manual_dir)
+    for file_name in _canonical_files(name):
+      verify_file(manual_dir / file_name, sums[file_name])
+  builder = tfds.builder(name, data_dir=str(root / "data"))
+  config = tfds.download.DownloadConfig(
+    manual_dir=str(manual_dir) if manual_dir else None,
+    extract_dir=str(root / "extracted" / name),
+    max_examples_per_split=max_examples_per_split,
+    # Asking GCS for a prepared copy needs network; local files do not.
+    try_download_gcs=manual_dir is None,
+  )
+  try:
+    builder.download_and_prepare(
+      download_dir=str(root / "downloads"), download_config=config
+    )
+  except Exception as e:
+    if manual_dir is not None:
+      raise
+    folder = data_dir() / name
+    raise DatasetNotFoundError(
+      f"tensorflow-datasets could not download {name!r} ({e!r}). "
+      + _missing_message(name, folder, ["its canonical files"])
+    ) from e
+  return builder
+
+
+def read_tfds_split(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Reads a prepared image split into host arrays (tfds's stored order).
+
+  Args:
+    builder: a prepared tfds builder of an image classification dataset.
+    split: a tfds split name, e.g. "train", "test".
+
+  Returns:
+    uint8 [N, H, W, 1] images (RGB is converted to grayscale with the
+    ITU-R 601 luma weights, so every dataset has the same channel count) and
+    int32 [N] labels.
+  """
+  tfds = _import_tfds()
+  dataset = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+  batch = tfds.as_numpy(dataset)
+  x, y = np.asarray(batch["image"]), np.asarray(batch["label"])
+  if x.ndim != 4 or x.dtype != np.uint8:
+    raise ValueError(
+      f"{builder.name!r} is not a fixed-size uint8 image dataset: images are "
+      f"{x.dtype} {x.shape[1:]}."
+    )
+  if x.shape[-1] == 3:
+    luma = x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+  return x, y.astype(np.int32)
+
+
 def load_tfds_images(name: str) -> tuple[dict[str, np.ndarray], int]:
-  """Placeholder until the tfds route lands."""
-  raise NotImplementedError(f"tfds route not implemented yet ({name!r}).")
+  """Loads an image classification dataset through tensorflow-datasets.
+
+  Splits: the dataset's own "validation" split when it has one, else the last
+  ``NUM_VALID_IMAGES`` (at most a fifth) of tfds's train split, which tfds
+  stores in its own deterministic (shuffled) order: the same images as the
+  direct loader's splits only as a whole, not split by split.
+
+  Args:
+    name: a tfds image classification dataset, e.g. "mnist", "cifar10".
+
+  Returns:
+    Host arrays "{train,valid,test}_{x,y}" (uint8 [N, H, W, 1], int32 [N])
+    at the dataset's native size, and the number of classes.
+  """
+  builder = prepare_tfds(name)
+  splits = builder.info.splits
+  train_x, train_y = read_tfds_split(builder, "train")
+  test_x, test_y = read_tfds_split(builder, "test")
+  if "validation" in splits:
+    valid_x, valid_y = read_tfds_split(builder, "validation")
+  else:
+    n_valid = min(NUM_VALID_IMAGES, train_x.shape[0] // 5)
+    n_train = train_x.shape[0] - n_valid
+    train_x, valid_x = train_x[:n_train], train_x[n_train:]
+    train_y, valid_y = train_y[:n_train], train_y[n_train:]
+  arrays = {
+    "train_x": train_x,
+    "train_y": train_y,
+    "valid_x": valid_x,
+    "valid_y": valid_y,
+    "test_x": test_x,
+    "test_y": test_y,
+  }
+  return arrays, int(builder.info.features["label"].num_classes)
 
 
 def load_tfds_text(name: str) -> dict[str, str]:
-  """Placeholder until the tfds route lands."""
-  raise NotImplementedError(f"tfds route not implemented yet ({name!r}).")
+  """Loads a one-document-per-split text dataset (tiny_shakespeare) via tfds.
+
+  Args:
+    name: "tiny_shakespeare".
+
+  Returns:
+    The text of "train", "valid" and "test".
+  """
+  tfds = _import_tfds()
+  builder = prepare_tfds(name)
+  out = {}
+  for split, tfds_split in (
+    ("train", "train"),
+    ("valid", "validation"),
+    ("test", "test"),
+  ):
+    batch = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))
+    out[split] = b"".join(batch["text"].tolist()).decode("utf-8")
+  return out

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import pathlib
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -143,3 +144,101 @@ def test_bad_arguments_are_rejected():
     data.load_images("mnist", source="web")
   with pytest.raises(ValueError, match="tfds"):
     data.load_images("cifar10", source="files")
+
+
+# ------------------------------------------------------------ tfds route
+
+
+def _sorted_examples(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Rows of (label, pixels) in lexicographic order: a multiset of examples."""
+  rows = np.concatenate(
+    [y.astype(np.uint8)[:, None], x.reshape(x.shape[0], -1)], axis=1
+  )
+  return rows[np.lexsort(rows.T[::-1])]
+
+
+@pytest.fixture(scope="module")
+def tfds_fashion(tmp_path_factory):
+  """fashion_mnist built by tfds from the canonical files, without network.
+
+  tfds's debugging cap of 10000 examples per split keeps the whole test split
+  and the first 10000 training examples, at ~2/7 of the full build's time.
+  """
+  root = tmp_path_factory.mktemp("tfds")
+  manual_dir = data.data_dir() / "fashion_mnist"
+
+  def no_network(*args, **kwargs):
+    raise OSError(f"network access during an offline build: {args}")
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(socket.socket, "connect", no_network)
+    patch.setattr(socket, "create_connection", no_network)
+    builder = data.prepare_tfds(
+      "fashion_mnist",
+      tfds_data_dir=root,
+      manual_dir=manual_dir,
+      max_examples_per_split=10000,
+    )
+  return root, builder
+
+
+def test_tfds_builds_fashion_mnist_offline_like_direct_loader(tfds_fashion):
+  root, builder = tfds_fashion
+  raw = data.load_raw_images("fashion_mnist")
+  test_x, test_y = data.read_tfds_split(builder, "test")
+  assert test_x.shape == (10000, 28, 28, 1) and test_x.dtype == np.uint8
+  assert test_y.dtype == np.int32
+  # tfds stores its own shuffled order, so compare as multisets.
+  assert not np.array_equal(test_y, raw["test_y"])
+  np.testing.assert_array_equal(
+    _sorted_examples(test_x, test_y),
+    _sorted_examples(raw["test_x"], raw["test_y"]),
+  )
+  train_x, train_y = data.read_tfds_split(builder, "train")
+  np.testing.assert_array_equal(
+    _sorted_examples(train_x, train_y),
+    _sorted_examples(raw["train_x"][:10000], raw["train_y"][:10000]),
+  )
+  # Extracted into a folder of its own, where mnist cannot collide with it.
+  extracted = root / "extracted" / "fashion_mnist"
+  assert (extracted / "GZIP.t10k-images-idx3-ubyte.gz").is_file()
+
+
+def test_load_images_through_tfds(tfds_fashion, monkeypatch):
+  root, _ = tfds_fashion
+  monkeypatch.setenv("LOPT_TFDS_DIR", str(root))
+  d = data.load_images("fashion_mnist", 16, source="tfds")
+  assert d.num_classes == 10
+  # The capped build has 10000 train examples; a fifth is held out.
+  assert d.arrays["train_x"].shape == (8000, 16, 16, 1)
+  assert d.arrays["valid_x"].shape == (2000, 16, 16, 1)
+  assert d.arrays["test_y"].shape == (10000,)
+  direct = data.load_images("fashion_mnist", 16, source="files")
+  np.testing.assert_array_equal(
+    _sorted_examples(np.asarray(d.arrays["test_x"]), d.arrays["test_y"]),
+    _sorted_examples(
+      np.asarray(direct.arrays["test_x"]), direct.arrays["test_y"]
+    ),
+  )
+
+
+def test_load_text_through_tfds(tmp_path, monkeypatch):
+  monkeypatch.setenv("LOPT_TFDS_DIR", str(tmp_path))
+  via_tfds = data.load_text(source="tfds")
+  direct = data.load_text(source="files")
+  assert via_tfds.vocab == direct.vocab
+  for split in ("train", "valid", "test"):
+    np.testing.assert_array_equal(via_tfds.arrays[split], direct.arrays[split])
+  assert (tmp_path / "data" / "tiny_shakespeare").is_dir()
+
+
+def test_tfds_checks_canonical_files_first(tmp_path):
+  folder = _copy_dataset("mnist", tmp_path / "manual")
+  path = folder / "train-labels-idx1-ubyte.gz"
+  blob = bytearray(path.read_bytes())
+  blob[100] ^= 0xFF
+  path.write_bytes(bytes(blob))
+  with pytest.raises(data.ChecksumError, match="train-labels"):
+    data.prepare_tfds(
+      "mnist", tfds_data_dir=tmp_path / "tfds", manual_dir=folder
+    )
