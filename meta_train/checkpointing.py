@@ -1,0 +1,146 @@
+"""Orbax checkpoints of the whole meta-training state, with resume.
+
+A checkpoint holds one pytree (theta, outer-optimizer state, every
+estimator state with its inner runs, the step) and the resolved config as
+JSON, under ``WORKDIR/checkpoints/<step>``. Orbax writes each checkpoint
+into a temporary directory and renames it only once complete, so a failure
+or a kill mid-save leaves the previous checkpoint as the latest good one;
+leftover temporary directories are removed when the manager is next opened.
+
+Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on
+restore (``jax.random.key_data`` / ``wrap_key_data``), so any state may hold
+keys. Restoring takes a *target* (the freshly initialized state): shapes,
+dtypes and shardings come from it, so a run resumed on another device count
+is resharded on load.
+
+Every process must call ``save`` and ``restore`` (orbax coordinates the
+multi-process writes itself).
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+STATE = "state"
+CONFIG = "config"
+
+
+def make_manager(
+  directory: str | os.PathLike, keep: int
+) -> ocp.CheckpointManager:
+  """Opens (or creates) the checkpoint directory of a run.
+
+  Args:
+    directory: where the step directories live.
+    keep: number of most recent checkpoints kept.
+
+  Returns:
+    An orbax ``CheckpointManager`` (close it with ``manager.close()``).
+  """
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep,
+    create=True,
+    cleanup_tmp_directories=True,
+    # Synchronous: the outer step donates its input buffers, so the arrays
+    # must be fully written before the next step reuses them.
+    enable_async_checkpointing=False,
+  )
+  return ocp.CheckpointManager(
+    os.path.abspath(directory), options=options, item_names=(STATE, CONFIG)
+  )
+
+
+def latest_step(manager: ocp.CheckpointManager) -> int | None:
+  """The step of the newest complete checkpoint, or None."""
+  manager.reload()
+  return manager.latest_step()
+
+
+def _is_key(x: Any) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+    x.dtype, jax.dtypes.prng_key
+  )
+
+
+def _keys_to_data(tree: Any) -> Any:
+  return jax.tree.map(
+    lambda x: jax.random.key_data(x) if _is_key(x) else x, tree
+  )
+
+
+def save(
+  manager: ocp.CheckpointManager,
+  step: int,
+  state: Any,
+  config: dict[str, Any],
+) -> None:
+  """Saves ``state`` and ``config`` as checkpoint ``step`` (blocking).
+
+  Args:
+    manager: from ``make_manager``.
+    step: the outer step the state is at.
+    state: pytree of ``jax.Array``s (typed keys allowed).
+    config: JSON-compatible resolved configuration.
+  """
+  manager.save(
+    step,
+    args=ocp.args.Composite(
+      **{
+        STATE: ocp.args.StandardSave(_keys_to_data(state)),
+        CONFIG: ocp.args.JsonSave(config),
+      }
+    ),
+    force=True,
+  )
+  manager.wait_until_finished()
+
+
+def restore(
+  manager: ocp.CheckpointManager, target: Any, step: int | None = None
+) -> tuple[Any, dict[str, Any]]:
+  """Restores a checkpoint into the structure, dtypes and shardings of target.
+
+  Args:
+    manager: from ``make_manager``.
+    target: a state like the one saved (concrete arrays or
+      ``jax.ShapeDtypeStruct``s with shardings).
+    step: which checkpoint (default: the latest).
+
+  Returns:
+    ``(state, config)``: the restored state and the config saved with it.
+
+  Raises:
+    FileNotFoundError: if there is no checkpoint.
+  """
+  if step is None:
+    step = latest_step(manager)
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+
+  def abstract(x):
+    return jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=getattr(x, "sharding", None)
+    )
+
+  abstract_target = jax.tree.map(abstract, _keys_to_data(target))
+  restored = manager.restore(
+    step,
+    args=ocp.args.Composite(
+      **{
+        STATE: ocp.args.StandardRestore(abstract_target),
+        CONFIG: ocp.args.JsonRestore(),
+      }
+    ),
+  )
+  state = jax.tree.map(
+    lambda t, x: (
+      jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
+      if _is_key(t)
+      else x
+    ),
+    target,
+    restored[STATE],
+  )
+  return state, dict(restored[CONFIG])

@@ -1,0 +1,301 @@
+"""Meta-trains a learned optimizer (resumes if the workdir holds a run).
+
+Usage:
+  lopt meta-train --config configs/NAME.py[:ARG] --workdir DIR \\
+      [--config.x.y=value ...] [--num_local_processes=N]
+
+``--config.x.y=value`` overrides any field of the config (the
+ml_collections config_flags convention, parsed here so that every error
+names the field); a wrong or unknown field or a value of the wrong type
+fails before any compute.
+Re-running the same command on the same ``--workdir`` resumes from the
+latest checkpoint. ``--num_local_processes=N`` runs N processes joined by
+``jax.distributed`` on this machine, each pinned to its own share of the CPU
+cores (on a multi-core CPU, one process per core is faster than one process
+using all of them; see bench/meta_throughput.py).
+"""
+
+import ast
+import importlib.util
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import ml_collections
+
+from meta_train import config as config_lib
+
+_PROG = "lopt meta-train"
+_USAGE = (
+  f"usage: {_PROG} --config configs/NAME.py[:ARG] --workdir DIR "
+  "[--config.x.y=VALUE ...] [--num_local_processes=N]"
+)
+# Dict fields whose keys are open-ended (constructor/optimizer kwargs): an
+# override may add a key that the config file did not set.
+_OPEN_DICTS = ("kwargs", "hparams")
+
+
+class UsageError(ValueError):
+  """A malformed command line or override."""
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Runs ``get_config(arg)`` of ``path[:arg]`` (a configs/*.py file).
+
+  Raises:
+    UsageError: if the file is missing or defines no get_config.
+  """
+  path, _, arg = spec.partition(":")
+  if not pathlib.Path(path).is_file():
+    raise UsageError(f"--config: no such file {path!r}")
+  module_spec = importlib.util.spec_from_file_location("_lopt_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise UsageError(f"--config: {path} defines no get_config(arg=None)")
+  return module.get_config(arg or None)
+
+
+def _parse_value(text: str, old: Any, path: str) -> Any:
+  """Parses ``text`` as a value of the type of ``old`` (the field's value)."""
+  try:
+    if isinstance(old, bool):
+      lowered = text.lower()
+      if lowered not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return lowered in ("true", "1")
+    if isinstance(old, int):
+      return int(text)
+    if isinstance(old, float):
+      return float(text)
+    if isinstance(old, str):
+      return text
+    if isinstance(old, tuple):
+      try:
+        value = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        value = tuple(t.strip() for t in text.split(",") if t.strip())
+      return tuple(value) if isinstance(value, list | tuple) else (value,)
+    return ast.literal_eval(text)  # a new key of an open-ended dict
+  except (ValueError, SyntaxError):
+    kind = type(old).__name__ if old is not None else "a Python literal"
+    raise UsageError(f"{path} must be of type {kind}, got {text!r}") from None
+
+
+def apply_override(cd: ml_collections.ConfigDict, path: str, text: str):
+  """Sets ``config.a.b`` (``path``) from the command-line text ``text``.
+
+  Raises:
+    UsageError: naming the field if it does not exist or the value does
+      not parse as the field's type.
+  """
+  *parents, name = path.split(".")[1:]
+  node, where = cd, "config"
+  for part in parents:
+    if part not in node or not isinstance(
+      node[part], ml_collections.ConfigDict
+    ):
+      raise UsageError(
+        f"{where}.{part}: unknown section; valid: {', '.join(sorted(node))}"
+      )
+    node, where = node[part], f"{where}.{part}"
+  if name not in node:
+    if parents and parents[-1] in _OPEN_DICTS:
+      with node.unlocked():
+        node[name] = _parse_value(text, None, path)
+      return
+    raise UsageError(f"{path}: unknown field; valid: {', '.join(sorted(node))}")
+  if isinstance(node[name], ml_collections.ConfigDict):
+    raise UsageError(f"{path} is a section; set one of its fields")
+  node[name] = _parse_value(text, node[name], path)
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+  """Parses the command line into config, workdir and process count.
+
+  Raises:
+    UsageError: with a message naming the bad argument.
+  """
+  opts: dict[str, Any] = {"num_local_processes": 1, "workdir": None}
+  overrides, config_spec, i = [], None, 0
+  while i < len(argv):
+    arg = argv[i]
+    if not arg.startswith("--"):
+      raise UsageError(f"unexpected argument {arg!r}\n{_USAGE}")
+    name, eq, value = arg[2:].partition("=")
+    if not eq:
+      if i + 1 >= len(argv):
+        raise UsageError(f"--{name} needs a value\n{_USAGE}")
+      i, value = i + 1, argv[i + 1]
+    i += 1
+    if name == "config":
+      config_spec = value
+    elif name.startswith("config."):
+      overrides.append((name, value))
+    elif name == "workdir":
+      opts["workdir"] = value
+    elif name == "num_local_processes":
+      try:
+        opts["num_local_processes"] = int(value)
+      except ValueError:
+        raise UsageError(
+          f"--num_local_processes: not an integer: {value!r}"
+        ) from None
+    else:
+      raise UsageError(f"unknown option --{name}\n{_USAGE}")
+  if config_spec is None or not opts["workdir"]:
+    raise UsageError(
+      f"--config and --workdir are required; e.g. {_PROG} --config "
+      f"configs/tiny.py --workdir /tmp/lopt_tiny\n{_USAGE}"
+    )
+  cd = load_config_file(config_spec)
+  cd.lock()
+  for path, text in overrides:
+    apply_override(cd, path, text)
+  opts["config"] = cd
+  return opts
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def local_process_env(
+  index: int, num: int, port: int, cores: list[int]
+) -> dict[str, str]:
+  """Environment of local process ``index`` of ``num`` (one core share each).
+
+  Args:
+    index: the process id.
+    num: the number of processes.
+    port: the coordinator's port on localhost.
+    cores: the cores of this process (its XLA threads are limited to them).
+
+  Returns:
+    The environment for the subprocess.
+  """
+  env = dict(os.environ)
+  env.update(
+    JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+    JAX_NUM_PROCESSES=str(num),
+    JAX_PROCESS_ID=str(index),
+    JAX_PLATFORMS=env.get("JAX_PLATFORMS", "cpu"),
+  )
+  if len(cores) == 1:
+    # One core: XLA's intra-op thread pool only adds synchronization.
+    xla = env.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"{xla} --xla_cpu_multi_thread_eigen=false".strip()
+  return env
+
+
+def launch_local_processes(argv: list[str], num: int) -> int:
+  """Runs ``num`` copies of this command joined by ``jax.distributed``.
+
+  Each copy is pinned to a disjoint share of the cores (``taskset``-style
+  affinity). If one fails, the others are stopped.
+
+  Args:
+    argv: the command's arguments without ``--num_local_processes``.
+    num: number of processes.
+
+  Returns:
+    0 if all succeeded, else the first non-zero exit status.
+  """
+  cores = sorted(os.sched_getaffinity(0))
+  if num > len(cores):
+    print(
+      f"{_PROG}: --num_local_processes={num} exceeds the {len(cores)} "
+      "available cores",
+      file=sys.stderr,
+    )
+    return 2
+  port = _free_port()
+  procs = []
+  for i in range(num):
+    mine = cores[i::num]
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, "-m", "meta_train.main", *argv],
+        env=local_process_env(i, num, port, mine),
+        preexec_fn=lambda mine=mine: os.sched_setaffinity(0, mine),
+      )
+    )
+  status = 0
+  try:
+    for p in procs:
+      rc = p.wait()
+      if rc and not status:
+        status = rc
+        for q in procs:  # the others would wait for the dead one forever
+          if q.poll() is None:
+            q.terminate()
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return status
+
+
+def _without_flag(argv: list[str], name: str) -> list[str]:
+  """``argv`` without ``--name=v`` / ``--name v``."""
+  out, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+    elif a in (f"--{name}", f"-{name}"):
+      skip = True
+    elif not a.lstrip("-").startswith(f"{name}="):
+      out.append(a)
+  return out
+
+
+def _raise_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt  # lets train.run checkpoint on its way out
+
+
+def main(argv: list[str]) -> int:
+  """Entry point of ``lopt meta-train``; returns the exit status."""
+  if any(a in ("-h", "--help", "-help") for a in argv):
+    print(__doc__)
+    return 0
+  try:
+    opts = parse_args(argv)
+    config_lib.from_config(opts["config"])
+  except (UsageError, config_lib.ConfigError) as e:
+    print(f"{_PROG}: {e}", file=sys.stderr)
+    return 2
+  if opts["num_local_processes"] > 1:
+    return launch_local_processes(
+      _without_flag(argv, "num_local_processes"), opts["num_local_processes"]
+    )
+
+  from meta_train import train  # noqa: PLC0415 (jax/estimators: slow import)
+
+  try:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+      signal.signal(signal.SIGTERM, _raise_interrupt)
+  except ValueError:  # not the main thread: keep the default
+    pass
+  try:
+    train.run(opts["config"], opts["workdir"])
+  except config_lib.ConfigError as e:
+    print(f"{_PROG}: bad config: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(
+      f"{_PROG}: interrupted; resume with the same command", file=sys.stderr
+    )
+    return 130
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

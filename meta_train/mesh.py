@@ -1,0 +1,188 @@
+"""Devices, processes and shardings of meta-training.
+
+One mesh axis, ``"tasks"``, spans every device of every process. theta and
+the outer-optimizer state are replicated; estimator states (every leaf has a
+leading ``[num_tasks]`` axis) are sharded on that axis with
+``NamedSharding(mesh, P("tasks"))``. The jitted outer step takes and returns
+these shardings, so XLA inserts the one all-reduce the population mean needs;
+there is no pmap and no hand-written communication.
+
+Several processes (hosts, or one process per CPU core) are joined with
+``jax.distributed.initialize``, enabled by ``MeshConfig.distributed`` or the
+standard environment variables ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+"""
+
+import os
+from typing import Any
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+from meta_train import config as config_lib
+
+AXIS = "tasks"
+P = jax.sharding.PartitionSpec
+
+
+def distributed_settings(
+  cfg: config_lib.MeshConfig,
+) -> dict[str, Any] | None:
+  """Arguments for ``jax.distributed.initialize``, or None if not wanted.
+
+  Config fields win over the environment variables.
+
+  Args:
+    cfg: the mesh configuration.
+
+  Returns:
+    The keyword arguments, or None when neither the config nor the
+    environment asks for several processes.
+  """
+  env = os.environ
+  address = cfg.coordinator_address or env.get("JAX_COORDINATOR_ADDRESS", "")
+  num = cfg.num_processes or int(env.get("JAX_NUM_PROCESSES", "0") or 0)
+  pid = cfg.process_id
+  if pid < 0 and env.get("JAX_PROCESS_ID", ""):
+    pid = int(env["JAX_PROCESS_ID"])
+  if not (cfg.distributed or address):
+    return None
+  return {
+    "coordinator_address": address or None,
+    "num_processes": num or None,
+    "process_id": pid if pid >= 0 else None,
+  }
+
+
+def initialize_distributed(cfg: config_lib.MeshConfig) -> bool:
+  """Joins the processes of a multi-process run, if configured.
+
+  Must run before any JAX computation of the process.
+
+  Args:
+    cfg: the mesh configuration.
+
+  Returns:
+    Whether this process is part of a multi-process run.
+  """
+  settings = distributed_settings(cfg)
+  if settings is None:
+    return False
+  if jax.distributed.is_initialized():
+    return True
+  if cfg.cpu_collectives != "none":
+    # Without CPU collectives, cross-process computations fail on CPU.
+    jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
+  jax.distributed.initialize(**settings)
+  return True
+
+
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+  """A 1-D mesh with axis ``"tasks"`` over the devices of all processes.
+
+  Args:
+    num_devices: number of devices to use (0: all). With several processes
+      it must be 0 or the total device count.
+
+  Returns:
+    The mesh.
+
+  Raises:
+    ValueError: if more devices are requested than exist.
+  """
+  devices = jax.devices()
+  if num_devices == 0:
+    num_devices = len(devices)
+  if num_devices > len(devices) or (
+    jax.process_count() > 1 and num_devices != len(devices)
+  ):
+    raise ValueError(
+      f"config.mesh.num_devices={num_devices}, but "
+      f"{len(devices)} devices exist over {jax.process_count()} process(es); "
+      "use 0 (all devices), or a number <= the device count in a "
+      "single-process run."
+    )
+  return jax.sharding.Mesh(np.asarray(devices[:num_devices]), (AXIS,))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  """Sharding of theta, outer state, tasks and keys: a copy per device."""
+  return jax.sharding.NamedSharding(mesh, P())
+
+
+def task_sharded(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  """Sharding of estimator states: leading ``[num_tasks]`` axis split."""
+  return jax.sharding.NamedSharding(mesh, P(AXIS))
+
+
+def check_population(num_tasks: int, mesh: jax.sharding.Mesh) -> None:
+  """Raises unless the population splits evenly over the mesh.
+
+  Args:
+    num_tasks: the estimator's population size (leading state axis).
+    mesh: the mesh.
+
+  Raises:
+    ValueError: naming the config field and a valid value.
+  """
+  if num_tasks % mesh.size:
+    fit = -(-num_tasks // mesh.size) * mesh.size
+    raise ValueError(
+      f"config.estimator.num_tasks={num_tasks} must be a multiple of the "
+      f"number of devices ({mesh.size}) so the population shards evenly "
+      f"over the mesh; use e.g. {fit}, or set config.mesh.num_devices."
+    )
+
+
+def _is_key(x: Any) -> bool:
+  return hasattr(x, "dtype") and jax.dtypes.issubdtype(
+    x.dtype, jax.dtypes.prng_key
+  )
+
+
+def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """Places host-identical values as global arrays with ``sharding``.
+
+  Every process must hold the same values (e.g. computed from the same
+  seed); each process then keeps only its addressable shards. Works for
+  typed PRNG key leaves too.
+
+  Args:
+    tree: pytree of arrays (numpy or jax).
+    sharding: target sharding of every leaf.
+
+  Returns:
+    The tree of global ``jax.Array``s.
+  """
+
+  def one(x):
+    if _is_key(x):
+      impl = jax.random.key_impl(x)
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=impl)
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(
+      host.shape, sharding, lambda index: host[index]
+    )
+
+  return jax.tree.map(one, tree)
+
+
+def to_host(tree: Any) -> Any:
+  """Numpy copies of a tree of (possibly multi-process) global arrays."""
+
+  def one(x):
+    if _is_key(x):
+      return one(jax.random.key_data(x))
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(jax.device_get(x))
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(one, tree)
+
+
+def is_main_process() -> bool:
+  """Whether this process writes metrics and exports (process 0)."""
+  return jax.process_index() == 0

@@ -1,0 +1,413 @@
+"""The outer loop of meta-training: ``run(config, workdir)``.
+
+Read top to bottom: configuration, the learned optimizer, the train tasks
+(grouped by static signature), one estimator per group, the outer optimizer,
+the mesh, the initial or restored state, then the loop. Each outer step
+picks a signature group from the step number, estimates the meta-gradient
+over that group's population (whose inner runs carry over between the
+group's turns), clips it, and applies the outer optimizer, all in one jitted
+function with explicit shardings. A non-finite meta-gradient or update never
+reaches theta: the step is skipped and counted.
+
+Every PRNG stream is ``fold_in(root_key, step)`` (or a fixed index), and all
+state that evolves is checkpointed, so a run killed at any point and resumed
+ends with exactly the theta of an uninterrupted run.
+
+Example:
+  >>> cd = configs.tiny.get_config()
+  >>> result = train.run(cd, "/tmp/run")   # resumes if /tmp/run has a run
+  >>> result.step, result.theta
+"""
+
+import functools
+import importlib
+import json
+import logging
+import pathlib
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+import learned_opt
+from meta_train import checkpointing, estimators, evaluation
+from meta_train import config as config_lib
+from meta_train import mesh as mesh_lib
+from meta_train import metrics as metrics_lib
+import task_suite
+
+# Fixed stream indices under the root key (the per-step streams use the step).
+_THETA, _EST_INIT, _STEPS, _GROUPS, _EVAL = range(5)
+# Fields whose change makes a workdir's checkpoints meaningless.
+_RUN_IDENTITY = ("seed", "lopt", "suite", "estimator")
+
+
+class OuterState(NamedTuple):
+  """Everything that evolves during meta-training (all of it checkpointed)."""
+
+  theta: Any  # replicated
+  opt_state: Any  # replicated
+  est_states: tuple  # one per group; leaves [num_tasks, ...], P("tasks")
+  step: jax.Array  # [] int32, outer steps done
+  num_skipped: jax.Array  # [] int32, steps skipped for non-finite values
+
+
+class RunResult(NamedTuple):
+  """What ``run`` returns: the optimizer, the final theta (host) and step."""
+
+  lopt: learned_opt.LearnedOptimizer
+  theta: Any
+  step: int
+
+
+# ------------------------------------------------------------ components
+
+
+def _learned_opt_api(name: str, module: str) -> Any:
+  """``learned_opt.<name>``, or from its module before it is re-exported."""
+  fn = getattr(learned_opt, name, None)
+  if fn is None:
+    fn = getattr(importlib.import_module(f"learned_opt.{module}"), name)
+  return fn
+
+
+def make_lopt(cfg: config_lib.LOptConfig) -> learned_opt.LearnedOptimizer:
+  """The learned optimizer named by the config."""
+  return config_lib.lopt_class(cfg.name)(**cfg.kwargs)
+
+
+def make_outer_optimizer(
+  cfg: config_lib.OuterConfig,
+) -> optax.GradientTransformationExtraArgs:
+  """The outer optimizer: a baseline by name, or a trained learned one."""
+  if cfg.optimizer == "learned":
+    lopt, theta, _ = _learned_opt_api("load", "checkpoint")(cfg.learned_path)
+    return lopt.optimizer(theta)
+  schedule = {"schedule": "constant", "warmup_steps": cfg.warmup_steps}
+  if cfg.schedule == "cosine":
+    schedule.update(
+      schedule="cosine",
+      decay_steps=max(cfg.num_steps, cfg.warmup_steps + 1),
+      final_lr_scale=cfg.final_lr_fraction,
+    )
+  return _learned_opt_api("baseline", "baselines")(
+    cfg.optimizer, learning_rate=cfg.learning_rate, **schedule, **cfg.hparams
+  )
+
+
+def num_params(spec: task_suite.TaskSpec) -> int:
+  """Number of inner parameters of a spec's task (no compute)."""
+  task = task_suite.get_task(spec)
+  shapes = jax.eval_shape(task.init, jax.random.key(0))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+
+
+def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
+  """Train specs grouped by signature, filtered and capped by the config."""
+  specs = task_suite.sample_suite(
+    cfg.num_tasks, seed=cfg.seed, split="train", weights=_weights(cfg)
+  )
+  groups = [
+    g
+    for g in task_suite.group_by_signature(specs).values()
+    if not cfg.max_params or num_params(g[0]) <= cfg.max_params
+  ]
+  if not groups:
+    raise ValueError(
+      f"no train signature has <= config.suite.max_params={cfg.max_params} "
+      "parameters; raise it or config.suite.num_tasks."
+    )
+  groups.sort(key=len, reverse=True)  # stable: ties keep signature order
+  return groups[: cfg.max_groups or None]
+
+
+def sample_test_specs(cfg: config_lib.SuiteConfig, num: int) -> list[Any]:
+  """Held-out (test-split) specs passing the same filters as training."""
+  specs = task_suite.sample_suite(
+    20 * num, seed=cfg.seed, split="test", weights=_weights(cfg)
+  )
+  if cfg.max_params:
+    specs = [s for s in specs if num_params(s) <= cfg.max_params]
+  return specs[:num]
+
+
+def _weights(cfg: config_lib.SuiteConfig) -> dict[str, float] | None:
+  return {f: 1.0 for f in cfg.families} if cfg.families else None
+
+
+def outer_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
+  """One outer step on one group (pure; jitted by ``run``).
+
+  Args:
+    estimate: the estimator's ``estimate``.
+    outer_tx: the outer optimizer.
+    clip_norm: global-norm clip (0: none).
+    root_key: the run's root key.
+    state: ``(theta, opt_state, est_state, step, num_skipped)``.
+    tasks: the group's stacked task.
+    group: the group index (for the key stream).
+
+  Returns:
+    ``(state, metrics)`` with the same structure.
+  """
+  theta, opt_state, est_state, step, num_skipped = state
+  key = jax.random.fold_in(jax.random.fold_in(root_key, _STEPS), step)
+  grad, est_state, metrics = estimate(
+    theta, tasks, est_state, jax.random.fold_in(key, group)
+  )
+  grad_norm = optax.global_norm(grad)
+  if clip_norm:
+    grad = optax.tree.scale(jnp.minimum(1.0, clip_norm / grad_norm), grad)
+  meta_loss = metrics["meta_loss"]
+  updates, new_opt_state = outer_tx.update(
+    grad, opt_state, theta, value=meta_loss
+  )
+  new_theta = optax.apply_updates(theta, updates)
+  ok = jnp.isfinite(grad_norm) & jnp.isfinite(meta_loss)
+  ok &= jnp.all(
+    jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_theta)])
+  )
+  keep = lambda new, old: jax.tree.map(
+    lambda a, b: jnp.where(ok, a, b), new, old
+  )
+  metrics = dict(metrics, grad_norm=grad_norm, skipped=~ok)
+  state = (
+    keep(new_theta, theta),
+    keep(new_opt_state, opt_state),
+    est_state,
+    step + 1,
+    num_skipped + (~ok).astype(jnp.int32),
+  )
+  return state, metrics
+
+
+def _check_workdir(workdir: pathlib.Path, cfg: config_lib.Config) -> None:
+  """Refuses to resume a workdir that holds a different run."""
+  path = workdir / "config.json"
+  current = config_lib.to_dict(cfg)
+  if path.exists():
+    saved = json.loads(path.read_text())
+    changed = [k for k in _RUN_IDENTITY if saved.get(k) != current[k]]
+    if changed:
+      raise config_lib.ConfigError(
+        f"{workdir} holds a run with a different config."
+        f"{', config.'.join(changed)} (saved: "
+        f"{ {k: saved.get(k) for k in changed} }); resume it with the same "
+        "values or use a new --workdir."
+      )
+  if mesh_lib.is_main_process():
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(current, indent=2))
+    tmp.replace(path)
+
+
+def _evaluate(lopt, theta, specs, cfg: config_lib.EvalConfig, key) -> dict:
+  """Mean normalized final losses of held-out tasks trained with theta."""
+  factory = evaluation.LearnedFactory(lopt)
+  ecfg = evaluation.EvalConfig(num_steps=cfg.num_steps)
+  train, test = [], []
+  for i, spec in enumerate(specs):
+    task = task_suite.get_task(spec)
+    keys = evaluation.seed_keys(jax.random.fold_in(key, i), 1)
+    out = evaluation.run_seeds(factory, task, theta, keys, ecfg)
+    train.append(task.normalize(out.final_train[..., -1]))
+    test.append(task.normalize(out.final_test[..., -1]))
+  mean = lambda xs: float(np.mean(np.asarray(jnp.stack(xs))))
+  return {"eval/final_loss": mean(train), "eval/final_test_loss": mean(test)}
+
+
+def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
+  """Checkpoints the state (all processes) and exports theta (process 0)."""
+  checkpointing.save(manager, step, state, config_lib.to_dict(cfg))
+  if mesh_lib.is_main_process():
+    try:
+      save_fn = _learned_opt_api("save", "checkpoint")
+    except (ImportError, AttributeError):  # learned_opt without save()
+      logging.warning("learned_opt.save unavailable: theta not exported")
+      return
+    theta = mesh_lib.to_host(state.theta)
+    metadata = {"meta_train_step": step, "config": config_lib.to_dict(cfg)}
+    save_fn(workdir / "theta", lopt, theta, metadata)
+
+
+def run(
+  config: Any,
+  workdir: str | pathlib.Path,
+  *,
+  outer_tx: optax.GradientTransformationExtraArgs | None = None,
+) -> RunResult:
+  """Meta-trains theta as configured; resumes if ``workdir`` has a run.
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` (or ``config.Config``).
+    workdir: the run's directory: checkpoints, metrics, exported theta.
+    outer_tx: optional outer optimizer overriding ``config.outer``'s (e.g.
+      a trained learned optimizer, for self-training).
+
+  Returns:
+    The learned optimizer, the final theta (numpy) and the final step.
+
+  Raises:
+    config.ConfigError: on a bad config, before any compute.
+  """
+  # --- Configuration: everything that can be wrong fails here.
+  cfg = config_lib.from_config(config)
+  workdir = pathlib.Path(workdir).absolute()
+  jax.config.update("jax_threefry_partitionable", True)
+  mesh_lib.initialize_distributed(cfg.mesh)
+  _check_workdir(workdir, cfg)
+  mesh = mesh_lib.make_mesh(cfg.mesh.num_devices)
+  mesh_lib.check_population(cfg.estimator.num_tasks, mesh)
+  rep, sharded = mesh_lib.replicated(mesh), mesh_lib.task_sharded(mesh)
+
+  # --- The learned optimizer, the tasks and their estimators.
+  lopt = make_lopt(cfg.lopt)
+  groups = sample_train_groups(cfg.suite)
+  test_specs = sample_test_specs(cfg.suite, cfg.eval.num_tasks)
+  tasks = [
+    mesh_lib.put(
+      task_suite.stack_tasks([task_suite.get_task(s) for s in g]), rep
+    )
+    for g in groups
+  ]
+  probs = np.array([len(g) for g in groups], np.float64)
+  estimator = estimators.make_estimator(lopt, cfg.estimator)
+  if outer_tx is None:
+    outer_tx = make_outer_optimizer(cfg.outer)
+
+  # --- Initial state: restored from the latest checkpoint, or fresh.
+  root = jax.random.key(cfg.seed)
+  root_global = mesh_lib.put(root, rep)
+  est_inits = [
+    functools.partial(
+      lambda g, th, t, k: estimator.init(
+        th, t, jax.random.fold_in(jax.random.fold_in(k, _EST_INIT), g)
+      ),
+      g,
+    )
+    for g in range(len(groups))
+  ]
+
+  def init_fn(key, all_tasks):
+    theta = lopt.init(jax.random.fold_in(key, _THETA))
+    return OuterState(
+      theta=theta,
+      opt_state=outer_tx.init(theta),
+      est_states=tuple(f(theta, t, key) for f, t in zip(est_inits, all_tasks)),
+      step=jnp.zeros([], jnp.int32),
+      num_skipped=jnp.zeros([], jnp.int32),
+    )
+
+  abstract = jax.eval_shape(init_fn, root, tasks)
+  shardings = OuterState(
+    theta=rep,
+    opt_state=rep,
+    est_states=jax.tree.map(
+      lambda x: sharded if x.ndim else rep, abstract.est_states
+    ),
+    step=rep,
+    num_skipped=rep,
+  )
+  manager = checkpointing.make_manager(
+    workdir / "checkpoints", cfg.checkpoint.keep
+  )
+  if checkpointing.latest_step(manager) is not None:
+    target = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract,
+      shardings,
+    )
+    state, _ = checkpointing.restore(manager, target)
+  else:
+    state = jax.jit(init_fn, out_shardings=shardings)(root_global, tasks)
+  step = int(mesh_lib.to_host(state.step))
+
+  # --- The jitted outer step, one compilation per signature group.
+  def make_step(g):
+    part = (rep, rep, shardings.est_states[g], rep, rep)
+    fn = functools.partial(
+      outer_step, estimator.estimate, outer_tx, cfg.outer.clip_norm
+    )
+    return jax.jit(
+      lambda key, s, t: fn(key, s, t, g),
+      in_shardings=(rep, part, rep),
+      out_shardings=(part, rep),
+      donate_argnums=(1,),
+    )
+
+  step_fns = [make_step(g) for g in range(len(groups))]
+  pick_group = jax.jit(
+    lambda s: jax.random.choice(
+      jax.random.fold_in(jax.random.fold_in(root, _GROUPS), s),
+      len(groups),
+      p=jnp.asarray(probs / probs.sum(), jnp.float32),
+    )
+  )
+  eval_key = jax.random.fold_in(root, _EVAL)
+
+  # --- The loop: log, evaluate, checkpoint.
+  main = mesh_lib.is_main_process()
+  writer = metrics_lib.MetricWriter(
+    workdir, step, tensorboard=cfg.log.tensorboard, active=main
+  )
+  ev = lambda th: _evaluate(
+    lopt, mesh_lib.to_host(th), test_specs, cfg.eval, eval_key
+  )
+  if step == 0 and cfg.eval.every and main:
+    writer.write(0, ev(state.theta))
+  bar = tqdm.tqdm(
+    total=cfg.outer.num_steps,
+    initial=step,
+    disable=not (cfg.log.progress and main),
+    desc="meta-train",
+    dynamic_ncols=True,
+  )
+  window: list[dict[str, float]] = []
+  saved_step = step
+  try:
+    while step < cfg.outer.num_steps:
+      g = int(pick_group(step))
+      t0 = time.perf_counter()
+      part = (*state[:2], state.est_states[g], *state[3:])
+      part, m = step_fns[g](root_global, part, tasks[g])
+      est_states = list(state.est_states)
+      est_states[g] = part[2]
+      state = OuterState(part[0], part[1], tuple(est_states), part[3], part[4])
+      m = {k: float(v) for k, v in mesh_lib.to_host(m).items()}
+      m["time/step_s"] = time.perf_counter() - t0
+      m["inner_steps_per_s"] = m["inner_steps"] / m["time/step_s"]
+      m["group"] = g
+      window.append(m)
+      step += 1
+      bar.update(1)
+      bar.set_postfix(
+        meta_loss=f"{m['meta_loss']:.4g}",
+        inner_steps_s=f"{m['inner_steps_per_s']:.0f}",
+      )
+      last = step == cfg.outer.num_steps
+      if step % cfg.log.every == 0 or last:
+        means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+        means["num_skipped"] = int(mesh_lib.to_host(state.num_skipped))
+        means["group"] = g
+        writer.write(step, means)
+        window = []
+      if cfg.eval.every and (step % cfg.eval.every == 0 or last) and main:
+        writer.write(step, ev(state.theta))
+      if step % cfg.checkpoint.every == 0:
+        _save(manager, state, cfg, lopt, workdir, step)
+        saved_step = step
+  finally:
+    bar.close()
+    alive = not any(
+      x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)
+    )
+    if step != saved_step and alive:
+      _save(manager, state, cfg, lopt, workdir, step)
+    writer.close()
+    manager.close()
+  return RunResult(lopt, mesh_lib.to_host(state.theta), step)
