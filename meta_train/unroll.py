@@ -288,6 +288,28 @@ def tree_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(oks)) if oks else jnp.bool_(True)
 
 
+def step_weight(
+  step: jax.Array, horizon: jax.Array, weighting: str
+) -> jax.Array:
+  """Meta-loss weight of inner step ``step`` of a run of length ``horizon``.
+
+  Args:
+    step: int array, the step within the run.
+    horizon: int array, the run's length.
+    weighting: "uniform" (1) or "end" (``2 (step + 1) / (horizon + 1)``,
+      which averages to 1 over a run).
+
+  Returns:
+    float32 array shaped like ``step``.
+  """
+  if weighting == "uniform":
+    return jnp.ones(jnp.shape(step), jnp.float32)
+  if weighting == "end":
+    return (2.0 * (step + 1) / (horizon + 1.0)).astype(jnp.float32)
+  raise ValueError(f"meta_loss_weighting must be one of {WEIGHTINGS}, got "
+                   f"{weighting!r}.")  # fmt: skip
+
+
 def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
   """Per-instance ``where`` over trees with leading ``[pop]``."""
 
@@ -381,16 +403,13 @@ def _population_step(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
   meta = jax.vmap(
     lambda i, x: task_base.index_task(tasks, i).normalize(x).astype(jnp.float32)
   )(states.spec_index, raw)
-  if cfg.meta_loss_weighting == "end":
-    weight = 2.0 * (states.step + 1) / (states.horizon + 1.0)
-  else:
-    weight = jnp.ones_like(meta)
+  weight = step_weight(states.step, states.horizon, cfg.meta_loss_weighting)
   # normalize() may cap an inf loss: check the raw losses too.
   finite = jnp.isfinite(loss) & jnp.isfinite(raw) & jnp.isfinite(meta)
   states = states._replace(
     params=params, opt_state=opt_state, step=states.step + 1
   )
-  return states, (meta, weight.astype(jnp.float32), reset, finite)
+  return states, (meta, weight, reset, finite)
 
 
 def unroll(
