@@ -324,7 +324,7 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
 
   Area averaging (each output pixel is the mean of the input area it covers,
   like OpenCV's INTER_AREA) is the antialiased downsampling for non-integer
-  factors such as 28 -> 16; it is separable, so it is two matrix products.
+  factors such as 28 -> 16; it is separable, so it is two batched matmuls.
 
   Args:
     x: uint8 [N, H, W, C] images.
@@ -333,13 +333,13 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
   Returns:
     uint8 [N, size, size, C], rounded to nearest.
   """
-  n, h, w, c = x.shape
+  h, w = x.shape[1:3]
   if (h, w) == (size, size):
     return x
   rows, cols = _area_weights(h, size), _area_weights(w, size)
-  y = np.einsum("nhwc,sw->nhsc", x.astype(np.float32), cols)
-  y = np.einsum("rh,nhsc->nrsc", rows, y)
-  return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+  y = np.moveaxis(x, -1, 1).astype(np.float32) @ cols.T  # [N, C, H, size]
+  y = rows @ y  # [N, C, size, size]
+  return np.clip(np.rint(np.moveaxis(y, 1, -1)), 0, 255).astype(np.uint8)
 
 
 def split_text(text: str) -> dict[str, str]:
@@ -349,8 +349,10 @@ def split_text(text: str) -> dict[str, str]:
   return {"train": text[:a], "valid": text[a:b], "test": text[b:]}
 
 
-def _split_images(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  n_train = raw["train_x"].shape[0] - NUM_VALID_IMAGES
+def _split_images(
+  raw: dict[str, np.ndarray], num_valid: int = NUM_VALID_IMAGES
+) -> dict[str, np.ndarray]:
+  n_train = raw["train_x"].shape[0] - num_valid
   return {
     "train_x": raw["train_x"][:n_train],
     "train_y": raw["train_y"][:n_train],
@@ -553,9 +555,9 @@ def prepare_tfds(
   Args:
     name: a tfds dataset name, e.g. "fashion_mnist", "cifar10".
     tfds_data_dir: where tfds keeps prepared data; default ``tfds_dir()``.
-    manual_dir: folder of canonical files; default ``data_dir()/<name>`` when
-      it exists (its files are sha256-verified first when known), else None
-      (tfds downloads).
+    manual_dir: folder of canonical files (sha256-verified first when their
+      sums are known); default ``data_dir()/<name>`` when it exists and has
+      all canonical files, else None (tfds downloads).
     max_examples_per_split: tfds's debugging cap on each generated split
       (keeps the first examples of each file); None for the full dataset.
       A capped build needs its own ``tfds_data_dir``.
@@ -569,8 +571,11 @@ def prepare_tfds(
   """
   tfds = _import_tfds()
   root = pathlib.Path(tfds_data_dir) if tfds_data_dir else tfds_dir()
-  if manual_dir is None and (data_dir() / name).is_dir():
-    manual_dir = data_dir() / name
+  if manual_dir is None:
+    folder = data_dir() / name
+    known = name in KNOWN_SHA256
+    if folder.is_dir() and not (known and _missing_files(name, folder)):
+      manual_dir = folder
   if manual_dir is not None and name in KNOWN_SHA256:
     manual_dir = pathlib.Path(manual_dir)
     missing = _missing_files(name, manual_dir)
@@ -645,25 +650,20 @@ def load_tfds_images(name: str) -> tuple[dict[str, np.ndarray], int]:
     at the dataset's native size, and the number of classes.
   """
   builder = prepare_tfds(name)
-  splits = builder.info.splits
-  train_x, train_y = read_tfds_split(builder, "train")
-  test_x, test_y = read_tfds_split(builder, "test")
-  if "validation" in splits:
-    valid_x, valid_y = read_tfds_split(builder, "validation")
-  else:
-    n_valid = min(NUM_VALID_IMAGES, train_x.shape[0] // 5)
-    n_train = train_x.shape[0] - n_valid
-    train_x, valid_x = train_x[:n_train], train_x[n_train:]
-    train_y, valid_y = train_y[:n_train], train_y[n_train:]
-  arrays = {
-    "train_x": train_x,
-    "train_y": train_y,
-    "valid_x": valid_x,
-    "valid_y": valid_y,
-    "test_x": test_x,
-    "test_y": test_y,
-  }
-  return arrays, int(builder.info.features["label"].num_classes)
+  num_classes = int(builder.info.features["label"].num_classes)
+  raw = {}
+  for split in ("train", "validation", "test"):
+    if split in builder.info.splits:
+      x, y = read_tfds_split(builder, split)
+      raw[f"{split}_x"], raw[f"{split}_y"] = x, y
+  if "validation_x" in raw:
+    raw["valid_x"], raw["valid_y"] = (
+      raw.pop("validation_x"),
+      raw.pop("validation_y"),
+    )
+    return raw, num_classes
+  num_valid = min(NUM_VALID_IMAGES, raw["train_x"].shape[0] // 5)
+  return _split_images(raw, num_valid), num_classes
 
 
 def load_tfds_text(name: str) -> dict[str, str]:
