@@ -1,0 +1,248 @@
+"""Evaluate an optimizer against tuned Adam and SGD-momentum on held-out tasks.
+
+  lopt evaluate --optimizer NAME_OR_PATH --split test --num-tasks 100 \\
+      --steps 1000 --seeds 2 --out runs/eval [--horizon-multiple 2]
+
+NAME_OR_PATH is a shipped checkpoint name (``learned_opt.pretrained``), a
+checkpoint directory (with a manifest, or written by
+``learned_opt.checkpoint.save``), or a baseline name (``nadamw``, ...).
+Each task is trained with it and with Adam over a learning-rate grid and
+SGD-momentum over a grid, for the same steps and seeds (the same initial
+parameters and batches). Writes ``report.json`` (every curve and summary),
+``report.md`` (win rates, median loss ratios, per-family breakdown, drift),
+``curves.png`` and ``scatter.png`` to ``--out``.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from learned_opt import baselines, checkpoint, pretrained
+from meta_train import evaluation, report
+import task_suite
+
+ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+SGDM_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+ADAM_DEFAULT_LR = 1e-3
+ARMS = (
+  report.Arm("adam_default", "Adam(1e-3)", "adam", ADAM_DEFAULT_LR),
+  report.Arm("adam_tuned", "Adam tuned", "adam"),
+  report.Arm("sgdm_tuned", "SGD-momentum tuned", "momentum"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """The optimizer under evaluation, ready for ``evaluation.run_seeds``."""
+
+  label: str
+  factory: evaluation.OptimizerFactory
+  hparams: object  # theta, or None for a baseline at its defaults
+  info: dict
+
+
+def resolve_optimizer(name_or_path: str, root=None) -> Candidate:
+  """A shipped name, a checkpoint directory or a baseline name.
+
+  Raises:
+    ValueError: if it is none of these (the message lists the valid names),
+      or a corrupted checkpoint (``CheckpointError``).
+  """
+  path = pathlib.Path(name_or_path)
+  if path.is_dir() and not pretrained.is_pretrained_dir(path):
+    lopt, theta, metadata = checkpoint.load(path)
+    return Candidate(
+      path.name, evaluation.LearnedFactory(lopt), theta, dict(metadata or {})
+    )
+  if path.is_dir() or name_or_path in pretrained.available(root):
+    lopt, theta, manifest = pretrained.load_pretrained_with_info(
+      name_or_path, root=root
+    )
+    label = manifest.get("name", path.name)
+    return Candidate(label, evaluation.LearnedFactory(lopt), theta, manifest)
+  if name_or_path in baselines.BASELINE_NAMES:
+    factory = evaluation.BaselineFactory(name_or_path, hparam=None)
+    return Candidate(name_or_path, factory, None, {"baseline": name_or_path})
+  raise ValueError(
+    f"--optimizer {name_or_path!r} is not a checkpoint directory, a shipped "
+    f"checkpoint ({', '.join(pretrained.available(root)) or 'none shipped'}) "
+    f"or a baseline ({', '.join(baselines.BASELINE_NAMES)})"
+  )
+
+
+def _lrs(text: str) -> tuple[float, ...]:
+  try:
+    values = tuple(sorted(float(v) for v in text.split(",")))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f"expected comma-separated learning rates, got {text!r}"
+    ) from None
+  if not values or min(values) <= 0:
+    raise argparse.ArgumentTypeError(f"learning rates must be > 0: {text!r}")
+  return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog="lopt evaluate",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  add = parser.add_argument
+  add("--optimizer", required=True, help="shipped name, directory or baseline")
+  add("--split", default="test", choices=("train", "test"))
+  add("--num-tasks", type=int, default=100)
+  add("--steps", type=int, default=1000, help="the horizon T")
+  add("--seeds", type=int, default=2, help="runs per task and optimizer")
+  add("--out", required=True, type=pathlib.Path, help="output directory")
+  add("--horizon-multiple", type=int, default=1, help="also run to k*T")
+  add("--seed", type=int, default=0, help="suite and run seed")
+  add("--families", nargs="+", help="only these task families")
+  add("--tasks", nargs="+", help="explicit task names instead of a suite")
+  add("--adam-lrs", type=_lrs, default=ADAM_LRS)
+  add("--sgdm-lrs", type=_lrs, default=SGDM_LRS)
+  add("--valid-every", type=int, default=0, help="0: about T/10")
+  add("--eval-batches", type=int, default=4)
+  add("--checkpoints-root", type=pathlib.Path, help=argparse.SUPPRESS)
+  return parser
+
+
+def _specs(args) -> list[task_suite.TaskSpec]:
+  if args.tasks:
+    return [task_suite.parse_name(n) for n in args.tasks]
+  weights = None
+  if args.families:
+    from task_suite import suite
+
+    weights = {f: suite.DEFAULT_WEIGHTS.get(f, 0.1) for f in args.families}
+  return task_suite.sample_suite(
+    args.num_tasks, seed=args.seed, split=args.split, weights=weights
+  )
+
+
+def _task_key(seed: int, name: str) -> jax.Array:
+  """Run keys depend on the task's name, not its position in the suite."""
+  h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+  return jax.random.fold_in(jax.random.key(seed), h % (2**31))
+
+
+def _normalizer(task):
+  normalize = jax.jit(jax.vmap(task.normalize))
+
+  def apply(x):
+    x = np.asarray(x, np.float32)
+    return np.asarray(normalize(jnp.asarray(x.reshape(-1)))).reshape(x.shape)
+
+  return apply
+
+
+def _to_numpy(result: evaluation.RunResult) -> evaluation.RunResult:
+  return evaluation.RunResult(*(np.asarray(x) for x in result))
+
+
+def evaluate_task(
+  spec, candidate: Candidate, grids: dict, config, num_seeds: int, seed: int
+) -> report.TaskRecord:
+  """Runs the candidate and every baseline grid on one task."""
+  start = time.perf_counter()
+  task = task_suite.get_task(spec)
+  keys = evaluation.seed_keys(_task_key(seed, spec.name), num_seeds)
+  cand = evaluation.run_seeds(
+    candidate.factory, task, candidate.hparams, keys, config
+  )
+  runs = {}
+  for name, values in grids.items():
+    factory = evaluation.BaselineFactory(name)
+    lrs = jnp.asarray(values, jnp.float32)
+    result = evaluation.run_grid(factory, task, lrs, keys, config)
+    runs[name] = report.Grid(tuple(values), _to_numpy(result))
+  cand = _to_numpy(cand)
+  return report.TaskRecord(
+    name=spec.name,
+    family=spec.family,
+    candidate=cand,
+    grids=runs,
+    normalize=_normalizer(task),
+    seconds=time.perf_counter() - start,
+  )
+
+
+def main(argv: list[str]) -> int:
+  """Runs ``lopt evaluate``; returns the exit status."""
+  args = build_parser().parse_args(argv)
+  for flag in ("num_tasks", "steps", "seeds", "horizon_multiple"):
+    if getattr(args, flag) < 1:
+      print(f"lopt evaluate: --{flag.replace('_', '-')} must be >= 1")
+      return 2
+  if ADAM_DEFAULT_LR not in args.adam_lrs:
+    print(f"lopt evaluate: --adam-lrs must include {ADAM_DEFAULT_LR}")
+    return 2
+  try:
+    config = evaluation.EvalConfig(
+      num_steps=args.steps,
+      horizon_multiple=args.horizon_multiple,
+      valid_every=args.valid_every,
+      num_eval_batches=args.eval_batches,
+    )
+    candidate = resolve_optimizer(args.optimizer, args.checkpoints_root)
+    specs = _specs(args)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"lopt evaluate: {e}", file=sys.stderr)
+    return 2
+  grids = {"adam": args.adam_lrs, "momentum": args.sgdm_lrs}
+  groups = task_suite.group_by_signature(specs)
+  ordered = [s for group in groups.values() for s in group]
+  compiled_before = evaluation.compilation_count()
+  start = time.perf_counter()
+  records = []
+  for spec in tqdm.tqdm(ordered, desc="tasks", unit="task"):
+    records.append(
+      evaluate_task(spec, candidate, grids, config, args.seeds, args.seed)
+    )
+  seconds = time.perf_counter() - start
+  meta = {
+    "optimizer": candidate.label,
+    "split": args.split,
+    "num_tasks": len(records),
+    "steps": args.steps,
+    "horizon_multiple": args.horizon_multiple,
+    "seeds": args.seeds,
+    "seed": args.seed,
+    "signatures": len(groups),
+    "compilations": evaluation.compilation_count() - compiled_before,
+    "seconds": round(seconds, 1),
+    "seconds_per_task": round(seconds / len(records), 2),
+    "adam_lrs": list(args.adam_lrs),
+    "sgdm_lrs": list(args.sgdm_lrs),
+    "valid_every": config.chunk,
+    "eval_batches": args.eval_batches,
+    "optimizer_info": _short_info(candidate.info),
+  }
+  paths = report.write_report(
+    args.out,
+    records,
+    ARMS,
+    candidate_label=candidate.label,
+    meta=meta,
+    num_steps=args.steps,
+    horizon_multiple=args.horizon_multiple,
+  )
+  print(
+    f"evaluated {len(records)} tasks in {seconds:.1f} s "
+    f"({len(groups)} signatures); wrote "
+    + ", ".join(str(p) for p in paths.values())
+  )
+  return 0
+
+
+def _short_info(info: dict) -> dict:
+  """The manifest without its (large) evaluation section."""
+  return {k: v for k, v in info.items() if k != "evaluation"}
