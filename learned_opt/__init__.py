@@ -6,4 +6,13 @@ whose ``update`` takes the training loss as ``value``.
 """
 
 from learned_opt.base import LearnedOptimizer, check_params  # noqa: F401
+from learned_opt.baselines import BASELINE_NAMES, baseline  # noqa: F401
+from learned_opt.checkpoint import (  # noqa: F401
+  CheckpointError,
+  load,
+  load_theta,
+  save,
+)
 from learned_opt.mlp_lopt import MLPLOpt  # noqa: F401
+from learned_opt.hierarchical import HierarchicalLOpt  # noqa: F401
+from learned_opt.registry import ARCHITECTURES  # noqa: F401
