@@ -13,6 +13,6 @@ from learned_opt.checkpoint import (  # noqa: F401
   load_theta,
   save,
 )
-from learned_opt.mlp_lopt import MLPLOpt  # noqa: F401
 from learned_opt.hierarchical import HierarchicalLOpt  # noqa: F401
+from learned_opt.mlp_lopt import MLPLOpt  # noqa: F401
 from learned_opt.registry import ARCHITECTURES  # noqa: F401

@@ -18,6 +18,7 @@ Feature widths are computed from the name lists, never typed in.
 """
 
 from collections.abc import Sequence
+import math
 from typing import NamedTuple
 
 import jax
@@ -176,9 +177,9 @@ def tensor_features(p: jax.Array, num_tensors: int) -> jax.Array:
   """``[log(#tensors) - 1, clipped log ||p||, log(#entries)]`` (float32)."""
   return jnp.stack(
     [
-      jnp.asarray(jnp.log(num_tensors) - 1.0, jnp.float32),
+      jnp.asarray(math.log(num_tensors) - 1.0, jnp.float32),
       clipped_log(jnp.linalg.norm(p.ravel())),
-      jnp.asarray(jnp.log(p.size), jnp.float32),
+      jnp.asarray(math.log(p.size), jnp.float32),
     ]
   )
 
@@ -211,9 +212,7 @@ def lstm_tensor_stats(
     clipped_log(jnp.linalg.norm(g.ravel())),
   ]
   shape = jnp.shape(p)
-  dims = [float(jnp.log(s)) - 1.0 for s in shape] + [0.0] * (
-    MAX_RANK - len(shape)
-  )
+  dims = [math.log(s) - 1.0 for s in shape] + [0.0] * (MAX_RANK - len(shape))
   head = jnp.stack(stats)
   tail = jnp.asarray([float(p.size == 1), *dims], jnp.float32)
   return jnp.concatenate([head, tail])
@@ -223,39 +222,63 @@ def lstm_tensor_stats(
 
 
 class LossState(NamedTuple):
-  """EMAs of the training and validation losses (all scalars, float32)."""
+  """Bias-corrected EMAs of the losses (all scalars, float32).
+
+  The EMAs are stored bias-corrected, updated as running weighted averages
+  ``x_hat += w_n * (x - x_hat)`` with ``w_n = (1 - d) / (1 - d^n)``: this is
+  the same quantity as ``ema / (1 - d^n)``, but ``w_1 = 1`` exactly, so the
+  first z-score is exactly 0 instead of float32 rounding noise amplified by a
+  near-zero variance, and the variance (an EMA of squared deviations from the
+  current mean) suffers no ``E[x^2] - E[x]^2`` cancellation.
+  """
 
   count: jax.Array  # [] int32, training losses seen
-  mean: jax.Array  # [] EMA (decay 0.9) of the training loss
-  sq: jax.Array  # [] EMA (decay 0.9) of its square
+  mean: jax.Array  # [] bias-corrected EMA (decay 0.9) of the training loss
+  var: jax.Array  # [] bias-corrected EMA (0.9) of its squared deviation
   valid_count: jax.Array  # [] int32, validation losses seen
-  valid: jax.Array  # [] EMA (decay 0.95) of the validation loss
+  valid: jax.Array  # [] bias-corrected EMA (decay 0.95) of the valid. loss
 
 
 def init_loss_state() -> LossState:
+  """All-zero loss statistics."""
   zero = jnp.zeros([], jnp.float32)
   izero = jnp.zeros([], jnp.int32)
   return LossState(izero, zero, zero, izero, zero)
 
 
+def _ema_weight(decay: float, count: jax.Array) -> jax.Array:
+  """``(1 - d) / (1 - d^(count + 1))``, exactly 1 for the first value."""
+  w = (1.0 - decay) / bias_correction(decay, count + 1)
+  return jnp.where(count == 0, 1.0, w)
+
+
 def update_loss_state(
   state: LossState, value: jax.Array, valid_value: jax.Array | None
 ) -> LossState:
-  """Folds in this step's training loss and (unless NaN/None) validation loss."""
+  """Folds in this step's training loss and (unless NaN/None) validation loss.
+
+  Args:
+    state: the statistics so far.
+    value: the training loss (scalar).
+    valid_value: the validation loss, or None/NaN when there is none.
+
+  Returns:
+    The new statistics.
+  """
   value = jnp.asarray(value, jnp.float32)
-  d = TRAIN_LOSS_DECAY
-  mean = d * state.mean + (1.0 - d) * value
-  sq = d * state.sq + (1.0 - d) * jnp.square(value)
+  w = _ema_weight(TRAIN_LOSS_DECAY, state.count)
+  mean = state.mean + w * (value - state.mean)
+  var = state.var + w * (jnp.square(value - mean) - state.var)
   valid_count, valid = state.valid_count, state.valid
   if valid_value is not None:
     vv = jnp.asarray(valid_value, jnp.float32)
     seen = ~jnp.isnan(vv)
-    dv = VALID_LOSS_DECAY
+    wv = _ema_weight(VALID_LOSS_DECAY, valid_count)
     # where() on the input too, so a NaN never reaches the EMA or its grads.
-    new_valid = dv * valid + (1.0 - dv) * jnp.where(seen, vv, 0.0)
+    new_valid = valid + wv * (jnp.where(seen, vv, valid) - valid)
     valid = jnp.where(seen, new_valid, valid)
     valid_count = valid_count + seen.astype(jnp.int32)
-  return LossState(state.count + 1, mean, sq, valid_count, valid)
+  return LossState(state.count + 1, mean, var, valid_count, valid)
 
 
 def loss_features(state: LossState, value: jax.Array) -> jax.Array:
@@ -270,13 +293,8 @@ def loss_features(state: LossState, value: jax.Array) -> jax.Array:
     ``[train_z, valid_z]``; the validation feature is 0 until a validation
     loss has been seen.
   """
-  mean = state.mean / bias_correction(TRAIN_LOSS_DECAY, state.count)
-  sq = state.sq / bias_correction(TRAIN_LOSS_DECAY, state.count)
-  inv_std = jax.lax.rsqrt(jnp.maximum(sq - jnp.square(mean), 0.0) + 1e-8)
-  valid = state.valid / bias_correction(VALID_LOSS_DECAY, state.valid_count)
+  inv_std = jax.lax.rsqrt(state.var + 1e-8)
   value = jnp.asarray(value, jnp.float32)
-  train_z = jnp.clip((value - mean) * inv_std, -5.0, 5.0)
-  valid_z = jnp.where(
-    state.valid_count > 0, jnp.clip((valid - mean) * inv_std, -5.0, 5.0), 0.0
-  )
-  return jnp.stack([train_z, valid_z])
+  train_z = jnp.clip((value - state.mean) * inv_std, -5.0, 5.0)
+  valid_z = jnp.clip((state.valid - state.mean) * inv_std, -5.0, 5.0)
+  return jnp.stack([train_z, jnp.where(state.valid_count > 0, valid_z, 0.0)])

@@ -48,7 +48,7 @@ def init_state(lopt, theta, params_leaves):
     "v": [np.zeros(np.shape(p) + (d,)) for p in params_leaves],
     "ema": [0.0 for _ in params_leaves],
     "loss_mean": 0.0,
-    "loss_sq": 0.0,
+    "loss_var": 0.0,
     "valid": 0.0,
     "valid_count": 0,
   }
@@ -92,19 +92,20 @@ def _mlp_inputs(lopt, g, p, m, v, t, num_tensors, lstm_out):
 
 
 def _loss_features(state, value, valid_value):
-  state["loss_mean"] = 0.9 * state["loss_mean"] + 0.1 * value
-  state["loss_sq"] = 0.9 * state["loss_sq"] + 0.1 * value**2
-  if valid_value is not None and not np.isnan(valid_value):
-    state["valid"] = 0.95 * state["valid"] + 0.05 * valid_value
-    state["valid_count"] += 1
+  """Bias-corrected EMAs as running weighted averages (w_1 = 1)."""
   n = state["count"] + 1
-  mean = state["loss_mean"] / (1 - 0.9**n)
-  var = max(state["loss_sq"] / (1 - 0.9**n) - mean**2, 0.0)
-  z = lambda x: np.clip((x - mean) / np.sqrt(var + 1e-8), -5, 5)
-  valid_z = 0.0
-  if state["valid_count"]:
-    valid_z = z(state["valid"] / (1 - 0.95 ** state["valid_count"]))
-  return [z(value), valid_z]
+  w = 1.0 if n == 1 else 0.1 / (1 - 0.9**n)
+  state["loss_mean"] += w * (value - state["loss_mean"])
+  state["loss_var"] += w * ((value - state["loss_mean"]) ** 2
+                            - state["loss_var"])  # fmt: skip
+  if valid_value is not None and not np.isnan(valid_value):
+    state["valid_count"] += 1
+    k = state["valid_count"]
+    wv = 1.0 if k == 1 else 0.05 / (1 - 0.95**k)
+    state["valid"] += wv * (valid_value - state["valid"])
+  mean, std = state["loss_mean"], np.sqrt(state["loss_var"] + 1e-8)
+  z = lambda x: np.clip((x - mean) / std, -5, 5)
+  return [z(value), z(state["valid"]) if state["valid_count"] else 0.0]
 
 
 def _lstm_stats(g, p, m, v, loss_feats):
@@ -187,12 +188,10 @@ def example_params():
   rng = np.random.default_rng(0)
   f32 = lambda *s: np.asarray(rng.normal(size=s), np.float32)
   return {
-    "mlp/~/linear_0": {"w": f32(3, 4), "b": f32(4)},
+    "mlp/~/linear_0": {"w": f32(3, 4), "b": f32(4).astype(ml_dtypes.bfloat16)},
     "scalar": f32(),
     "nested": {
-      "vec_bf16": f32(5).astype(ml_dtypes.bfloat16),
       "rank3_bf16": f32(2, 1, 3).astype(ml_dtypes.bfloat16),
       "conv": f32(2, 2, 1, 3),
-      "one": f32(1),
     },
   }

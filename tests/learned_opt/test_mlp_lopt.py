@@ -96,8 +96,9 @@ def test_structure_shapes_dtypes_and_first_jitted_update():
 
 def test_update_without_value_raises():
   tx = LOPT.optimizer(THETA)
+  params = {"w": jnp.ones(2)}
   with pytest.raises(ValueError, match="value=loss"):
-    tx.update(PARAMS, tx.init(PARAMS), PARAMS)
+    tx.update(params, tx.init(params), params)
 
 
 def test_bad_params_raise():

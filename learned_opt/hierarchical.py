@@ -1,0 +1,250 @@
+"""``HierarchicalLOpt``: per-tensor LSTM + per-parameter MLP (DESIGN.md §3).
+
+The architecture of "Tasks, stability, architecture, and compute" (Metz et
+al. 2020), our code:
+
+* per parameter: 5 momentum and 5 second-moment accumulators (10 float32
+  values, no bias correction), after dynamic gradient clipping;
+* per parameter an MLP (54 -> 32 -> 32 -> 18, ReLU) sees 23 per-tensor
+  normalized features, 11 step features, 3 tensor features and 17 values
+  from its tensor's LSTM; ``step = o0 * exp(0.001 * o1) * 0.001`` and
+  ``p_new = p - step``; outputs o2..o17, averaged over the tensor, go to the
+  tensor's LSTM at the next step;
+* per tensor an LSTM (hidden 64, weights shared by all tensors) sees 18
+  tensor statistics (incl. train- and validation-loss features), 18 global
+  values (a 64 -> 18 head averaged over tensors at the previous step) and the
+  16 averaged MLP outputs; a 64 -> 17 head feeds the MLP.
+
+The MLP is evaluated without tiling (``networks.apply_mlp_fused``): per-tensor
+inputs enter as a bias, and the averaged outputs come from the mean hidden
+activation; ``tests/learned_opt/reference.py`` checks it against tiling.
+
+Example:
+  >>> lopt = HierarchicalLOpt()
+  >>> theta = lopt.init(jax.random.key(0))
+  >>> tx = lopt.optimizer(theta)
+  >>> state = tx.init(params)
+  >>> updates, state = tx.update(grads, state, params, value=loss)
+  >>> updates, state = tx.update(grads, state, params, value=loss,
+  ...                            valid_value=valid_loss)
+"""
+
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from learned_opt import base, features, mlp_lopt, networks
+
+
+class HierarchicalLOptState(NamedTuple):
+  """State of ``HierarchicalLOpt``; T = number of parameter tensors."""
+
+  count: jax.Array  # [] int32, updates done so far
+  m: Any  # params-like tree, leaves [*p.shape, D] float32
+  v: Any  # params-like tree, leaves [*p.shape, D] float32
+  grad_sq_ema: Any  # params-like tree, leaves [] float32 (clipping EMA)
+  lstm_h: jax.Array  # [T, lstm_hidden_size]
+  lstm_c: jax.Array  # [T, lstm_hidden_size]
+  mlp_avg: jax.Array  # [T, mlp_to_lstm], averaged MLP outputs of last step
+  global_features: jax.Array  # [num_global_features], from the last step
+  loss: features.LossState
+
+
+def check_ranks(params, where: str) -> None:
+  """Raises for tensors of rank > 4 (the LSTM's shape features stop at 4)."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if jnp.ndim(leaf) > features.MAX_RANK:
+      raise ValueError(
+        f"{where}: parameter {jax.tree_util.keystr(path) or '<root>'} has "
+        f"rank {jnp.ndim(leaf)} (shape {jnp.shape(leaf)}); the hierarchical "
+        f"optimizer supports ranks 0 to {features.MAX_RANK}. Reshape it "
+        "(e.g. merge leading axes) or use MLPLOpt."
+      )
+
+
+@dataclasses.dataclass(frozen=True)
+class HierarchicalLOpt(base.LearnedOptimizer):
+  """Hierarchical (per-tensor LSTM, per-parameter MLP) learned optimizer.
+
+  Attributes:
+    decays: decays of the momentum and second-moment accumulators.
+    mlp_hidden_size: width of the per-parameter MLP's hidden layers.
+    mlp_num_hidden_layers: number of hidden ReLU layers of the MLP.
+    lstm_hidden_size: hidden size of the per-tensor LSTM.
+    num_global_features: width of the global (averaged over tensors) head.
+    lstm_to_mlp: values the LSTM passes to its tensor's MLP.
+    mlp_to_lstm: MLP outputs averaged over the tensor for the LSTM.
+    step_mult: the step is ``o0 * exp(exp_mult * o1) * step_mult``.
+    exp_mult: see ``step_mult``.
+    last_layer_scale: init scale of the MLP's last layer (small steps).
+  """
+
+  architecture: ClassVar[str] = "hierarchical"
+
+  decays: tuple[float, ...] = features.DEFAULT_DECAYS
+  mlp_hidden_size: int = 32
+  mlp_num_hidden_layers: int = 2
+  lstm_hidden_size: int = 64
+  num_global_features: int = 18
+  lstm_to_mlp: int = 17
+  mlp_to_lstm: int = 16
+  step_mult: float = 1e-3
+  exp_mult: float = 1e-3
+  last_layer_scale: float = 0.01
+
+  def __post_init__(self):
+    object.__setattr__(self, "decays", tuple(float(d) for d in self.decays))
+    name = type(self).__name__
+    if not self.decays or not all(0.0 < d < 1.0 for d in self.decays):
+      raise ValueError(
+        f"{name}: decays must be a non-empty sequence of values in (0, 1), "
+        f"got {self.decays}."
+      )
+    sizes = ("mlp_hidden_size", "mlp_num_hidden_layers", "lstm_hidden_size")
+    for field in sizes:
+      if getattr(self, field) < 1:
+        raise ValueError(f"{name}: {field} must be >= 1.")
+    for field in ("num_global_features", "lstm_to_mlp", "mlp_to_lstm"):
+      if getattr(self, field) < 0:
+        raise ValueError(f"{name}: {field} must be >= 0.")
+
+  @property
+  def num_mlp_inputs(self) -> int:
+    """Per-parameter + step + tensor features + LSTM values (54)."""
+    return (
+      len(features.per_param_feature_names(self.decays))
+      + len(features.STEP_FEATURE_NAMES)
+      + len(features.TENSOR_FEATURE_NAMES)
+      + self.lstm_to_mlp
+    )
+
+  @property
+  def num_lstm_inputs(self) -> int:
+    """Tensor statistics + global values + averaged MLP outputs (52)."""
+    return (
+      len(features.LSTM_STAT_NAMES)
+      + self.num_global_features
+      + self.mlp_to_lstm
+    )
+
+  def init(self, key: jax.Array) -> dict[str, Any]:
+    """Samples theta (a dict of float32 arrays).
+
+    Keys: ``mlp`` (list of ``{"w", "b"}`` layers), ``lstm`` (``wx``, ``wh``,
+    ``b``), ``lstm_out`` and ``global_head`` (linear heads), ``init`` (the
+    learned initial ``h``, ``c``, ``global`` and ``mlp_avg`` vectors).
+    """
+    k_mlp, k_lstm, k_out, k_glob = jax.random.split(key, 4)
+    hidden = (self.mlp_hidden_size,) * self.mlp_num_hidden_layers
+    sizes = (self.num_mlp_inputs, *hidden, 2 + self.mlp_to_lstm)
+    h = self.lstm_hidden_size
+    zeros = lambda n: jnp.zeros([n], jnp.float32)
+    return {
+      "mlp": networks.init_mlp(k_mlp, sizes, self.last_layer_scale),
+      "lstm": networks.init_lstm(k_lstm, self.num_lstm_inputs, h),
+      "lstm_out": networks.init_linear(k_out, h, self.lstm_to_mlp),
+      "global_head": networks.init_linear(k_glob, h, self.num_global_features),
+      "init": {
+        "h": zeros(h),
+        "c": zeros(h),
+        "global": zeros(self.num_global_features),
+        "mlp_avg": zeros(self.mlp_to_lstm),
+      },
+    }
+
+  def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
+    """The optax transform applying this optimizer with ``theta``."""
+    name = type(self).__name__
+
+    def init_fn(params):
+      base.check_params(params, f"{name}.init")
+      check_ranks(params, f"{name}.init")
+      num_tensors = len(jax.tree.leaves(params))
+      tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
+      zeros = jax.tree.map(
+        lambda p: features.init_moments(p, len(self.decays)), params
+      )
+      return HierarchicalLOptState(
+        count=jnp.zeros([], jnp.int32),
+        m=zeros,
+        v=zeros,
+        grad_sq_ema=jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params),
+        lstm_h=tile(theta["init"]["h"]),
+        lstm_c=tile(theta["init"]["c"]),
+        mlp_avg=tile(theta["init"]["mlp_avg"]),
+        global_features=theta["init"]["global"],
+        loss=features.init_loss_state(),
+      )
+
+    def update_fn(
+      grads, state, params=None, *, value=None, valid_value=None, **extra
+    ):
+      del extra
+      base.require_value(value, name)
+      if params is None:
+        raise ValueError(
+          f"{name}.update needs params: update(grads, state, params, "
+          "value=loss)."
+        )
+      base.check_params(params, f"{name}.update")
+      check_ranks(params, f"{name}.update")
+      return self._update(theta, grads, state, params, value, valid_value)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+  def _update(self, theta, grads, state, params, value, valid_value):
+    treedef, ps, (gs, ms, vs, emas) = mlp_lopt.flatten_like(
+      params, grads, state.m, state.v, state.grad_sq_ema
+    )
+    num_tensors = len(ps)
+    loss_state = features.update_loss_state(state.loss, value, valid_value)
+    loss_feats = features.loss_features(loss_state, value)  # [2]
+    leaves = [
+      mlp_lopt.leaf_inputs(g, p, m, v, ema, state.count, self.decays)
+      for g, p, m, v, ema in zip(gs, ps, ms, vs, emas)
+    ]
+    # Per-tensor LSTM, batched over tensors.
+    stats = jnp.stack(
+      [
+        jnp.concatenate(
+          [features.lstm_tensor_stats(x.g, x.p, x.m, x.v), loss_feats]
+        )
+        for x in leaves
+      ]
+    )  # [T, 18]
+    glob = jnp.broadcast_to(
+      state.global_features[None], (num_tensors, self.num_global_features)
+    )
+    lstm_in = jnp.concatenate([stats, glob, state.mlp_avg], axis=1)  # [T, 52]
+    h, c = networks.lstm_step(
+      theta["lstm"], lstm_in, state.lstm_h, state.lstm_c
+    )
+    to_mlp = networks.linear(theta["lstm_out"], h)  # [T, 17]
+    new_global = jnp.mean(networks.linear(theta["global_head"], h), axis=0)
+    # Per-parameter MLP, one tensor at a time, per-tensor inputs as a bias.
+    step_feats = features.step_features(state.count)  # [11]
+    updates, new_avg = [], []
+    for i, (p, x) in enumerate(zip(ps, leaves)):
+      shared = jnp.concatenate(
+        [step_feats, features.tensor_features(x.p, num_tensors), to_mlp[i]]
+      )
+      out, avg = networks.apply_mlp_fused(theta["mlp"], x.raw, x.scales, shared)
+      step = mlp_lopt.step_rule(out, self.exp_mult, self.step_mult)
+      updates.append((-step).reshape(jnp.shape(p)).astype(jnp.result_type(p)))
+      new_avg.append(avg)
+    unflat = treedef.unflatten
+    new_state = HierarchicalLOptState(
+      count=state.count + 1,
+      m=unflat([x.m for x in leaves]),
+      v=unflat([x.v for x in leaves]),
+      grad_sq_ema=unflat([x.grad_sq_ema for x in leaves]),
+      lstm_h=h,
+      lstm_c=c,
+      mlp_avg=jnp.stack(new_avg),
+      global_features=new_global,
+      loss=loss_state,
+    )
+    return unflat(updates), mlp_lopt.cast_state(new_state, state)
