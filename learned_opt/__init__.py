@@ -15,4 +15,8 @@ from learned_opt.checkpoint import (  # noqa: F401
 )
 from learned_opt.hierarchical import HierarchicalLOpt  # noqa: F401
 from learned_opt.mlp_lopt import MLPLOpt  # noqa: F401
+from learned_opt.pretrained import (  # noqa: F401
+  load_pretrained,
+  load_pretrained_with_info,
+)
 from learned_opt.registry import ARCHITECTURES  # noqa: F401

@@ -180,10 +180,17 @@ def main(argv: list[str]) -> int:
   args = build_parser().parse_args(argv)
   for flag in ("num_tasks", "steps", "seeds", "horizon_multiple"):
     if getattr(args, flag) < 1:
-      print(f"lopt evaluate: --{flag.replace('_', '-')} must be >= 1")
+      print(
+        f"lopt evaluate: --{flag.replace('_', '-')} must be >= 1",
+        file=sys.stderr,
+      )
       return 2
   if ADAM_DEFAULT_LR not in args.adam_lrs:
-    print(f"lopt evaluate: --adam-lrs must include {ADAM_DEFAULT_LR}")
+    print(
+      f"lopt evaluate: --adam-lrs must include {ADAM_DEFAULT_LR} (the "
+      "default Adam baseline)",
+      file=sys.stderr,
+    )
     return 2
   try:
     config = evaluation.EvalConfig(

@@ -1,0 +1,270 @@
+"""Tests of meta_train/evaluation.py, report.py and the `lopt evaluate` CLI.
+
+Three test-function tasks (one static signature) x 2 seeds, 12 steps. The
+CLI runs once to T and once to 2T with a randomly initialised MLPLOpt
+checkpoint; both runs share the three compiled run programs (learned, Adam
+grid, SGD-momentum grid), and the unit tests reuse them where they can.
+"""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import learned_opt
+from learned_opt import pretrained
+from meta_train import evaluate_cli, evaluation, report
+import task_suite
+from task_suite.families import test_functions
+
+STEPS = 12
+VALID_EVERY = 4
+SEEDS = 2
+NUM_TASKS = 3
+CLI_ARGS = [
+  "--families",
+  "test_functions",
+  "--num-tasks",
+  str(NUM_TASKS),
+  "--steps",
+  str(STEPS),
+  "--valid-every",
+  str(VALID_EVERY),
+  "--seeds",
+  str(SEEDS),
+]
+CONFIG = evaluation.EvalConfig(
+  num_steps=STEPS, valid_every=VALID_EVERY, num_eval_batches=4
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+  root = tmp_path_factory.mktemp("checkpoints")
+  lopt = learned_opt.MLPLOpt()
+  pretrained.save_pretrained(
+    root / "random_mlp", lopt, lopt.init(jax.random.key(0)), outer_steps=0
+  )
+  return root
+
+
+@pytest.fixture(scope="module")
+def run_t(checkpoints, tmp_path_factory):
+  out = tmp_path_factory.mktemp("eval_t")
+  argv = ["--optimizer", str(checkpoints / "random_mlp"), "--out", str(out)]
+  assert evaluate_cli.main(argv + CLI_ARGS) == 0
+  return out, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run_2t(checkpoints, run_t, tmp_path_factory):
+  del run_t  # run after it, so that the compilation count is meaningful
+  out = tmp_path_factory.mktemp("eval_2t")
+  argv = ["--optimizer", "random_mlp", "--out", str(out)]
+  argv += ["--checkpoints-root", str(checkpoints), "--horizon-multiple", "2"]
+  assert evaluate_cli.main(argv + CLI_ARGS) == 0
+  return out, json.loads((out / "report.json").read_text())
+
+
+ARM_IDS = [report.CANDIDATE] + [a.id for a in evaluate_cli.ARMS]
+
+
+def _values(data, arm, metric, h=0):
+  return [t["arms"][arm]["metrics"][h][metric] for t in data["tasks"]]
+
+
+def test_cli_writes_report_files(run_t):
+  out, data = run_t
+  for name in ("report.json", "report.md", "curves.png", "scatter.png"):
+    assert (out / name).stat().st_size > 0, name
+  for name in ("curves.png", "scatter.png"):
+    assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert set(data) >= {"meta", "candidate", "arms", "tasks", "horizons"}
+  assert data["meta"]["num_tasks"] == NUM_TASKS
+  assert len(data["tasks"]) == NUM_TASKS
+  assert {t["family"] for t in data["tasks"]} == {"test_functions"}
+  md = (out / "report.md").read_text()
+  assert "| Adam tuned |" in md and "### Per family" in md
+  # One signature: one compiled program per optimizer kind for 3 tasks.
+  assert data["meta"]["signatures"] == 1
+  assert data["meta"]["compilations"] == 3
+
+
+def test_cli_curves_have_one_value_per_step(run_t):
+  _, data = run_t
+  for task in data["tasks"]:
+    assert set(task["arms"]) == set(ARM_IDS)
+    for arm in ARM_IDS:
+      curves = task["arms"][arm]["curves"]
+      assert np.shape(curves["train_loss"]) == (SEEDS, STEPS)
+      assert np.shape(curves["valid_loss"]) == (SEEDS, STEPS // VALID_EVERY)
+      assert np.shape(curves["final_train"]) == (SEEDS, 1)
+      # The final valid loss is the last checkpoint's.
+      np.testing.assert_allclose(
+        np.asarray(curves["final_valid"])[:, 0],
+        np.asarray(curves["valid_loss"])[:, -1],
+      )
+    # The same keys give every optimizer the same initial parameters.
+    first = [task["arms"][a]["curves"]["train_loss"][0][0] for a in ARM_IDS]
+    np.testing.assert_allclose(first, first[0], rtol=1e-6)
+
+
+def test_cli_tuned_adam_never_worse_than_default(run_t):
+  _, data = run_t
+  tuned = _values(data, "adam_tuned", "final_train")
+  default = _values(data, "adam_default", "final_train")
+  assert all(t <= d for t, d in zip(tuned, default)), (tuned, default)
+  for task in data["tasks"]:
+    lrs = task["grids"]["adam"]["values"]
+    assert task["arms"]["adam_default"]["hparam"] == 1e-3
+    assert task["arms"]["adam_tuned"]["hparam"] in lrs
+    assert len(lrs) >= 7 and min(lrs) == 1e-4 and max(lrs) == 1e-1
+    # Tuned = the grid value with the lowest seed-mean final train loss.
+    finals = np.asarray(task["grids"]["adam"]["final_train"], float)
+    best = np.argmin(report.seed_mean(finals[..., 0]))
+    assert task["arms"]["adam_tuned"]["hparam"] == lrs[best]
+
+
+def test_cli_win_rates_match_per_task_numbers(run_t):
+  _, data = run_t
+  overall = data["horizons"][0]["overall"]
+  for arm in evaluate_cli.ARMS:
+    for metric in report.METRICS:
+      cand = _values(data, report.CANDIDATE, metric)
+      base = _values(data, arm.id, metric)
+      expected = np.mean(
+        [1.0 if c < b else 0.5 if c == b else 0.0 for c, b in zip(cand, base)]
+      )
+      got = overall[arm.id][metric]
+      assert 0.0 <= got["win_rate"] <= 1.0
+      assert got["win_rate"] == pytest.approx(expected)
+      ratios = [c / b for c, b in zip(cand, base)]
+      assert got["median_ratio"] == pytest.approx(np.median(ratios), rel=1e-4)
+      family = data["horizons"][0]["per_family"]["test_functions"]
+      assert family["num_tasks"] == NUM_TASKS
+      assert family[arm.id][metric]["win_rate"] == got["win_rate"]
+
+
+def test_cli_horizon_multiple_reports_both_horizons(run_t, run_2t):
+  out, data = run_2t
+  _, data_t = run_t
+  assert [h["step"] for h in data["horizons"]] == [STEPS, 2 * STEPS]
+  # Running on to 2T reused the programs compiled for the run to T.
+  assert data["meta"]["compilations"] == 0
+  for task, task_t in zip(data["tasks"], data_t["tasks"]):
+    assert task["name"] == task_t["name"]
+    for arm in ARM_IDS:
+      entry = task["arms"][arm]
+      assert np.shape(entry["curves"]["train_loss"]) == (SEEDS, 2 * STEPS)
+      assert len(entry["metrics"]) == 2
+      # The first T steps are the run to T, bit for bit.
+      assert entry["metrics"][0] == task_t["arms"][arm]["metrics"][0]
+      at_t, at_2t = (m["final_train"] for m in entry["metrics"])
+      # (JSON values are rounded to 6 digits: compare with that in mind.)
+      assert entry["drift"] == (at_2t > at_t) or at_2t == at_t
+  for arm in ARM_IDS:
+    drifted = [t["name"] for t in data["tasks"] if t["arms"][arm]["drift"]]
+    assert data["drift"][arm]["upward_drift"] == drifted
+  md = (out / "report.md").read_text()
+  assert f"step {STEPS}" in md and f"step {2 * STEPS}" in md
+  assert f"loss({2 * STEPS}) > loss({STEPS})" in md
+
+
+def test_diverged_runs_are_recorded_and_lose(run_t):
+  del run_t  # reuses the SGD-momentum program it compiled
+  spec = task_suite.sample_suite(
+    1, seed=0, split="test", weights={"test_functions": 1.0}
+  )[0]
+  task = task_suite.get_task(spec)
+  keys = evaluation.seed_keys(jax.random.key(1), SEEDS)
+  lrs = (1e-3, 1e-2, 1e4, 1e8, 1e12, 1e16, 1e20)  # grid size of the CLI's
+  result = evaluation.run_grid(
+    evaluation.BaselineFactory("momentum"),
+    task,
+    jnp.asarray(lrs, jnp.float32),
+    keys,
+    CONFIG,
+  )
+  result = evaluation.RunResult(*(np.asarray(x) for x in result))
+  finite = np.isfinite(result.final_train[..., 0]).all(axis=-1)  # [G]
+  assert finite[0] and not finite[-1]
+  grid = report.Grid(lrs, result)
+  run, lr = report.select(grid_record(grid), report.Arm("t", "t", "sgd"))
+  assert np.isfinite(run.final_train).all() and lr in lrs[:2]
+  assert report.seed_mean(result.final_train[-1, :, 0]) == np.inf
+
+
+def grid_record(grid: report.Grid) -> report.TaskRecord:
+  candidate = evaluation.RunResult(*(x[0] for x in grid.result))
+  return report.TaskRecord("t", "f", candidate, {"sgd": grid})
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepOnValid:
+  """Steps (SGD, lr 0.1) only when given a validation loss."""
+
+  def __call__(self, hparams):
+    del hparams
+
+    def update(grads, state, params=None, *, value=None, valid_value=None):
+      del params
+      assert value is not None
+      on = jnp.isfinite(valid_value).astype(jnp.float32)
+      return jax.tree.map(lambda g: -0.1 * on * g, grads), state
+
+    return optax.GradientTransformationExtraArgs(
+      lambda p: optax.EmptyState(), update
+    )
+
+
+def test_valid_value_is_passed_every_valid_every_steps():
+  spec = test_functions.TestFunctionSpec(
+    function="booth", x0=3.0, y0=-2.0, noise_std=0.0
+  )
+  task = task_suite.get_task(spec)
+  keys = evaluation.seed_keys(jax.random.key(0), 1)
+  config = dataclasses.replace(CONFIG, horizon_multiple=2)
+  result = evaluation.run_seeds(_StepOnValid(), task, None, keys, config)
+  losses = np.asarray(result.train_loss[0])
+  assert losses.shape == (2 * STEPS,)
+  moved = np.flatnonzero(losses[1:] != losses[:-1])
+  # Checkpoints after steps 4, 8, ..., 20 feed the steps that follow them.
+  np.testing.assert_array_equal(
+    moved, np.arange(VALID_EVERY, 2 * STEPS, VALID_EVERY)
+  )
+  assert result.valid_loss.shape == (1, 2 * STEPS // VALID_EVERY)
+  assert result.final_train.shape == (1, 2)
+
+
+def test_report_treats_divergence_as_a_loss():
+  nan, inf = float("nan"), float("inf")
+  assert report.seed_mean(np.array([1.0, nan])) == inf
+  assert report.seed_mean(np.array([1.0, 3.0])) == 2.0
+  assert report._win(1.0, inf) == 1.0
+  assert report._win(inf, 1.0) == 0.0
+  assert report._win(inf, inf) == 0.5
+  assert report._ratio(inf, inf) == 1.0
+  assert report._ratio(1.0, inf) == 0.0
+  assert report._ratio(inf, 2.0) == inf
+  assert report._ratio(1.0, 2.0) == 0.5
+  assert report.to_json({"a": np.array([1.0, nan, inf])}) == {
+    "a": [1.0, None, None]
+  }
+
+
+def test_config_and_cli_errors(capsys):
+  with pytest.raises(ValueError, match="must divide"):
+    evaluation.EvalConfig(num_steps=10, valid_every=3)
+  assert evaluation.EvalConfig(num_steps=1000).chunk == 100
+  assert evaluation.EvalConfig(num_steps=7).chunk == 1
+  argv = ["--optimizer", "no_such_optimizer", "--out", "/nonexistent"]
+  assert evaluate_cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert "no_such_optimizer" in err and "adam" in err
+  argv = ["--optimizer", "adam", "--out", "/x", "--adam-lrs", "0.01,0.1"]
+  assert evaluate_cli.main(argv) == 2
+  assert "--adam-lrs must include 0.001" in capsys.readouterr().err
