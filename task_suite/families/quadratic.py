@@ -16,15 +16,17 @@ spec and specs ``vmap`` together.
 """
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from task_suite import base, families
 from task_suite.families import common
 
-# Powers of two, so the rotation can use fast Walsh-Hadamard transforms.
+# Powers of two, so the rotation can use Hadamard matrices.
 DIMS = (2, 8, 32, 128)
 NOISE_FREE_FRACTION = 0.3
 
@@ -55,32 +57,31 @@ class QuadraticSpec(base.TaskSpec):
   init_scale: float = base.dynamic_field(default=1.0)
 
 
-def _walsh_hadamard(v: jax.Array) -> jax.Array:
-  """Orthonormal Walsh-Hadamard transform of ``v`` [d], d a power of two."""
-  d = v.shape[0]
-  k = d.bit_length() - 1
-  v = v.reshape((2,) * k)
-  # Butterflies are exact adds: no matmul-precision issue on GPU/TPU.
-  for axis in range(k):
-    a = jnp.take(v, 0, axis=axis)
-    b = jnp.take(v, 1, axis=axis)
-    v = jnp.stack([a + b, a - b], axis=axis)
-  return v.reshape(d) / jnp.sqrt(jnp.float32(d))
+@functools.cache
+def _hadamard(d: int) -> np.ndarray:
+  """The orthonormal Sylvester-Hadamard matrix [d, d], d a power of two."""
+  h = np.ones((1, 1), np.float32)
+  while h.shape[0] < d:
+    h = np.block([[h, h], [h, -h]])
+  return h / np.sqrt(np.float32(d))
 
 
-def rotate(key: jax.Array, v: jax.Array) -> jax.Array:
-  """Applies the random rotation ``Q`` drawn from ``key`` to ``v`` [d].
+def rotate(draws: jax.Array, v: jax.Array) -> jax.Array:
+  """Applies the rotation ``Q`` given by ``draws`` [4, d] ~ N(0, 1) to ``v``.
 
-  ``Q = H D3 H D2 H D1 G``: random Givens rotations ``G`` on coordinate
-  pairs, then three Hadamard transforms ``H`` with random sign flips ``D``
-  (structured orthogonal random features, Yu et al. 2016): near-Haar mixing
-  at O(d log d) cost, and exactly orthogonal.
+  ``Q = H D3 H D2 H D1 G``: Givens rotations ``G`` on coordinate pairs by
+  uniform angles, then three Hadamard transforms ``H`` with random sign flips
+  ``D`` (structured orthogonal random features, Yu et al. 2016): near-Haar
+  mixing and exactly orthogonal. Every random quantity
+  comes from one Gaussian draw: signs are signs of Gaussians and the angle
+  of a 2D Gaussian is uniform (one threefry call compiles much faster than
+  four).
   """
   d = v.shape[0]
-  k_angle, k_signs = jax.random.split(key)
-  angle = jax.random.uniform(k_angle, (d // 2,), maxval=2 * jnp.pi)
+  a, b = draws[3, : d // 2], draws[3, d // 2 :]  # [d/2] each
+  radius = jnp.sqrt(jnp.square(a) + jnp.square(b)) + 1e-30
+  cos, sin = b / radius, a / radius
   pairs = v.reshape(d // 2, 2)
-  cos, sin = jnp.cos(angle), jnp.sin(angle)
   v = jnp.stack(
     [
       cos * pairs[:, 0] - sin * pairs[:, 1],
@@ -88,9 +89,12 @@ def rotate(key: jax.Array, v: jax.Array) -> jax.Array:
     ],
     axis=1,
   ).reshape(d)
-  signs = jax.random.rademacher(k_signs, (3, d), dtype=v.dtype)
+  signs = jnp.where(draws[:3] >= 0, 1.0, -1.0)  # [3, d]
+  # A dense matvec compiles ~10x faster than an O(d log d) butterfly here;
+  # HIGHEST keeps float32 accuracy on GPU/TPU.
+  h = jnp.asarray(_hadamard(d))
   for i in range(3):
-    v = _walsh_hadamard(signs[i] * v)
+    v = jnp.dot(h, signs[i] * v, precision=jax.lax.Precision.HIGHEST)
   return v
 
 
@@ -105,14 +109,14 @@ class QuadraticTask(base.Task):
     frac = jnp.linspace(0.0, 1.0, self._dim(), dtype=jnp.float32)
     return jnp.power(self.dynamic["cond"], -frac)
 
-  def _keys(self) -> tuple[jax.Array, jax.Array]:
-    k_rot, k_opt = jax.random.split(jax.random.key(self.dynamic["seed"]))
-    return k_rot, k_opt
+  def _draws(self) -> jax.Array:
+    """Gaussians [5, dim] from the seed: the optimum, then the rotation."""
+    key = jax.random.key(self.dynamic["seed"])
+    return jax.random.normal(key, (5, self._dim()))
 
   def optimum(self) -> jax.Array:
     """The minimizer ``x*`` [dim]."""
-    _, k_opt = self._keys()
-    return self.dynamic["init_scale"] * jax.random.normal(k_opt, (self._dim(),))
+    return self.dynamic["init_scale"] * self._draws()[0]
 
   def init(self, key: jax.Array) -> dict[str, jax.Array]:
     """Draws ``x ~ N(0, init_scale^2 I)``."""
@@ -127,9 +131,9 @@ class QuadraticTask(base.Task):
   def loss(self, params, key, batch) -> jax.Array:
     """The (noisy) quadratic loss."""
     del key
-    k_rot, _ = self._keys()
-    delta = params["x"] - self.optimum()
-    z = rotate(k_rot, delta)
+    draws = self._draws()
+    delta = params["x"] - self.dynamic["init_scale"] * draws[0]
+    z = rotate(draws[1:], delta)
     quad = 0.5 * jnp.sum(self.eigenvalues() * jnp.square(z))
     dyn = self.dynamic
     noise = (
@@ -148,13 +152,27 @@ class QuadraticTask(base.Task):
     return common.cap(loss / initial)
 
 
+def _check_dim(dim: int) -> None:
+  if dim < 2 or dim & (dim - 1):
+    raise ValueError(
+      f"quadratic dim must be a power of two >= 2 (e.g. {DIMS}), got {dim}"
+    )
+
+
 class QuadraticFamily:
-  """Samples quadratics: dimension from ``DIMS``, the rest dynamic."""
+  """Samples quadratics: dimension from ``dims``, the rest dynamic.
+
+  Args:
+    dims: the static menu of dimensions (powers of two), default ``DIMS``.
+  """
 
   name = "quadratic"
   spec_type = QuadraticSpec
 
-  def __init__(self):
+  def __init__(self, dims: tuple[int, ...] = DIMS):
+    for d in dims:
+      _check_dim(d)
+    self.dims = tuple(dims)
     self._cache: dict[QuadraticSpec, QuadraticTask] = {}
 
   def sample(self, key: jax.Array) -> QuadraticSpec:
@@ -162,7 +180,7 @@ class QuadraticFamily:
     rng = common.host_rng(key)
     noisy = rng.uniform() >= NOISE_FREE_FRACTION
     return QuadraticSpec(
-      dim=int(rng.choice(DIMS)),
+      dim=self.dims[int(rng.integers(len(self.dims)))],
       seed=int(rng.integers(0, 2**31 - 1)),
       cond=_log_uniform(rng, 1.0, 1e4),
       noise_std=_log_uniform(rng, 0.01, 1.0) if noisy else 0.0,
@@ -173,11 +191,7 @@ class QuadraticFamily:
   def task(self, spec: QuadraticSpec) -> QuadraticTask:
     """Builds (and memoizes) the task of ``spec``."""
     families.check_spec(self, spec)
-    if spec.dim < 2 or spec.dim & (spec.dim - 1):
-      raise ValueError(
-        f"quadratic dim must be a power of two >= 2 (e.g. {DIMS}), got "
-        f"{spec.dim}"
-      )
+    _check_dim(spec.dim)
     if spec not in self._cache:
       self._cache[spec] = QuadraticTask(
         spec.signature, families.dynamic_arrays(spec), {}
