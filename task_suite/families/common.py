@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from task_suite import base
+from task_suite import base, data
 
 # Activations selectable by a traced index (``TaskSpec`` field "activation").
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -274,3 +274,141 @@ def check_image_dynamic(spec: Any) -> None:
     raise ValueError(f"image_size must be 8, 16 or 28, got {spec.image_size}")
   if spec.batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {spec.batch_size}")
+
+
+# ------------------------------------------------------- image families
+
+
+class ImageTask(base.Task):
+  """A task on ``image_data`` arrays: shared on-device batch sampling."""
+
+  def batch(self, key: jax.Array, split: str) -> base.Batch:
+    """{"image": float32 [B, S, S, 1] in [0, 1], "label": int32 [B]}."""
+    return image_batch(
+      self.data,
+      key,
+      split,
+      self.static["batch_size"],
+      self.dynamic["dataset"],
+      self.dynamic["data_seed"],
+    )
+
+
+class ImageFamily:
+  """Shared machinery of the image families (mlp, conv, vae, mlp_ae).
+
+  Subclasses set ``name``, ``spec_type``, ``task_type``, ``MENU`` and
+  ``MENU_WEIGHTS``; specs must have the shared image dynamic fields
+  (activation, init_scale, dataset, data_seed) plus ``image_size``.
+
+  Args:
+    menu: static configurations (dicts of the spec's static fields); at most
+      8, the family's share of the suite's compilation budget.
+    weights: relative sampling weights of the menu entries; None gives
+      ``MENU_WEIGHTS`` for the default menu and uniform weights otherwise.
+    load_images: ``(name, image_size) -> data.ImageData``; defaults to
+      ``task_suite.data.load_images`` (tests may pass a fake).
+  """
+
+  name: str
+  spec_type: type
+  task_type: type
+  MENU: tuple[dict[str, Any], ...]
+  MENU_WEIGHTS: tuple[float, ...] | None = None
+  NUM_CLASSES = 10  # both image datasets; checked when the data is loaded
+
+  def __init__(
+    self,
+    menu: Sequence[Mapping[str, Any]] | None = None,
+    weights: Sequence[float] | None = None,
+    load_images: Callable[[str, int], Any] | None = None,
+  ):
+    if menu is None:
+      menu, weights = self.MENU, weights or self.MENU_WEIGHTS
+    check_menu(menu, weights, self.spec_type.static_names())
+    self.menu, self.weights = tuple(menu), weights
+    self._load_images = load_images or data.load_images
+    self._tasks: dict[Any, base.Task] = {}
+    self._data: dict[int, dict[str, jax.Array]] = {}
+
+  def sample(self, key: jax.Array) -> Any:
+    """Draws a spec deterministically from ``key``."""
+    rng = host_rng(key)
+    static = choose_static(rng, self.menu, self.weights)
+    return self.spec_type(**static, **sample_image_dynamic(rng))
+
+  def task(self, spec: Any) -> base.Task:
+    """The task of ``spec`` (the same object for equal specs)."""
+    if not isinstance(spec, self.spec_type):
+      raise TypeError(
+        f"the {self.name} family builds tasks from "
+        f"{self.spec_type.__name__}, got {type(spec).__name__}; use "
+        "task_suite.get_task(spec) to dispatch on the spec's family."
+      )
+    if spec not in self._tasks:
+      self._tasks[spec] = self.task_type(
+        spec.signature, image_dynamic(spec), self.image_data(spec.image_size)
+      )
+    return self._tasks[spec]
+
+  def image_data(self, image_size: int) -> dict[str, jax.Array]:
+    """``Task.data`` at one image size (one dict shared by all its tasks)."""
+    if image_size not in self._data:
+      arrays, num_classes = image_data(self._load_images, image_size)
+      if num_classes != self.NUM_CLASSES:
+        raise ValueError(
+          f"expected {self.NUM_CLASSES} classes, got {num_classes}"
+        )
+      arrays.update(self.extra_data(arrays))
+      self._data[image_size] = arrays
+    return self._data[image_size]
+
+  def extra_data(self, arrays: Mapping[str, jax.Array]) -> dict[str, Any]:
+    """Per-size arrays a family derives from the images (e.g. mean images)."""
+    del arrays
+    return {}
+
+
+def image_reference_stats(
+  arrays: Mapping[str, jax.Array], num_examples: int = 10_000
+) -> dict[str, jax.Array]:
+  """Per-dataset statistics of the train images, for reconstruction tasks.
+
+  Estimated on the first ``num_examples`` train images (enough for 3
+  significant digits, and cheap at 28x28).
+
+  Returns:
+    "mean_image": float32 [D, S*S] pixel means in [0, 1];
+    "pixel_variance": float32 [D], the mean over pixels of the pixel variance
+    (the squared error of predicting the mean image);
+    "bernoulli_ref": float32 [D], the mean over images of the summed
+    Bernoulli KL between each image and the mean image (the loss of
+    predicting the mean image, cross-entropy minus the images' own entropy).
+  """
+  means, variances, refs = [], [], []
+  for name in IMAGE_DATASETS:
+    x = arrays[f"{name}/train_x"][:num_examples]
+    x = x.reshape(x.shape[0], -1).astype(jnp.float32) / 255.0  # [N, P]
+    m = x.mean(axis=0)
+    means.append(m)
+    variances.append(((x - m[None]) ** 2).mean())
+    # Cross-entropy is linear in the targets, so E[H(x, m)] = H(m) summed.
+    refs.append(bernoulli_entropy(m).sum() - bernoulli_entropy(x).sum(1).mean())
+  return {
+    "mean_image": jnp.stack(means),
+    "pixel_variance": jnp.stack(variances),
+    "bernoulli_ref": jnp.stack(refs),
+  }
+
+
+def bernoulli_entropy(p: jax.Array) -> jax.Array:
+  """Elementwise entropy (nats) of Bernoulli(p), 0 at p in {0, 1}."""
+  return -(
+    jax.scipy.special.xlogy(p, p) + jax.scipy.special.xlogy(1 - p, 1 - p)
+  )
+
+
+def logit(p: jax.Array, eps: float = 1e-3) -> jax.Array:
+  """Log-odds of ``p`` clipped to [eps, 1 - eps] (finite for 0/1 pixels)."""
+  p = jnp.clip(p, eps, 1.0 - eps)
+  return jnp.log(p) - jnp.log1p(-p)

@@ -13,7 +13,6 @@ Example:
   >>> loss = task.loss(params, None, task.batch(jax.random.key(2), "train"))
 """
 
-from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import math
 from typing import Any, ClassVar
@@ -21,7 +20,7 @@ from typing import Any, ClassVar
 import jax
 import optax
 
-from task_suite import base, data
+from task_suite import base
 from task_suite.families import common
 
 # Mostly 8x8 inputs and 1k-30k parameters (cheap enough for CPU meta-training),
@@ -38,7 +37,7 @@ MENU: tuple[dict[str, Any], ...] = (
 )
 # The two large entries (~50k and ~200k parameters) are drawn half as often.
 MENU_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
-NUM_CLASSES = 10  # both image datasets; checked when the data is loaded
+NUM_CLASSES = common.ImageFamily.NUM_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +70,7 @@ class MLPSpec(base.TaskSpec):
       raise ValueError(f"hidden widths must be positive, got {self.hidden}")
 
 
-class MLPTask(base.Task):
+class MLPTask(common.ImageTask):
   """Softmax cross-entropy of an MLP on flattened images."""
 
   def init(self, key: jax.Array) -> base.Params:
@@ -89,73 +88,20 @@ class MLPTask(base.Task):
       logits, batch["label"]
     ).mean()
 
-  def batch(self, key: jax.Array, split: str) -> base.Batch:
-    return common.image_batch(
-      self.data,
-      key,
-      split,
-      self.static["batch_size"],
-      self.dynamic["dataset"],
-      self.dynamic["data_seed"],
-    )
-
   def normalize(self, loss: jax.Array) -> jax.Array:
     # Chance level (uniform prediction) is log(num_classes).
     return common.cap(loss / math.log(NUM_CLASSES))
 
 
-class MLPFamily:
+class MLPFamily(common.ImageFamily):
   """Samples ``MLPSpec``s from a menu of static configurations.
 
-  Args:
-    menu: static configurations (dicts of hidden, image_size, batch_size);
-      at most 8, the family's share of the suite's compilation budget.
-    weights: relative sampling weights of the menu entries; None gives
-      ``MENU_WEIGHTS`` for the default menu and uniform weights otherwise.
-    load_images: ``(name, image_size) -> data.ImageData``; defaults to
-      ``task_suite.data.load_images`` (tests may pass a fake).
+  Args: see ``common.ImageFamily`` (menu entries set hidden, image_size and
+  batch_size).
   """
 
   name = "mlp"
   spec_type = MLPSpec
-
-  def __init__(
-    self,
-    menu: Sequence[Mapping[str, Any]] = MENU,
-    weights: Sequence[float] | None = None,
-    load_images: Callable[[str, int], Any] | None = None,
-  ):
-    if weights is None and menu is MENU:
-      weights = MENU_WEIGHTS
-    common.check_menu(menu, weights, MLPSpec.static_names())
-    self.menu, self.weights = tuple(menu), weights
-    self._load_images = load_images or data.load_images
-    self._tasks: dict[MLPSpec, MLPTask] = {}
-    self._data: dict[int, dict[str, jax.Array]] = {}
-
-  def sample(self, key: jax.Array) -> MLPSpec:
-    """Draws a spec deterministically from ``key``."""
-    rng = common.host_rng(key)
-    static = common.choose_static(rng, self.menu, self.weights)
-    return MLPSpec(**static, **common.sample_image_dynamic(rng))
-
-  def task(self, spec: MLPSpec) -> MLPTask:
-    """The task of ``spec`` (the same object for equal specs)."""
-    if not isinstance(spec, MLPSpec):
-      raise TypeError(f"MLPFamily.task needs an MLPSpec, got {spec!r}")
-    if spec not in self._tasks:
-      self._tasks[spec] = MLPTask(
-        spec.signature,
-        common.image_dynamic(spec),
-        self._image_data(spec.image_size),
-      )
-    return self._tasks[spec]
-
-  def _image_data(self, image_size: int) -> dict[str, jax.Array]:
-    # One dict per size, shared by all tasks, so stacked tasks share data.
-    if image_size not in self._data:
-      arrays, num_classes = common.image_data(self._load_images, image_size)
-      if num_classes != NUM_CLASSES:
-        raise ValueError(f"expected {NUM_CLASSES} classes, got {num_classes}")
-      self._data[image_size] = arrays
-    return self._data[image_size]
+  task_type = MLPTask
+  MENU = MENU
+  MENU_WEIGHTS = MENU_WEIGHTS

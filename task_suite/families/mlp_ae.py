@@ -1,0 +1,123 @@
+"""MLP autoencoders on images (TaskSet's ``mlp_ae`` family).
+
+Static fields: encoder widths (the decoder mirrors them; the last width is
+the code size), image size and batch size, from a menu of at most 8
+configurations. Dynamic fields: activation, init scale, dataset, data seed.
+The loss is the mean squared error of sigmoid outputs; ``normalize`` divides
+it by the error of predicting the dataset's mean image, and the output bias
+starts at that mean image, so a fresh model scores about 1.
+"""
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from task_suite import base
+from task_suite.families import common
+
+MENU: tuple[dict[str, Any], ...] = (
+  {"hidden": (16,), "image_size": 8, "batch_size": 128},
+  {"hidden": (32,), "image_size": 8, "batch_size": 64},
+  {"hidden": (128,), "image_size": 8, "batch_size": 64},
+  {"hidden": (64, 16), "image_size": 8, "batch_size": 64},
+  {"hidden": (32, 32, 8), "image_size": 8, "batch_size": 128},
+  {"hidden": (64, 32, 16), "image_size": 16, "batch_size": 64},
+  {"hidden": (128, 32), "image_size": 16, "batch_size": 32},
+  {"hidden": (256, 64), "image_size": 28, "batch_size": 32},
+)
+MENU_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPAESpec(base.TaskSpec):
+  """An MLP autoencoder.
+
+  Attributes:
+    hidden: encoder widths, e.g. ``(64, 16)`` (code size 16); the decoder
+      mirrors them.
+    image_size: input side length (8, 16 or 28).
+    batch_size: examples per batch.
+    activation: one of ``common.ACTIVATION_NAMES``.
+    init_scale: multiplier of the LeCun-normal weight init.
+    dataset: "mnist" or "fashion_mnist".
+    data_seed: folded into batch keys.
+  """
+
+  family: ClassVar[str] = "mlp_ae"
+  hidden: tuple[int, ...] = base.static_field()
+  image_size: int = base.static_field()
+  batch_size: int = base.static_field()
+  activation: str = base.dynamic_field()
+  init_scale: float = base.dynamic_field()
+  dataset: str = base.dynamic_field()
+  data_seed: int = base.dynamic_field()
+
+  def __post_init__(self):
+    common.check_image_dynamic(self)
+    if not self.hidden or any(w < 1 for w in self.hidden):
+      raise ValueError(
+        f"hidden needs at least one positive width, got {self.hidden}"
+      )
+
+
+def decoder_init(
+  key: jax.Array,
+  sizes: tuple[int, ...],
+  scale: jax.Array,
+  mean_image: jax.Array,
+) -> dict[str, Any]:
+  """Decoder layers whose output bias is the logit of the mean image."""
+  params = common.mlp_init(key, sizes, scale)
+  last = f"layer_{len(sizes) - 2}"
+  params[last] = {**params[last], "b": common.logit(mean_image)}
+  return params
+
+
+class MLPAETask(common.ImageTask):
+  """Mean squared reconstruction error of an MLP autoencoder."""
+
+  def init(self, key: jax.Array) -> base.Params:
+    s, scale = self.static, self.dynamic["init_scale"]
+    pixels = s["image_size"] ** 2
+    k_enc, k_dec = jax.random.split(key)
+    mean_image = self.data["mean_image"][self.dynamic["dataset"]]  # [P]
+    decoder_sizes = (*reversed(s["hidden"]), pixels)
+    return {
+      "encoder": common.mlp_init(k_enc, (pixels, *s["hidden"]), scale),
+      "decoder": decoder_init(k_dec, decoder_sizes, scale, mean_image),
+    }
+
+  def loss(
+    self, params: base.Params, key: jax.Array, batch: base.Batch
+  ) -> jax.Array:
+    del key  # deterministic model
+    act = self.dynamic["activation"]
+    x = batch["image"].reshape(batch["image"].shape[0], -1)  # [B, P]
+    code = common.activation(act, common.mlp_apply(params["encoder"], x, act))
+    recon = jax.nn.sigmoid(common.mlp_apply(params["decoder"], code, act))
+    return jnp.mean((recon - x) ** 2)
+
+  def normalize(self, loss: jax.Array) -> jax.Array:
+    reference = self.data["pixel_variance"][self.dynamic["dataset"]]
+    return common.cap(loss / reference)
+
+
+class MLPAEFamily(common.ImageFamily):
+  """Samples ``MLPAESpec``s from a menu of static configurations.
+
+  Args: see ``common.ImageFamily`` (menu entries set hidden, image_size and
+  batch_size).
+  """
+
+  name = "mlp_ae"
+  spec_type = MLPAESpec
+  task_type = MLPAETask
+  MENU = MENU
+  MENU_WEIGHTS = MENU_WEIGHTS
+
+  def extra_data(self, arrays):
+    """Mean images and reference errors per dataset (see ``normalize``)."""
+    stats = common.image_reference_stats(arrays)
+    return {k: stats[k] for k in ("mean_image", "pixel_variance")}

@@ -1,0 +1,123 @@
+"""MLP variational autoencoders on images (TaskSet's ``vae`` family).
+
+Static fields: encoder widths (the decoder mirrors them), latent size (2-64),
+image size and batch size, from a menu of at most 8 configurations. Dynamic
+fields: activation, init scale, dataset, data seed.
+
+The loss is the negative ELBO per image with a Bernoulli decoder over the
+grey levels, minus the images' own entropy (a constant), so that a perfect
+reconstruction costs 0: sum over pixels of KL(Bernoulli(x) || Bernoulli(p))
+plus KL(q(z|x) || N(0, I)). ``normalize`` divides it by the cost of
+predicting the dataset's mean image; the output bias starts at that mean
+image, so a fresh model scores about 1.
+"""
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from task_suite import base
+from task_suite.families import common, mlp_ae
+
+MENU: tuple[dict[str, Any], ...] = (
+  {"hidden": (16,), "latent": 2, "image_size": 8, "batch_size": 128},
+  {"hidden": (32,), "latent": 2, "image_size": 8, "batch_size": 64},
+  {"hidden": (64,), "latent": 8, "image_size": 8, "batch_size": 64},
+  {"hidden": (64, 32), "latent": 4, "image_size": 8, "batch_size": 64},
+  {"hidden": (128,), "latent": 16, "image_size": 8, "batch_size": 32},
+  {"hidden": (32, 32), "latent": 8, "image_size": 16, "batch_size": 64},
+  {"hidden": (128, 64), "latent": 32, "image_size": 16, "batch_size": 32},
+  {"hidden": (256,), "latent": 64, "image_size": 28, "batch_size": 32},
+)
+MENU_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAESpec(base.TaskSpec):
+  """An MLP variational autoencoder.
+
+  Attributes:
+    hidden: encoder hidden widths; the decoder mirrors them.
+    latent: size of the Gaussian latent.
+    image_size: input side length (8, 16 or 28).
+    batch_size: examples per batch.
+    activation: one of ``common.ACTIVATION_NAMES``.
+    init_scale: multiplier of the LeCun-normal weight init.
+    dataset: "mnist" or "fashion_mnist".
+    data_seed: folded into batch keys.
+  """
+
+  family: ClassVar[str] = "vae"
+  hidden: tuple[int, ...] = base.static_field()
+  latent: int = base.static_field()
+  image_size: int = base.static_field()
+  batch_size: int = base.static_field()
+  activation: str = base.dynamic_field()
+  init_scale: float = base.dynamic_field()
+  dataset: str = base.dynamic_field()
+  data_seed: int = base.dynamic_field()
+
+  def __post_init__(self):
+    common.check_image_dynamic(self)
+    if any(w < 1 for w in self.hidden) or self.latent < 1:
+      raise ValueError(
+        f"hidden widths and latent must be positive, got {self.hidden}, "
+        f"{self.latent}"
+      )
+
+
+class VAETask(common.ImageTask):
+  """Negative ELBO (minus the data entropy) of an MLP VAE."""
+
+  def init(self, key: jax.Array) -> base.Params:
+    s, scale = self.static, self.dynamic["init_scale"]
+    pixels = s["image_size"] ** 2
+    k_enc, k_dec = jax.random.split(key)
+    mean_image = self.data["mean_image"][self.dynamic["dataset"]]  # [P]
+    encoder_sizes = (pixels, *s["hidden"], 2 * s["latent"])
+    decoder_sizes = (s["latent"], *reversed(s["hidden"]), pixels)
+    return {
+      "encoder": common.mlp_init(k_enc, encoder_sizes, scale),
+      "decoder": mlp_ae.decoder_init(k_dec, decoder_sizes, scale, mean_image),
+    }
+
+  def loss(
+    self, params: base.Params, key: jax.Array, batch: base.Batch
+  ) -> jax.Array:
+    act = self.dynamic["activation"]
+    x = batch["image"].reshape(batch["image"].shape[0], -1)  # [B, P]
+    stats = common.mlp_apply(params["encoder"], x, act)  # [B, 2 * latent]
+    mu, log_sigma = jnp.split(stats, 2, axis=-1)
+    eps = jax.random.normal(key, mu.shape, jnp.float32)
+    z = mu + jnp.exp(log_sigma) * eps  # reparameterization
+    logits = common.mlp_apply(params["decoder"], z, act)  # [B, P]
+    recon = optax.sigmoid_binary_cross_entropy(logits, x)
+    recon = recon - common.bernoulli_entropy(x)  # >= 0, 0 when p = x
+    kl = 0.5 * (mu**2 + jnp.exp(2.0 * log_sigma) - 1.0 - 2.0 * log_sigma)
+    return jnp.mean(recon.sum(axis=-1) + kl.sum(axis=-1))
+
+  def normalize(self, loss: jax.Array) -> jax.Array:
+    reference = self.data["bernoulli_ref"][self.dynamic["dataset"]]
+    return common.cap(loss / reference)
+
+
+class VAEFamily(common.ImageFamily):
+  """Samples ``VAESpec``s from a menu of static configurations.
+
+  Args: see ``common.ImageFamily`` (menu entries set hidden, latent,
+  image_size and batch_size).
+  """
+
+  name = "vae"
+  spec_type = VAESpec
+  task_type = VAETask
+  MENU = MENU
+  MENU_WEIGHTS = MENU_WEIGHTS
+
+  def extra_data(self, arrays):
+    """Mean images and reference losses per dataset (see ``normalize``)."""
+    stats = common.image_reference_stats(arrays)
+    return {k: stats[k] for k in ("mean_image", "bernoulli_ref")}
