@@ -107,7 +107,9 @@ def sample_suite(
     num_tasks: number of specs.
     seed: selects the stream of draws.
     split: ``"train"`` (meta-training) or ``"test"`` (held out).
-    weights: family name -> weight (default ``DEFAULT_WEIGHTS``).
+    weights: family name -> weight (default ``DEFAULT_WEIGHTS``). Other
+      weights give another stream of draws (not a re-weighting of the same
+      specs); the split of each spec does not depend on them.
 
   Returns:
     ``num_tasks`` distinct specs, all of ``split``.

@@ -13,6 +13,12 @@ is the noise-free one. ``noise_std=0`` gives a deterministic task.
 Everything that depends on the spec's ``seed`` (rotation, optimum) is built
 on device from the traced seed, so one compilation per dimension serves every
 spec and specs ``vmap`` together.
+
+Example (a deterministic quadratic, e.g. to test gradient estimators):
+  >>> spec = quadratic.QuadraticSpec(dim=8, seed=0, cond=100.0)
+  >>> task = quadratic.QuadraticFamily().task(spec)  # or get_task(spec)
+  >>> params = task.init(jax.random.key(0))          # {"x": [8]}
+  >>> loss = task.loss(params, None, task.batch(jax.random.key(1), "train"))
 """
 
 import dataclasses
@@ -55,6 +61,18 @@ class QuadraticSpec(base.TaskSpec):
   noise_std: float = base.dynamic_field(default=0.0)
   loss_scale: float = base.dynamic_field(default=1.0)
   init_scale: float = base.dynamic_field(default=1.0)
+
+  def __post_init__(self):
+    if not (
+      self.cond >= 1
+      and self.noise_std >= 0
+      and self.loss_scale > 0
+      and self.init_scale > 0
+    ):
+      raise ValueError(
+        "quadratic spec needs cond >= 1, noise_std >= 0, loss_scale > 0 and "
+        f"init_scale > 0, got {self}"
+      )
 
 
 @functools.cache

@@ -227,9 +227,22 @@ def test_quadratic_noise_is_unbiased_with_the_requested_std():
   np.testing.assert_allclose(noisy_grads.std(0), 0.5, rtol=0.1)
 
 
-def test_quadratic_rejects_bad_dim():
+def test_specs_reject_bad_values():
   with pytest.raises(ValueError, match="power of two"):
     FAMILIES["quadratic"].task(quadratic.QuadraticSpec(dim=10, seed=0))
+  with pytest.raises(ValueError, match="cond >= 1"):
+    quadratic.QuadraticSpec(dim=8, seed=0, cond=0.5)
+  with pytest.raises(ValueError, match="unknown test function 'sphere'"):
+    test_functions.TestFunctionSpec(function="sphere", x0=0.0, y0=0.0)
+  with pytest.raises(ValueError, match="unknown activation"):
+    regression.RegressionSpec(
+      input_dim=2,
+      hidden=(),
+      output_dim=1,
+      batch_size=4,
+      activation="x",
+      teacher_seed=0,
+    )
 
 
 # ------------------------------------------------------- test functions
