@@ -19,9 +19,12 @@ multi-process writes itself).
 
 import os
 from typing import Any
+from unittest import mock
 
 import jax
 import orbax.checkpoint as ocp
+
+import learned_opt
 
 STATE = "state"
 CONFIG = "config"
@@ -144,3 +147,32 @@ def restore(
     restored[STATE],
   )
   return state, dict(restored[CONFIG])
+
+
+def export_theta(
+  path: str | os.PathLike,
+  lopt: learned_opt.LearnedOptimizer,
+  theta: Any,
+  metadata: dict[str, Any],
+) -> None:
+  """Exports theta as a ``learned_opt`` checkpoint (call on one process).
+
+  Args:
+    path: the checkpoint directory (replaced atomically).
+    lopt: the learned optimizer.
+    theta: host (numpy) meta-parameters.
+    metadata: JSON metadata stored with them.
+  """
+  save = getattr(learned_opt, "save", None)
+  if save is None:  # not re-exported yet
+    from learned_opt import checkpoint  # noqa: PLC0415
+
+    save = checkpoint.save
+  if jax.process_count() == 1:
+    save(path, lopt, theta, metadata)
+    return
+  # learned_opt.save's orbax checkpointer waits at barriers for every
+  # process, but only process 0 exports (the others are already in the next
+  # outer step's collectives): seen as a single-process save it skips them.
+  with mock.patch.object(jax, "process_count", lambda: 1):
+    save(path, lopt, theta, metadata)

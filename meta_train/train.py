@@ -22,7 +22,6 @@ Example:
 import functools
 import importlib
 import json
-import logging
 import pathlib
 import time
 from typing import Any, NamedTuple
@@ -34,7 +33,7 @@ import optax
 import tqdm
 
 import learned_opt
-from meta_train import checkpointing, estimators, evaluation
+from meta_train import checkpointing, estimators
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 from meta_train import metrics as metrics_lib
@@ -57,11 +56,12 @@ class OuterState(NamedTuple):
 
 
 class RunResult(NamedTuple):
-  """What ``run`` returns: the optimizer, the final theta (host) and step."""
+  """What ``run`` returns."""
 
   lopt: learned_opt.LearnedOptimizer
-  theta: Any
-  step: int
+  theta: Any  # the final theta, numpy
+  step: int  # the final outer step
+  state: OuterState  # the final state, on the mesh
 
 
 # ------------------------------------------------------------ components
@@ -159,7 +159,7 @@ def outer_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
   grad, est_state, metrics = estimate(
     theta, tasks, est_state, jax.random.fold_in(key, group)
   )
-  grad_norm = optax.global_norm(grad)
+  grad_norm = optax.tree.norm(grad)
   if clip_norm:
     grad = optax.tree.scale(jnp.minimum(1.0, clip_norm / grad_norm), grad)
   meta_loss = metrics["meta_loss"]
@@ -206,39 +206,90 @@ def _check_workdir(workdir: pathlib.Path, cfg: config_lib.Config) -> None:
     tmp.replace(path)
 
 
-def _evaluate(lopt, theta, specs, cfg: config_lib.EvalConfig, key) -> dict:
-  """Mean normalized final losses of held-out tasks trained with theta."""
-  factory = evaluation.LearnedFactory(lopt)
-  ecfg = evaluation.EvalConfig(num_steps=cfg.num_steps)
-  train, test = [], []
-  for i, spec in enumerate(specs):
-    task = task_suite.get_task(spec)
-    keys = evaluation.seed_keys(jax.random.fold_in(key, i), 1)
-    out = evaluation.run_seeds(factory, task, theta, keys, ecfg)
-    train.append(task.normalize(out.final_train[..., -1]))
-    test.append(task.normalize(out.final_test[..., -1]))
-  mean = lambda xs: float(np.mean(np.asarray(jnp.stack(xs))))
-  return {"eval/final_loss": mean(train), "eval/final_test_loss": mean(test)}
+def make_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
+  """A function ``(theta, key) -> metrics`` of held-out tasks trained anew.
+
+  Each task trains from ``task.init`` for ``num_steps`` steps with
+  ``lopt.optimizer(theta)``; its final loss is the normalized mean loss of
+  the final parameters on ``num_batches`` fresh train (and test) batches.
+  Tasks of one signature are vmapped: one compilation per signature.
+
+  Args:
+    lopt: the learned optimizer.
+    specs: the held-out task specs.
+    num_steps: inner training steps per task.
+    num_batches: batches averaged for the final losses.
+
+  Returns:
+    The evaluation function (host floats out).
+  """
+  stacked = [
+    task_suite.stack_tasks([task_suite.get_task(s) for s in g])
+    for g in task_suite.group_by_signature(specs).values()
+  ]
+
+  def one_task(theta, task, key):
+    tx = lopt.optimizer(theta)
+    k_init, k_data, k_final = jax.random.split(key, 3)
+
+    def step(carry, i):
+      params, opt_state = carry
+      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
+      batch = task.batch(k_batch, "train")
+      loss, grads = task.value_and_grad(params, k_loss, batch)
+      updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+      return (optax.apply_updates(params, updates), opt_state), None
+
+    params = task.init(k_init)
+    carry = (params, tx.init(params))
+    (params, _), _ = jax.lax.scan(step, carry, jnp.arange(num_steps))
+
+    def final(split, k):
+      k_batch, k_loss = jax.random.split(k)
+      return task.loss(params, k_loss, task.batch(k_batch, split))
+
+    keys = jax.random.split(k_final, num_batches)
+    return tuple(
+      task.normalize(jnp.mean(jax.vmap(functools.partial(final, s))(keys)))
+      for s in ("train", "test")
+    )
+
+  @jax.jit
+  def group_losses(theta, tasks, key):
+    keys = jax.random.split(key, jax.tree.leaves(tasks.dynamic)[0].shape[0])
+    axes = (None, task_suite.vmap_axes(tasks), 0)
+    return jax.vmap(one_task, in_axes=axes)(theta, tasks, keys)
+
+  def evaluate(theta, key) -> dict[str, float]:
+    out = [
+      group_losses(theta, t, jax.random.fold_in(key, i))
+      for i, t in enumerate(stacked)
+    ]
+    train_loss = np.concatenate([np.asarray(o[0]) for o in out])
+    test_loss = np.concatenate([np.asarray(o[1]) for o in out])
+    return {
+      "eval/final_loss": float(np.mean(train_loss)),
+      "eval/final_test_loss": float(np.mean(test_loss)),
+    }
+
+  return evaluate
 
 
 def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
   """Checkpoints the state (all processes) and exports theta (process 0)."""
   checkpointing.save(manager, step, state, config_lib.to_dict(cfg))
   if mesh_lib.is_main_process():
-    try:
-      save_fn = _learned_opt_api("save", "checkpoint")
-    except (ImportError, AttributeError):  # learned_opt without save()
-      logging.warning("learned_opt.save unavailable: theta not exported")
-      return
-    theta = mesh_lib.to_host(state.theta)
     metadata = {"meta_train_step": step, "config": config_lib.to_dict(cfg)}
-    save_fn(workdir / "theta", lopt, theta, metadata)
+    checkpointing.export_theta(
+      workdir / "theta", lopt, mesh_lib.to_host(state.theta), metadata
+    )
 
 
 def run(
   config: Any,
   workdir: str | pathlib.Path,
   *,
+  lopt: learned_opt.LearnedOptimizer | None = None,
   outer_tx: optax.GradientTransformationExtraArgs | None = None,
 ) -> RunResult:
   """Meta-trains theta as configured; resumes if ``workdir`` has a run.
@@ -246,6 +297,8 @@ def run(
   Args:
     config: an ``ml_collections.ConfigDict`` (or ``config.Config``).
     workdir: the run's directory: checkpoints, metrics, exported theta.
+    lopt: optional learned optimizer to meta-train instead of
+      ``config.lopt``'s (any ``LearnedOptimizer``).
     outer_tx: optional outer optimizer overriding ``config.outer``'s (e.g.
       a trained learned optimizer, for self-training).
 
@@ -266,7 +319,7 @@ def run(
   rep, sharded = mesh_lib.replicated(mesh), mesh_lib.task_sharded(mesh)
 
   # --- The learned optimizer, the tasks and their estimators.
-  lopt = make_lopt(cfg.lopt)
+  lopt = lopt or make_lopt(cfg.lopt)
   groups = sample_train_groups(cfg.suite)
   test_specs = sample_test_specs(cfg.suite, cfg.eval.num_tasks)
   tasks = [
@@ -318,9 +371,11 @@ def run(
   )
   if checkpointing.latest_step(manager) is not None:
     target = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      abstract,
+      lambda s, sub: jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub
+      ),
       shardings,
+      abstract,
     )
     state, _ = checkpointing.restore(manager, target)
   else:
@@ -355,9 +410,8 @@ def run(
   writer = metrics_lib.MetricWriter(
     workdir, step, tensorboard=cfg.log.tensorboard, active=main
   )
-  ev = lambda th: _evaluate(
-    lopt, mesh_lib.to_host(th), test_specs, cfg.eval, eval_key
-  )
+  evaluator = make_evaluator(lopt, test_specs, cfg.eval.num_steps)
+  ev = lambda th: evaluator(mesh_lib.to_host(th), eval_key)
   if step == 0 and cfg.eval.every and main:
     writer.write(0, ev(state.theta))
   bar = tqdm.tqdm(
@@ -410,4 +464,4 @@ def run(
       _save(manager, state, cfg, lopt, workdir, step)
     writer.close()
     manager.close()
-  return RunResult(lopt, mesh_lib.to_host(state.theta), step)
+  return RunResult(lopt, mesh_lib.to_host(state.theta), step, state)

@@ -1,0 +1,107 @@
+"""A real meta-training run on a 2-core CPU: HierarchicalLOpt, cheap suite.
+
+Command (one process per core, the fast way on a multi-core CPU; see
+bench/meta_throughput.py):
+  uv run lopt meta-train --config configs/small_cpu.py \\
+      --workdir ~/lopt_runs/small_cpu --num_local_processes=2
+or in one process:
+  uv run lopt meta-train --config configs/small_cpu.py \\
+      --workdir ~/lopt_runs/small_cpu
+
+Variants, combinable with commas (e.g. ``configs/small_cpu.py:pes,long``):
+  pes    persistent ES instead of truncated ES (unbiased over truncations;
+         higher variance, so 4x the population);
+  long   50-step truncations of runs of 500-5000 steps (less short-horizon
+         bias, fewer outer steps per hour);
+  end    end-weighted meta-loss (later steps of each inner run count more);
+  valid  meta-loss on validation batches instead of training batches;
+  smoke  a few outer steps on two signature groups, to check the setup.
+
+Expected runtime: 3-4 hours on 2 CPU cores (about 20,000 outer steps of
+8 antithetic pairs x 20 inner steps, ~1,600-2,400 inner steps/s, plus
+5-15 minutes compiling one step per signature group).
+
+Expected outcome: the meta-loss (``meta_loss`` in WORKDIR/metrics.jsonl)
+and the held-out ``eval/final_loss`` (mean normalized loss of 8 test-split
+tasks after 500 inner steps) fall over the first few thousand steps and keep
+improving slowly; theta is exported to WORKDIR/theta every 500 steps
+(``learned_opt.load``). Resuming after an interruption: re-run the command.
+"""
+
+import ml_collections
+
+from meta_train import config as config_lib
+
+_VARIANTS = ("pes", "long", "end", "valid", "smoke")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The small CPU config; ``arg`` is a comma-separated list of variants."""
+  variants = [v for v in (arg or "").split(",") if v]
+  unknown = sorted(set(variants) - set(_VARIANTS))
+  if unknown:
+    raise ValueError(
+      f"configs/small_cpu.py: unknown variant(s) {unknown}; valid: "
+      f"{', '.join(_VARIANTS)}"
+    )
+  c = config_lib.default_config_dict()
+  c.seed = 0
+  c.lopt.name = "hierarchical"
+  c.lopt.kwargs = ml_collections.ConfigDict({})
+
+  # The default family mix, restricted to signatures of <= 20k parameters
+  # (about 1-2 ms per inner step here) and to the 12 largest groups.
+  c.suite.families = ()
+  c.suite.num_tasks = 400
+  c.suite.max_params = 20_000
+  c.suite.max_groups = 12
+
+  c.estimator.name = "es"
+  c.estimator.num_tasks = 8
+  c.estimator.unroll_length = 20
+  c.estimator.std = 0.01
+  c.estimator.min_horizon = 200
+  c.estimator.max_horizon = 2000
+  c.estimator.valid_every = 10
+  c.estimator.meta_loss_split = "train"
+  c.estimator.meta_loss_weighting = "uniform"
+
+  c.outer.num_steps = 20_000
+  c.outer.optimizer = "adam"
+  c.outer.learning_rate = 2e-3
+  c.outer.schedule = "cosine"
+  c.outer.warmup_steps = 200
+  c.outer.final_lr_fraction = 0.1
+  c.outer.clip_norm = 30.0
+
+  c.eval.every = 500
+  c.eval.num_tasks = 8
+  c.eval.num_steps = 500
+
+  c.checkpoint.every = 500
+  c.checkpoint.keep = 3
+  c.log.every = 20
+
+  if "pes" in variants:
+    c.estimator.name = "pes"
+    c.estimator.num_tasks = 32
+  if "long" in variants:
+    c.estimator.unroll_length = 50
+    c.estimator.min_horizon = 500
+    c.estimator.max_horizon = 5000
+    c.outer.num_steps = 8_000
+  if "end" in variants:
+    c.estimator.meta_loss_weighting = "end"
+  if "valid" in variants:
+    c.estimator.meta_loss_split = "valid"
+  if "smoke" in variants:
+    c.suite.num_tasks = 40
+    c.suite.max_groups = 2
+    c.outer.num_steps = 4
+    c.outer.warmup_steps = 0
+    c.eval.every = 2
+    c.eval.num_tasks = 1
+    c.eval.num_steps = 20
+    c.checkpoint.every = 2
+    c.log.every = 1
+  return c

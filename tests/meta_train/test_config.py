@@ -1,0 +1,201 @@
+"""Configs: every shipped config parses; bad fields fail early, named."""
+
+import importlib
+import pathlib
+
+import jax
+import ml_collections
+import pytest
+
+from meta_train import config as config_lib
+from meta_train import main as main_lib
+from meta_train import mesh as mesh_lib
+
+CONFIG_MODULES = ("tiny", "small_cpu", "gpu", "paper")
+TINY = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "tiny.py")
+
+
+def _cd(**sections) -> dict:
+  """The default config as a plain dict, with some fields replaced."""
+  d = config_lib.default_config_dict().to_dict()
+  for path, value in sections.items():
+    section, _, name = path.partition("__")
+    if name:
+      d[section][name] = value
+    else:
+      d[section] = value
+  return d
+
+
+@pytest.mark.parametrize("name", CONFIG_MODULES)
+@pytest.mark.parametrize("arg", [None, "smoke"])
+def test_shipped_configs_parse(name, arg):
+  module = importlib.import_module(f"configs.{name}")
+  cd = module.get_config(arg)
+  assert isinstance(cd, ml_collections.ConfigDict)
+  cfg = config_lib.from_config(cd)
+  assert cfg.outer.num_steps >= 1
+  assert "Command" in module.__doc__ and "Expected" in module.__doc__
+  if arg == "smoke":
+    assert cfg.outer.num_steps <= 10
+
+
+def test_small_cpu_variants_expose_pes_long_end():
+  from configs import small_cpu
+
+  cfg = config_lib.from_config(small_cpu.get_config("pes,long,end,valid"))
+  assert cfg.estimator.name == "pes"
+  assert cfg.estimator.unroll_length == 50
+  assert cfg.estimator.meta_loss_weighting == "end"
+  assert cfg.estimator.meta_loss_split == "valid"
+  with pytest.raises(ValueError, match="unknown variant.*bogus"):
+    small_cpu.get_config("bogus")
+
+
+def test_round_trip_and_defaults():
+  cfg = config_lib.from_config(config_lib.default_config_dict())
+  assert cfg == config_lib.Config()
+  assert config_lib.from_config(config_lib.to_config_dict(cfg)) == cfg
+  # Missing fields take their defaults; ints are accepted for floats.
+  cfg = config_lib.from_config({"outer": {"learning_rate": 1}})
+  assert cfg.outer.learning_rate == 1.0
+  assert isinstance(cfg.outer.learning_rate, float)
+  assert cfg.estimator == config_lib.Config().estimator
+
+
+@pytest.mark.parametrize(
+  "cd, message",
+  [
+    (
+      _cd(estimator__stdd=0.1),
+      r"^config\.estimator\.stdd: unknown field; valid: name, num_tasks",
+    ),
+    ({"outre": {}}, r"^config\.outre: unknown field; valid: seed, lopt"),
+    (
+      _cd(lopt={"name": "mlp", "kwargs": {"hiden_size": 3}}),
+      r"^config\.lopt\.kwargs\.hiden_size: unknown field of MLPLOpt",
+    ),
+  ],
+)
+def test_unknown_field_is_named(cd, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.from_config(cd)
+
+
+@pytest.mark.parametrize(
+  "cd, message",
+  [
+    (
+      _cd(outer__num_steps=1.5),
+      r"^config\.outer\.num_steps must be of type int, got 1\.5",
+    ),
+    (_cd(seed="0"), r"^config\.seed must be of type int"),
+    (_cd(log__progress=1), r"^config\.log\.progress must be of type bool"),
+    (_cd(estimator__std="big"), r"^config\.estimator\.std must be .*float"),
+    (
+      _cd(suite__families="quadratic"),
+      r"^config\.suite\.families must be of type tuple",
+    ),
+    (_cd(suite__families=("mlp", 3)), r"^config\.suite\.families\[1\]"),
+    (_cd(outer=3), r"^config\.outer must be a ConfigDict or mapping"),
+  ],
+)
+def test_wrong_type_is_named(cd, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.from_config(cd)
+
+
+@pytest.mark.parametrize(
+  "cd, message",
+  [
+    (
+      _cd(outer__learning_rate=-1),
+      r"^config\.outer\.learning_rate must be > 0, got -1",
+    ),
+    (_cd(outer__schedule="linear"), r"^config\.outer\.schedule must be one"),
+    (_cd(estimator__std=-0.1), r"^config\.estimator\.std must be"),
+    (_cd(estimator__name="sgd"), r"^config\.estimator\.name must be one"),
+    (
+      _cd(estimator__max_horizon=10, estimator__min_horizon=20),
+      r"^config\.estimator\.max_horizon must be >= min_horizon",
+    ),
+    (_cd(lopt={"name": "lstm"}), r"^config\.lopt\.name must be one of"),
+    (
+      _cd(lopt={"name": "mlp", "kwargs": {"decays": (2.0,)}}),
+      r"^config\.lopt\.kwargs: .*decays",
+    ),
+    (_cd(checkpoint__keep=0), r"^config\.checkpoint\.keep must be >= 1"),
+    (
+      _cd(outer__optimizer="learned"),
+      r"^config\.outer\.learned_path must name",
+    ),
+    (_cd(mesh__cpu_collectives="nccl"), r"^config\.mesh\.cpu_collectives"),
+  ],
+)
+def test_bad_value_is_named(cd, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.from_config(cd)
+
+
+def test_run_fails_before_any_compute(tmp_path, monkeypatch):
+  from meta_train import train
+
+  def no_compute(*args, **kwargs):
+    raise AssertionError("compiled something before validating the config")
+
+  monkeypatch.setattr(jax, "jit", no_compute)
+  monkeypatch.setattr(jax, "eval_shape", no_compute)
+  with pytest.raises(config_lib.ConfigError, match="config.estimator.stdd"):
+    train.run(_cd(estimator__stdd=1.0), tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_population_must_fit_the_mesh():
+  class FakeMesh:
+    size = 8
+
+  with pytest.raises(ValueError, match=r"num_tasks=12 .* multiple .*\(8\)"):
+    mesh_lib.check_population(12, FakeMesh())
+  mesh_lib.check_population(16, FakeMesh())
+
+
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    ("--config.estimator.stdd=1", "config.estimator.stdd: unknown field"),
+    ("--config.estimatr.std=1", "config.estimatr: unknown section"),
+    ("--config.estimator.std=abc", "config.estimator.std must be of type"),
+    ("--config.log.progress=maybe", "config.log.progress must be of type"),
+    ("--config.outer.learning_rate=-1", "config.outer.learning_rate must be"),
+    ("--config.outer=1", "config.outer is a section"),
+    ("--bogus=1", "unknown option --bogus"),
+  ],
+)
+def test_cli_rejects_bad_overrides(tmp_path, capsys, override, message):
+  argv = ["--config", TINY, "--workdir", str(tmp_path), override]
+  assert main_lib.main(argv) == 2
+  assert message in capsys.readouterr().err
+  assert not any(tmp_path.iterdir())  # nothing ran
+
+
+def test_cli_overrides_parse_typed_values():
+  opts = main_lib.parse_args(
+    [
+      f"--config={TINY}:smoke",
+      "--workdir",
+      "/tmp/x",
+      "--config.suite.families=quadratic,mlp",
+      "--config.log.progress=false",
+      "--config.outer.learning_rate=3e-3",
+      "--config.estimator.num_tasks",
+      "4",
+      "--config.lopt.kwargs.num_hidden_layers=1",  # new key of a kwargs dict
+    ]
+  )
+  cfg = config_lib.from_config(opts["config"])
+  assert cfg.suite.families == ("quadratic", "mlp")
+  assert cfg.log.progress is False
+  assert cfg.outer.learning_rate == 3e-3
+  assert cfg.estimator.num_tasks == 4
+  assert cfg.lopt.kwargs == {"hidden_size": 16, "num_hidden_layers": 1}
+  assert cfg.outer.num_steps == 4  # the :smoke arg reached get_config

@@ -1,0 +1,285 @@
+"""The outer loop: guarded outer steps, metrics, a whole run that learns.
+
+The fast end-to-end tests meta-train a one-parameter learned optimizer (a
+learned learning rate) so that compiling the loop takes seconds; the slow
+test meta-trains ``MLPLOpt`` on quadratics with the tiny config through the
+``lopt meta-train`` command, as a user would.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import test_utils
+
+import learned_opt
+from meta_train import metrics as metrics_lib
+from meta_train import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# Shared by the subprocess tests of this directory: compiled programs are
+# reused across processes and test sessions (keys include the whole HLO).
+COMPILE_CACHE = pathlib.Path(tempfile.gettempdir()) / "lopt_test_jax_cache"
+
+
+def subprocess_env(**extra) -> dict[str, str]:
+  """Environment of a `lopt meta-train` subprocess of the tests."""
+  env = dict(os.environ)
+  env.update(
+    JAX_PLATFORMS="cpu",
+    JAX_COMPILATION_CACHE_DIR=str(COMPILE_CACHE),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    PYTHONPATH=f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
+  )
+  env.update(extra)
+  return env
+
+
+# ---------------------------------------------------------- outer step
+
+
+def _fake_estimate(theta, tasks, est_state, key):
+  """Stand-in estimator: the gradient and meta-loss come from ``tasks``."""
+  del theta, key
+  metrics = {"meta_loss": tasks["loss"], "inner_steps": jnp.float32(1.0)}
+  return tasks["grad"], est_state + 1, metrics
+
+
+@pytest.fixture(scope="module")
+def jitted_outer_step():
+  def step(outer_tx, clip_norm, state, tasks):
+    return train.outer_step(
+      _fake_estimate, outer_tx, clip_norm, jax.random.key(0), state, tasks, 0
+    )
+
+  return jax.jit(step, static_argnums=(0, 1))
+
+
+def _state(theta):
+  return (theta, optax.sgd(1.0).init(theta), jnp.zeros([4]), 3, 0)
+
+
+def test_nonfinite_meta_gradient_never_reaches_theta(jitted_outer_step):
+  theta = {"w": jnp.array([1.0, 2.0])}
+  sgd = optax.with_extra_args_support(optax.sgd(0.5))
+  for bad in (jnp.nan, jnp.inf):
+    tasks = {"grad": {"w": jnp.array([bad, 1.0])}, "loss": jnp.float32(1.0)}
+    (new_theta, _, est, step, skipped), m = jitted_outer_step(
+      sgd, 0.0, _state(theta), tasks
+    )
+    test_utils.assert_trees_equal(new_theta, theta)
+    assert int(skipped) == 1 and bool(m["skipped"])
+    assert int(step) == 4  # the step still counts (the streams move on)
+    np.testing.assert_array_equal(est, np.ones(4))  # inner runs carry on
+  # A NaN meta-loss (no finite instance) is skipped too.
+  tasks = {"grad": {"w": jnp.ones(2)}, "loss": jnp.float32(jnp.nan)}
+  (new_theta, *_, skipped), _ = jitted_outer_step(
+    sgd, 0.0, _state(theta), tasks
+  )
+  test_utils.assert_trees_equal(new_theta, theta)
+  assert int(skipped) == 1
+
+
+def test_outer_step_clips_and_passes_meta_loss_as_value(jitted_outer_step):
+  def value_scaled_sgd():
+    # An "optimizer" whose step is -value * grad: it shows what it was given.
+    def update(updates, state, params=None, *, value=None, **extra):
+      del params, extra
+      return jax.tree.map(lambda g: -value * g, updates), state
+
+    return optax.GradientTransformationExtraArgs(
+      lambda p: optax.EmptyState(), update
+    )
+
+  theta = {"w": jnp.array([1.0, 2.0])}
+  grad = {"w": jnp.array([3.0, 4.0])}  # norm 5
+  tasks = {"grad": grad, "loss": jnp.float32(0.5)}
+  state = (theta, optax.EmptyState(), jnp.zeros([4]), 0, 0)
+  (new_theta, *_, skipped), m = jitted_outer_step(
+    value_scaled_sgd(), 1.0, state, tasks
+  )
+  # Clipped to norm 1 -> (0.6, 0.8), times value 0.5.
+  np.testing.assert_allclose(new_theta["w"], [1.0 - 0.3, 2.0 - 0.4], rtol=1e-6)
+  np.testing.assert_allclose(m["grad_norm"], 5.0, rtol=1e-6)
+  assert int(skipped) == 0
+
+
+# -------------------------------------------------------------- metrics
+
+
+def test_metric_writer_jsonl_tensorboard_and_resume(tmp_path):
+  with metrics_lib.MetricWriter(tmp_path, tensorboard=True) as w:
+    for step in (1, 2, 3):
+      w.write(step, {"meta_loss": np.float32(step), "bad": float("nan")})
+  records = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in records] == [1, 2, 3]
+  assert records[0]["bad"] == "nan" and records[2]["meta_loss"] == 3.0
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  # A run resumed from the checkpoint of step 2 redoes step 3 and on.
+  with metrics_lib.MetricWriter(tmp_path, 2, tensorboard=False) as w:
+    w.write(2, {"meta_loss": 7.0})
+  records = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+  assert [(r["step"], r["meta_loss"]) for r in records] == [(1, 1.0), (2, 7.0)]
+  # Non-zero processes write nothing.
+  with metrics_lib.MetricWriter(tmp_path / "p1", active=False) as w:
+    w.write(1, {"x": 1.0})
+  assert not (tmp_path / "p1").exists()
+  with pytest.raises(ValueError, match="scalars"):
+    with metrics_lib.MetricWriter(tmp_path / "v", tensorboard=False) as w:
+      w.write(1, {"x": np.ones(3)})
+
+
+# --------------------------------------------- whole runs, learned lr
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedLR(learned_opt.LearnedOptimizer):
+  """SGD whose log learning rate is theta: a 1-parameter learned optimizer."""
+
+  architecture: ClassVar[str] = "test_learned_lr"
+  init_log_lr: float = -6.0
+
+  def init(self, key):
+    del key
+    return {"log_lr": jnp.asarray(self.init_log_lr, jnp.float32)}
+
+  def optimizer(self, theta):
+    def update(grads, state, params=None, *, value=None, **extra):
+      del params, value, extra
+      lr = jnp.exp(theta["log_lr"])
+      return jax.tree.map(lambda g: -lr * g, grads), state
+
+    return optax.GradientTransformationExtraArgs(
+      lambda params: optax.EmptyState(), update
+    )
+
+
+def lr_config(num_steps=30, checkpoint_every=10):
+  """Quadratics of dimension 2; 4 ES pairs; a learned learning rate."""
+  from configs import tiny
+
+  c = tiny.get_config()
+  c.suite.max_params = 2
+  c.suite.max_groups = 1
+  c.suite.num_tasks = 8
+  c.estimator.num_tasks = 4
+  c.estimator.unroll_length = 5
+  c.estimator.min_horizon = 20
+  c.estimator.max_horizon = 60
+  c.estimator.std = 0.05
+  c.outer.num_steps = num_steps
+  c.outer.learning_rate = 0.2
+  c.eval.every = 10
+  c.eval.num_tasks = 2
+  c.eval.num_steps = 30
+  c.checkpoint.every = checkpoint_every
+  c.log.every = 5
+  c.log.progress = False
+  return c
+
+
+@pytest.fixture(scope="module")
+def lr_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("lr_run")
+  return workdir, train.run(lr_config(), workdir, lopt=LearnedLR())
+
+
+def test_run_learns_and_writes_its_outputs(lr_run):
+  workdir, result = lr_run
+  assert result.step == 30
+  # The learned step size grows from exp(-6) towards the stable range.
+  assert float(result.theta["log_lr"]) > -6.0 + 1.0
+  records = metrics_lib.read_jsonl(workdir / "metrics.jsonl")
+  evals = [r for r in records if "eval/final_loss" in r]
+  assert [r["step"] for r in evals] == [0, 10, 20, 30]
+  assert evals[-1]["eval/final_loss"] < 0.9 * evals[0]["eval/final_loss"]
+  train_records = [r for r in records if "meta_loss" in r]
+  assert [r["step"] for r in train_records] == list(range(5, 31, 5))
+  assert all(r["num_skipped"] == 0 for r in train_records)
+  assert all(r["inner_steps"] == 2 * 4 * 5 for r in train_records)
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["estimator"]["num_tasks"] == 4
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+  assert steps == [20, 30]  # every 10, the last 2 kept
+  manifest = json.loads((workdir / "theta" / "manifest.json").read_text())
+  assert manifest["metadata"]["meta_train_step"] == 30
+
+
+def test_resumed_run_is_bit_identical(lr_run, tmp_path):
+  workdir, uninterrupted = lr_run
+  # A run killed after its step-20 checkpoint leaves this behind.
+  killed = tmp_path / "killed"
+  shutil.copytree(workdir / "checkpoints" / "20", killed / "checkpoints" / "20")
+  shutil.copy(workdir / "config.json", killed / "config.json")
+  resumed = train.run(lr_config(), killed, lopt=LearnedLR())
+  assert resumed.step == 30
+  test_utils.assert_trees_equal(resumed.theta, uninterrupted.theta)
+  test_utils.assert_trees_equal(
+    jax.device_get(resumed.state.est_states),
+    jax.device_get(uninterrupted.state.est_states),
+  )
+  records = metrics_lib.read_jsonl(killed / "metrics.jsonl")
+  assert [r["step"] for r in records if "meta_loss" in r] == [25, 30]
+  # Re-running a finished run computes nothing and returns the same theta.
+  again = train.run(lr_config(), killed, lopt=LearnedLR())
+  assert again.step == 30
+  test_utils.assert_trees_equal(again.theta, uninterrupted.theta)
+
+
+def test_workdir_of_another_run_is_refused(lr_run):
+  workdir, _ = lr_run
+  cd = lr_config()
+  cd.estimator.std = 0.1
+  with pytest.raises(ValueError, match=r"different config\.estimator"):
+    train.run(cd, workdir, lopt=LearnedLR())
+
+
+# ------------------------------------------------- MLPLOpt, tiny config
+
+
+@pytest.mark.slow
+def test_tiny_config_meta_training_learns(tmp_path):
+  """200 outer steps of ES: the held-out loss falls to < 1/2 of its start."""
+  workdir = tmp_path / "tiny"
+  cmd = [
+    sys.executable,
+    "-m",
+    "meta_train.main",
+    "--config",
+    str(ROOT / "configs" / "tiny.py"),
+    "--workdir",
+    str(workdir),
+    "--config.log.progress=false",
+  ]
+  proc = subprocess.run(
+    cmd, env=subprocess_env(), capture_output=True, text=True, timeout=900
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = metrics_lib.read_jsonl(workdir / "metrics.jsonl")
+  evals = {
+    r["step"]: r["eval/final_loss"] for r in records if "eval/" in str(r)
+  }
+  assert sorted(evals) == [0, 50, 100, 150, 200]
+  # Margin: the mean normalized final loss of the held-out quadratics must at
+  # least halve (measured here: 1.28 -> 0.03).
+  assert evals[200] < 0.5 * evals[0], evals
+  assert all(r["num_skipped"] == 0 for r in records if "num_skipped" in r), (
+    "no step should need the non-finite guard on quadratics"
+  )
+  lopt, theta, metadata = learned_opt.load(workdir / "theta")
+  assert isinstance(lopt, learned_opt.MLPLOpt) and lopt.hidden_size == 16
+  assert metadata["meta_train_step"] == 200
+  test_utils.assert_tree_all_finite(theta)
