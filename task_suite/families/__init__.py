@@ -1,10 +1,11 @@
-"""Task families and the small helpers they share.
+"""Task families, and generic helpers for their specs.
 
 Each family module defines ``XSpec(base.TaskSpec)`` (with a ``family``
 ClassVar), ``XTask(base.Task)`` and ``XFamily`` with attributes ``name`` and
 ``spec_type`` and methods ``sample(key) -> XSpec`` (deterministic in the key)
 and ``task(spec) -> XTask`` (memoized per spec). ``task_suite.registry`` maps
-family names to family instances.
+family names to family instances; ``common`` holds the helpers of the
+model families (activations, inits, image batches, menus, ``cap``).
 """
 
 import dataclasses
