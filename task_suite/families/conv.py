@@ -150,15 +150,19 @@ class ConvTask(common.ImageTask):
 
   def init(self, key: jax.Array) -> base.Params:
     s, scale = self.static, self.dynamic["init_scale"]
-    keys = jax.random.split(key, len(s["channels"]) + 1)
-    params, c_in = {}, 1
-    for i, c_out in enumerate(s["channels"]):
-      fan_in = KERNEL_SIZE * KERNEL_SIZE * c_in
-      layer = common.dense_init(keys[i], fan_in, c_out, scale)
-      shape = (KERNEL_SIZE, KERNEL_SIZE, c_in, c_out)
-      params[f"conv_{i}"] = {"w": layer["w"].reshape(shape), "b": layer["b"]}
-      c_in = c_out
-    params["head"] = common.dense_init(keys[-1], c_in, NUM_CLASSES, scale)
+    c_ins = (1, *s["channels"][:-1])
+    shapes = [
+      (KERNEL_SIZE, KERNEL_SIZE, c_in, c_out)
+      for c_in, c_out in zip(c_ins, s["channels"])
+    ]
+    normals = common.normal_draws(
+      key, shapes + [(s["channels"][-1], NUM_CLASSES)]
+    )
+    params = {
+      f"conv_{i}": common.dense_params(z, scale)
+      for i, z in enumerate(normals[:-1])
+    }
+    params["head"] = common.dense_params(normals[-1], scale)
     return params
 
   def loss(

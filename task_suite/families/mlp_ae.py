@@ -62,17 +62,25 @@ class MLPAESpec(base.TaskSpec):
       )
 
 
-def decoder_init(
+def autoencoder_init(
   key: jax.Array,
-  sizes: tuple[int, ...],
+  encoder_sizes: tuple[int, ...],
+  decoder_sizes: tuple[int, ...],
   scale: jax.Array,
   mean_image: jax.Array,
 ) -> dict[str, Any]:
-  """Decoder layers whose output bias is the logit of the mean image."""
-  params = common.mlp_init(key, sizes, scale)
-  last = f"layer_{len(sizes) - 2}"
-  params[last] = {**params[last], "b": common.logit(mean_image)}
-  return params
+  """Encoder and decoder layers; the output bias is the mean image's logit."""
+  enc_shapes = common.mlp_shapes(encoder_sizes)
+  normals = common.normal_draws(
+    key, enc_shapes + common.mlp_shapes(decoder_sizes)
+  )
+  decoder = common.mlp_params(normals[len(enc_shapes) :], scale)
+  last = f"layer_{len(decoder) - 1}"
+  decoder[last] = {**decoder[last], "b": common.logit(mean_image)}
+  return {
+    "encoder": common.mlp_params(normals[: len(enc_shapes)], scale),
+    "decoder": decoder,
+  }
 
 
 class MLPAETask(common.ImageTask):
@@ -81,13 +89,14 @@ class MLPAETask(common.ImageTask):
   def init(self, key: jax.Array) -> base.Params:
     s, scale = self.static, self.dynamic["init_scale"]
     pixels = s["image_size"] ** 2
-    k_enc, k_dec = jax.random.split(key)
     mean_image = self.data["mean_image"][self.dynamic["dataset"]]  # [P]
-    decoder_sizes = (*reversed(s["hidden"]), pixels)
-    return {
-      "encoder": common.mlp_init(k_enc, (pixels, *s["hidden"]), scale),
-      "decoder": decoder_init(k_dec, decoder_sizes, scale, mean_image),
-    }
+    return autoencoder_init(
+      key,
+      (pixels, *s["hidden"]),
+      (*reversed(s["hidden"]), pixels),
+      scale,
+      mean_image,
+    )
 
   def loss(
     self, params: base.Params, key: jax.Array, batch: base.Batch

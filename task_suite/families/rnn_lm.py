@@ -109,17 +109,18 @@ class RNNLMTask(base.Task):
     s, scale = self.static, self.dynamic["init_scale"]
     v, e, h = _vocab_size(self.data), s["embed"], s["hidden"]
     gh = _GATES[s["cell"]] * h
-    k_embed, k_x, k_h, k_head = jax.random.split(key, 4)
-    wx = common.dense_init(k_x, e, gh, scale)
+    z_embed, z_x, z_h, z_head = common.normal_draws(
+      key, [(v, e), (e, gh), (h, gh), (h, v)]
+    )
+    wx = common.dense_params(z_x, scale)
     return {
-      # N(0, scale^2): one-hot inputs have fan-in 1.
-      "embed": scale * jax.random.normal(k_embed, (v, e), jnp.float32),
+      "embed": scale * z_embed,  # one-hot inputs have fan-in 1
       "cell": {
         "wx": wx["w"],
-        "wh": common.dense_init(k_h, h, gh, scale)["w"],
+        "wh": common.dense_params(z_h, scale)["w"],
         "b": wx["b"],
       },
-      "head": common.dense_init(k_head, h, v, scale),
+      "head": common.dense_params(z_head, scale),
     }
 
   def loss(

@@ -75,14 +75,14 @@ class VAETask(common.ImageTask):
   def init(self, key: jax.Array) -> base.Params:
     s, scale = self.static, self.dynamic["init_scale"]
     pixels = s["image_size"] ** 2
-    k_enc, k_dec = jax.random.split(key)
     mean_image = self.data["mean_image"][self.dynamic["dataset"]]  # [P]
-    encoder_sizes = (pixels, *s["hidden"], 2 * s["latent"])
-    decoder_sizes = (s["latent"], *reversed(s["hidden"]), pixels)
-    return {
-      "encoder": common.mlp_init(k_enc, encoder_sizes, scale),
-      "decoder": mlp_ae.decoder_init(k_dec, decoder_sizes, scale, mean_image),
-    }
+    return mlp_ae.autoencoder_init(
+      key,
+      (pixels, *s["hidden"], 2 * s["latent"]),
+      (s["latent"], *reversed(s["hidden"]), pixels),
+      scale,
+      mean_image,
+    )
 
   def loss(
     self, params: base.Params, key: jax.Array, batch: base.Batch
