@@ -158,12 +158,11 @@ def evaluate_task(
   cand = evaluation.run_seeds(
     candidate.factory, task, candidate.hparams, keys, config
   )
-  runs = {}
-  for name, values in grids.items():
-    factory = evaluation.BaselineFactory(name)
-    lrs = jnp.asarray(values, jnp.float32)
-    result = evaluation.run_grid(factory, task, lrs, keys, config)
-    runs[name] = report.Grid(tuple(values), _to_numpy(result))
+  results = evaluation.run_baseline_grids(grids, task, keys, config)
+  runs = {
+    name: report.Grid(tuple(grids[name]), _to_numpy(result))
+    for name, result in results.items()
+  }
   cand = _to_numpy(cand)
   return report.TaskRecord(
     name=spec.name,

@@ -90,6 +90,42 @@ class LearnedFactory:
 
 
 @dataclasses.dataclass(frozen=True)
+class ChoiceFactory:
+  """One of several optimizers, picked by a traced index.
+
+  ``hparams = (index, inner)``: every option is built from ``inner`` and
+  updated, and the update of option ``index`` is returned. A vmap over
+  ``(index, inner)`` so runs several baselines' grids in one program, in
+  which the task's gradient (most of the compile time) is traced once
+  instead of once per baseline. The unused options cost only their
+  elementwise updates and their state.
+
+  Attributes:
+    options: the factories to choose from.
+  """
+
+  options: tuple[OptimizerFactory, ...]
+
+  def __call__(self, hparams: Hparams) -> optax.GradientTransformationExtraArgs:
+    index, inner = hparams
+    txs = [factory(inner) for factory in self.options]
+
+    def init_fn(params):
+      return tuple(tx.init(params) for tx in txs)
+
+    def update_fn(updates, state, params=None, **extra_args):
+      outs = [
+        tx.update(updates, s, params, **extra_args) for tx, s in zip(txs, state)
+      ]
+      chosen = jax.tree.map(
+        lambda *us: jax.lax.select_n(index, *us), *[u for u, _ in outs]
+      )
+      return chosen, tuple(s for _, s in outs)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Static settings of an evaluation run (hashable: a jit static argument).
 
@@ -338,6 +374,38 @@ def run_seeds(
     A ``RunResult`` with a leading ``[seeds]`` axis.
   """
   return _run(factory, task, hparams, keys, config, grid=False)
+
+
+def run_baseline_grids(
+  grids: dict[str, tuple[float, ...]],
+  task: task_base.Task,
+  keys: jax.Array,
+  config: EvalConfig,
+) -> dict[str, RunResult]:
+  """Runs several baselines' learning-rate grids as one program.
+
+  Args:
+    grids: baseline name (``baselines.BASELINE_NAMES``) -> learning rates.
+    task: the task.
+    keys: ``[seeds]`` run keys.
+    config: the run settings.
+
+  Returns:
+    Baseline name -> its ``RunResult`` with leading axes ``[grid, seeds]``,
+    the same as ``run_grid(BaselineFactory(name), ...)`` would give.
+  """
+  names = tuple(grids)
+  factory = ChoiceFactory(tuple(BaselineFactory(n) for n in names))
+  index = [i for i, n in enumerate(names) for _ in grids[n]]
+  lrs = [lr for n in names for lr in grids[n]]
+  hparams = (jnp.asarray(index, jnp.int32), jnp.asarray(lrs, jnp.float32))
+  result = run_grid(factory, task, hparams, keys, config)
+  out, start = {}, 0
+  for n in names:
+    stop = start + len(grids[n])
+    out[n] = RunResult(*(x[start:stop] for x in result))
+    start = stop
+  return out
 
 
 def compilation_count() -> int:
