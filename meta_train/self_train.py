@@ -1,0 +1,732 @@
+"""Self-training: meta-train a fresh learned optimizer with a learned one.
+
+Usage:
+  lopt self-train --config configs/self_train.py[:ARG] --out DIR \\
+      [--config.x.y=VALUE ...]
+
+Meta-training a freshly initialised learned optimizer is itself a task
+(``SelfTrainFamily``): its parameters are the fresh optimizer's theta, its
+loss is the meta-loss (mean normalized inner training loss) and its
+gradient is the engine's antithetic truncated-ES estimate
+(``meta_train.estimators``) over a small group of inner tasks of one static
+signature. ``run`` trains that task with three *outer* optimizers under the
+same budget and seeds: the pretrained learned optimizer
+(``--config.pretrained=NAME_OR_PATH``), Adam over a small learning-rate grid
+and SGD over a small learning-rate grid, each passed the meta-loss as
+``value``. It writes to ``--out``:
+
+* ``self_train.json``: every curve (ES meta-loss per outer step, evaluation
+  meta-loss every ``eval_every`` steps, per seed) and the summary;
+* ``self_train.png``: the meta-loss curves;
+* ``self_train.md``: the outer steps each optimizer needed to reach given
+  meta-loss levels (fractions of the way from the initial to the best final
+  evaluation meta-loss).
+
+Where the inner-run state lives: truncated ES needs inner runs that persist
+across truncations (DESIGN.md §8), which the stateless ``Task`` API
+(``value_and_grad(params, key, batch)``) cannot return. The estimator state
+is therefore the task's *batch*: ``task.batch(key, split)`` starts a
+population of staggered inner runs, ``value_and_grad(theta, key, batch)``
+estimates from it, and the self-training loop carries the state forward
+with ``task.estimate(theta, state, key)``, which returns the new state too.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+import sys
+import typing
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import learned_opt
+from meta_train import estimators, evaluation, self_train_report, unroll
+from task_suite import base, registry
+from task_suite.families import common
+
+_PROG = "lopt self-train"
+# Fixed stream indices under a run's key.
+_THETA, _EST_INIT, _STEPS = range(3)
+_EVAL_STREAM = 1_000_003
+
+
+# ------------------------------------------------------------ the family
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfTrainSpec(base.TaskSpec):
+  """Meta-training a fresh ``MLPLOpt`` by truncated ES, as a task.
+
+  Attributes:
+    lopt_hidden: hidden width of the fresh learned optimizer.
+    lopt_layers: its number of hidden layers.
+    inner_family: task family of the inner problems (no download needed:
+      "quadratic", "regression" or "test_functions").
+    inner_static: the inner tasks' static fields as ``name:value`` pairs
+      joined by ``/`` (tuples as in spec names: ``hidden:16x16``), e.g.
+      ``"dim:8"`` or ``"input_dim:4/hidden:16/output_dim:1/batch_size:32"``.
+    num_inner_specs: inner specs (drawn from ``seed``) stacked into the group.
+    num_pairs: antithetic pairs of the ES population.
+    unroll_length: inner steps per truncation.
+    min_horizon: shortest inner run.
+    max_horizon: longest inner run.
+    std: ES perturbation std.
+    seed: draws the inner specs.
+  """
+
+  family: ClassVar[str] = "self_train"
+  lopt_hidden: int = base.static_field(default=8)
+  lopt_layers: int = base.static_field(default=1)
+  inner_family: str = base.static_field(default="quadratic")
+  inner_static: str = base.static_field(default="dim:8")
+  num_inner_specs: int = base.static_field(default=8)
+  num_pairs: int = base.static_field(default=8)
+  unroll_length: int = base.static_field(default=10)
+  min_horizon: int = base.static_field(default=50)
+  max_horizon: int = base.static_field(default=200)
+  std: float = base.static_field(default=0.01)
+  seed: int = base.dynamic_field(default=0)
+
+  def __post_init__(self):
+    for name in ("lopt_hidden", "lopt_layers", "num_inner_specs"):
+      if getattr(self, name) < 1:
+        raise ValueError(
+          f"SelfTrainSpec.{name} must be >= 1, got {getattr(self, name)}"
+        )
+    registry.get_family(self.inner_family)  # lists the valid names
+    parse_inner_static(self.inner_family, self.inner_static)
+    self.estimator_config()  # validates the estimator sizes
+
+  def estimator_config(self) -> estimators.EstimatorConfig:
+    """The antithetic-ES settings of this spec."""
+    return estimators.EstimatorConfig(
+      name="es",
+      num_tasks=self.num_pairs,
+      unroll_length=self.unroll_length,
+      std=self.std,
+      min_horizon=self.min_horizon,
+      max_horizon=self.max_horizon,
+      valid_every=0,  # MLPLOpt has no validation-loss feature
+    )
+
+  def lopt(self) -> learned_opt.MLPLOpt:
+    """The fresh learned optimizer being meta-trained."""
+    return learned_opt.MLPLOpt(
+      hidden_size=self.lopt_hidden, num_hidden_layers=self.lopt_layers
+    )
+
+
+def parse_inner_static(family_name: str, text: str) -> dict[str, Any]:
+  """Parses ``inner_static`` (``"name:value/..."``) into spec field values.
+
+  Raises:
+    ValueError: naming the field if it is not a static field of the family
+      or its value does not parse.
+  """
+  spec_type = registry.get_family(family_name).spec_type
+  hints = typing.get_type_hints(spec_type)
+  static = spec_type.static_names()
+  out = {}
+  for part in filter(None, text.split("/")):
+    name, sep, value = part.partition(":")
+    if not sep or name not in static:
+      raise ValueError(
+        f"inner_static {text!r}: {part!r} is not name:value with a static "
+        f"field of {family_name} (static fields: {list(static) or 'none'})"
+      )
+    try:
+      if hints[name] is int:
+        out[name] = int(value)
+      elif hints[name] is str:
+        out[name] = value
+      else:  # tuple[int, ...], written like spec names: 16x16, "-" = ()
+        out[name] = () if value == "-" else tuple(map(int, value.split("x")))
+    except ValueError:
+      raise ValueError(
+        f"inner_static {text!r}: bad value {value!r} for {name}"
+      ) from None
+  return out
+
+
+def inner_specs(spec: SelfTrainSpec) -> list[base.TaskSpec]:
+  """The inner specs of ``spec``: drawn from its seed, statics overridden."""
+  family = registry.get_family(spec.inner_family)
+  static = parse_inner_static(spec.inner_family, spec.inner_static)
+  root = jax.random.key(spec.seed)
+  return [
+    dataclasses.replace(family.sample(jax.random.fold_in(root, i)), **static)
+    for i in range(spec.num_inner_specs)
+  ]
+
+
+@functools.lru_cache(maxsize=32)
+def _inner_template(signature: tuple[Any, ...]) -> base.Task:
+  """A task of the inner signature: its class and metadata for ``replace``."""
+  static = dict(signature[1:], num_inner_specs=1)
+  spec = SelfTrainSpec(**static)
+  # Host-side spec sampling, also when first reached inside a jit trace.
+  with jax.ensure_compile_time_eval():
+    return registry.get_family(spec.inner_family).task(inner_specs(spec)[0])
+
+
+class SelfTrainTask(base.Task):
+  """Meta-training a fresh learned optimizer: params are its theta.
+
+  ``dynamic`` holds the spec's seed and the stacked inner task's dynamic
+  values (leading ``[num_inner_specs]``); ``data`` holds its data. So the
+  inner problems are jit arguments, never compile-time constants.
+  """
+
+  def spec_static(self) -> SelfTrainSpec:
+    """The spec's static fields (seed 0)."""
+    return SelfTrainSpec(**dict(self.signature[1:]))
+
+  def lopt(self) -> learned_opt.MLPLOpt:
+    """The fresh learned optimizer being meta-trained."""
+    return self.spec_static().lopt()
+
+  def estimator(self) -> estimators.Estimator:
+    """The truncated-ES estimator of the meta-gradient."""
+    return estimators.make_estimator(
+      self.lopt(), self.spec_static().estimator_config()
+    )
+
+  def inner_tasks(self) -> base.Task:
+    """The stacked inner task group."""
+    return _inner_template(self.signature).replace(
+      dynamic=self.dynamic["inner"], data=self.data["inner"]
+    )
+
+  def init(self, key: jax.Array) -> Any:
+    """A fresh theta of the learned optimizer."""
+    return self.lopt().init(key)
+
+  def init_state(self, theta: Any, key: jax.Array) -> Any:
+    """A population of staggered inner runs (the ES state) for ``theta``."""
+    return self.estimator().init(theta, self.inner_tasks(), key)
+
+  def estimate(self, theta: Any, state: Any, key: jax.Array):
+    """One truncated-ES step from ``state``, returning the new state too.
+
+    Returns:
+      ``(meta_loss, grad, state, metrics)``: the truncation's meta-loss
+      (mean over the antithetic members), the ES gradient (theta's tree),
+      the carried inner runs and the estimator's metrics.
+    """
+    grad, state, metrics = self.estimator().estimate(
+      theta, self.inner_tasks(), state, key
+    )
+    return metrics["meta_loss"], grad, state, metrics
+
+  def batch(self, key: jax.Array, split: str) -> Any:
+    """A fresh ES state: staggered inner runs (the loop carries its own)."""
+    common.check_split(split)
+    k_theta, k_state = jax.random.split(jax.random.fold_in(key, 0))
+    return self.init_state(self.init(k_theta), k_state)
+
+  def value_and_grad(self, params, key, batch):
+    """Meta-loss and its ES gradient from the inner runs in ``batch``."""
+    meta_loss, grad, _, _ = self.estimate(params, batch, key)
+    return meta_loss, grad
+
+  def loss(self, params, key, batch) -> jax.Array:
+    """Meta-loss of one unperturbed truncation from ``batch``'s inner runs."""
+    del key  # the runs carry their own data keys
+    lopt = self.lopt()
+    cfg = self.spec_static().estimator_config().unroll_config()
+    _, out = unroll.unroll(
+      lopt.optimizer,
+      params,
+      self.inner_tasks(),
+      batch.inner,
+      cfg,
+      theta_axis=None,
+    )
+    return unroll.masked_mean(unroll.mean_loss(out), out.finite)
+
+  def evaluate(
+    self, theta: Any, key: jax.Array, num_runs: int, num_steps: int
+  ) -> jax.Array:
+    """Mean normalized train loss of fresh ``num_steps``-step inner runs.
+
+    A lower-variance meta-loss than the ES truncations: full runs from
+    initialisation, the same ``key`` (specs, inits, data) for every theta.
+    A non-finite run counts as ``NORMALIZED_CAP``.
+    """
+    lopt, tasks = self.lopt(), self.inner_tasks()
+    cfg = unroll.UnrollConfig(
+      unroll_length=num_steps,
+      min_horizon=num_steps,
+      max_horizon=num_steps,
+      valid_every=0,
+    )
+    states = unroll.init_states(
+      lopt.optimizer, theta, tasks, key, num_runs, cfg, stagger=False
+    )
+    _, out = unroll.unroll(
+      lopt.optimizer, theta, tasks, states, cfg, theta_axis=None
+    )
+    per_run = jnp.where(
+      out.finite, unroll.mean_loss(out), common.NORMALIZED_CAP
+    )
+    return jnp.mean(per_run)
+
+  def normalize(self, loss: jax.Array) -> jax.Array:
+    """The meta-loss is already a mean of normalized losses (~1 at init)."""
+    return common.cap(loss)
+
+
+class SelfTrainFamily:
+  """Self-training tasks: the statics of ``base_spec``, seeds sampled.
+
+  Args:
+    base_spec: the static fields (architecture, estimator, inner group).
+  """
+
+  name = "self_train"
+  spec_type = SelfTrainSpec
+
+  def __init__(self, base_spec: SelfTrainSpec | None = None):
+    self.base_spec = base_spec or SelfTrainSpec()
+    self._cache: dict[SelfTrainSpec, SelfTrainTask] = {}
+
+  def sample(self, key: jax.Array) -> SelfTrainSpec:
+    """A spec with the base statics and a seed drawn from ``key``."""
+    seed = int(common.host_rng(key).integers(0, 2**31 - 1))
+    return dataclasses.replace(self.base_spec, seed=seed)
+
+  def task(self, spec: SelfTrainSpec) -> SelfTrainTask:
+    """Builds (and memoizes) the task of ``spec``."""
+    if not isinstance(spec, SelfTrainSpec):
+      raise TypeError(
+        f"SelfTrainFamily.task needs a SelfTrainSpec, got {spec!r}"
+      )
+    if spec not in self._cache:
+      family = registry.get_family(spec.inner_family)
+      inner = base.stack_tasks([family.task(s) for s in inner_specs(spec)])
+      dynamic = {
+        "seed": jnp.asarray(spec.seed, jnp.int32),
+        "inner": inner.dynamic,
+      }
+      self._cache[spec] = SelfTrainTask(
+        spec.signature, dynamic, {"inner": inner.data}
+      )
+    return self._cache[spec]
+
+
+# ------------------------------------------------------ outer optimizers
+
+
+class OuterRunState(NamedTuple):
+  """One self-training run (leading ``[runs]`` axis when vectorized)."""
+
+  theta: Any  # the fresh optimizer's meta-parameters
+  opt_state: Any  # the outer optimizer's state
+  est_state: Any  # ES inner runs, leaves [pairs, ...]
+  step: jax.Array  # [] int32, outer steps done
+  num_skipped: jax.Array  # [] int32, steps skipped for non-finite values
+
+
+def outer_step(task, tx, clip_norm, run_key, state: OuterRunState):
+  """One outer step of one run: ES estimate, clip, outer update.
+
+  A non-finite meta-gradient, meta-loss or new theta never reaches theta:
+  the step is skipped and counted (as in ``meta_train.train``).
+
+  Returns:
+    ``(state, (meta_loss, skipped))``.
+  """
+  key = jax.random.fold_in(jax.random.fold_in(run_key, _STEPS), state.step)
+  meta_loss, grad, est_state, _ = task.estimate(
+    state.theta, state.est_state, key
+  )
+  grad_norm = optax.tree.norm(grad)
+  if clip_norm:
+    grad = optax.tree.scale(jnp.minimum(1.0, clip_norm / grad_norm), grad)
+  updates, opt_state = tx.update(
+    grad, state.opt_state, state.theta, value=meta_loss
+  )
+  theta = optax.apply_updates(state.theta, updates)
+  ok = jnp.isfinite(grad_norm) & jnp.isfinite(meta_loss)
+  ok &= unroll.tree_finite(theta)
+  keep = lambda new, old: jax.tree.map(
+    lambda a, b: jnp.where(ok, a, b), new, old
+  )
+  state = OuterRunState(
+    keep(theta, state.theta),
+    keep(opt_state, state.opt_state),
+    est_state,
+    state.step + 1,
+    state.num_skipped + (~ok).astype(jnp.int32),
+  )
+  return state, (meta_loss, ~ok)
+
+
+@jax.jit
+def init_seeds(task, keys) -> tuple[Any, Any]:
+  """Fresh thetas and ES states ``[S]``, one per seed key."""
+
+  def one(key):
+    theta = task.init(jax.random.fold_in(key, _THETA))
+    return theta, task.init_state(theta, jax.random.fold_in(key, _EST_INIT))
+
+  return jax.vmap(one)(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("factory", "hp_axis"))
+def init_outer(factory, hparams, thetas, *, hp_axis) -> Any:
+  """Outer-optimizer states of thetas ``[R]``."""
+  return jax.vmap(lambda hp, th: factory(hp).init(th), in_axes=(hp_axis, 0))(
+    hparams, thetas
+  )
+
+
+def init_runs(task, factory, hparams, seed_keys, *, hp_axis, grid: int):
+  """Initial states of ``grid * S`` runs, grid-major (run ``g S + s``).
+
+  Every grid value starts from the same theta and ES state per seed
+  (common random numbers). Theta and the ES state are compiled once for
+  all outer optimizers; only the small outer-optimizer init is not.
+
+  Args:
+    task: the self-training task.
+    factory: builds the outer optimizer from one grid value.
+    hparams: ``[grid * S]`` grid values (``hp_axis=0``), or one shared
+      value (``hp_axis=None``).
+    seed_keys: ``[S]`` run keys.
+    hp_axis: 0 or None, as for ``jax.vmap``.
+    grid: number of grid values.
+
+  Returns:
+    ``OuterRunState`` with leading ``[grid * S]``.
+  """
+  thetas, est_states = init_seeds(task, seed_keys)
+  tile = lambda x: jnp.tile(x, (grid,) + (1,) * (x.ndim - 1))
+  thetas, est_states = jax.tree.map(tile, (thetas, est_states))
+  num = grid * seed_keys.shape[0]
+  return OuterRunState(
+    thetas,
+    init_outer(factory, hparams, thetas, hp_axis=hp_axis),
+    est_states,
+    jnp.zeros([num], jnp.int32),
+    jnp.zeros([num], jnp.int32),
+  )
+
+
+@functools.partial(
+  jax.jit, static_argnames=("factory", "hp_axis", "num_steps", "clip_norm")
+)
+def advance_runs(
+  task, factory, hparams, keys, states, *, hp_axis, num_steps, clip_norm
+):
+  """``num_steps`` outer steps of every run (one ``lax.scan``, vmapped).
+
+  Returns:
+    ``(states, (meta_loss [R, num_steps], skipped [R, num_steps]))``.
+  """
+
+  def one(hp, key, state):
+    tx = factory(hp)
+    return jax.lax.scan(
+      lambda s, _: outer_step(task, tx, clip_norm, key, s),
+      state,
+      None,
+      length=num_steps,
+    )
+
+  return jax.vmap(one, in_axes=(hp_axis, 0, 0))(hparams, keys, states)
+
+
+@functools.partial(jax.jit, static_argnames=("num_runs", "num_steps"))
+def evaluate_theta(task, theta, key, *, num_runs, num_steps) -> jax.Array:
+  """``task.evaluate`` of one theta (one compilation serves every run)."""
+  return task.evaluate(theta, key, num_runs, num_steps)
+
+
+# --------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfTrainConfig:
+  """Settings of ``run`` (built from ``configs/self_train.py``).
+
+  Attributes:
+    spec: the self-training task.
+    seed: root seed (theta inits, ES noise, evaluation); shared by every
+      outer optimizer, so all see the same random numbers.
+    num_seeds: independent runs per outer optimizer and learning rate.
+    num_outer_steps: outer steps of every run (the budget).
+    eval_every: outer steps between evaluations (must divide the budget).
+    eval_runs: inner runs of each evaluation.
+    eval_steps: inner steps of each evaluation run.
+    clip_norm: global-norm clip of the meta-gradient (0: none), the same
+      for every outer optimizer.
+    pretrained: the learned outer optimizer: a shipped name or a checkpoint
+      path (``learned_opt.pretrained`` or ``learned_opt.save`` format).
+    adam_lrs: Adam learning-rate grid.
+    sgd_lrs: SGD learning-rate grid.
+    level_fractions: fractions of the way from the initial to the best
+      final evaluation meta-loss that the table reports steps for.
+  """
+
+  spec: SelfTrainSpec = SelfTrainSpec()
+  seed: int = 0
+  num_seeds: int = 2
+  num_outer_steps: int = 100
+  eval_every: int = 10
+  eval_runs: int = 8
+  eval_steps: int = 100
+  clip_norm: float = 0.0
+  pretrained: str = "hierarchical"
+  adam_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+  sgd_lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
+  level_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+  def __post_init__(self):
+    positive = ("num_seeds", "num_outer_steps", "eval_every", "eval_runs")
+    for name in positive + ("eval_steps",):
+      if getattr(self, name) < 1:
+        raise ValueError(f"config.{name} must be >= 1, got "
+                         f"{getattr(self, name)}")  # fmt: skip
+    if self.num_outer_steps % self.eval_every:
+      raise ValueError(
+        f"config.eval_every={self.eval_every} must divide "
+        f"config.num_outer_steps={self.num_outer_steps}"
+      )
+    for name in ("adam_lrs", "sgd_lrs"):
+      lrs = getattr(self, name)
+      if not all(np.isfinite(lr) and lr > 0 for lr in lrs):
+        raise ValueError(f"config.{name} must be positive, got {lrs}")
+    if not all(0 < f < 1 for f in self.level_fractions):
+      raise ValueError(
+        f"config.level_fractions must be in (0, 1), got {self.level_fractions}"
+      )
+    if self.clip_norm < 0:
+      raise ValueError(f"config.clip_norm must be >= 0, got {self.clip_norm}")
+
+
+def from_config_dict(cd) -> SelfTrainConfig:
+  """The typed config of an ml_collections ConfigDict (configs/self_train)."""
+  d = cd.to_dict()
+  spec = SelfTrainSpec(**d.pop("task"))
+  tuples = ("adam_lrs", "sgd_lrs", "level_fractions")
+  d = {k: tuple(map(float, v)) if k in tuples else v for k, v in d.items()}
+  return SelfTrainConfig(spec=spec, **d)
+
+
+class Contender(NamedTuple):
+  """One outer optimizer with its grid of hyperparameters."""
+
+  kind: str  # "learned" | "adam" | "sgd"
+  labels: tuple[str, ...]  # one per grid value
+  factory: Any  # evaluation.BaselineFactory | evaluation.LearnedFactory
+  hparams: Any  # [grid] LRs, or the learned optimizer's theta
+  hp_axis: int | None
+
+
+def contenders(
+  cfg: SelfTrainConfig, outer_lopt, outer_theta, name: str
+) -> list[Contender]:
+  """The learned optimizer and the Adam and SGD grids."""
+  out = [
+    Contender(
+      "learned",
+      (f"learned ({name})",),
+      evaluation.LearnedFactory(outer_lopt),
+      outer_theta,
+      None,
+    )
+  ]
+  for kind, lrs in (("adam", cfg.adam_lrs), ("sgd", cfg.sgd_lrs)):
+    if lrs:
+      out.append(
+        Contender(
+          kind,
+          tuple(f"{kind} lr={lr:g}" for lr in lrs),
+          evaluation.BaselineFactory(kind),
+          jnp.asarray(lrs, jnp.float32),
+          0,
+        )
+      )
+  return out
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+  """``[num_seeds]`` run keys, shared by every outer optimizer."""
+  root = jax.random.key(seed)
+  return jnp.stack([jax.random.fold_in(root, s) for s in range(num_seeds)])
+
+
+def grid_inputs(c: Contender, keys: jax.Array) -> tuple[Any, jax.Array]:
+  """Per-run hyperparameters and keys ``[grid * S]`` (grid-major)."""
+  grid = len(c.labels)
+  hparams = c.hparams
+  if c.hp_axis == 0:
+    hparams = jnp.repeat(hparams, keys.shape[0])
+  return hparams, jnp.concatenate([keys] * grid)
+
+
+def _train_contender(task, c: Contender, cfg: SelfTrainConfig, progress):
+  """Runs one contender's grid x seeds; returns its per-label curves."""
+  grid = len(c.labels)
+  keys = seed_keys(cfg.seed, cfg.num_seeds)
+  hparams, run_keys = grid_inputs(c, keys)
+  eval_key = jax.random.fold_in(jax.random.key(cfg.seed), _EVAL_STREAM)
+
+  def evaluate(thetas):
+    return np.asarray(
+      [
+        evaluate_theta(
+          task,
+          jax.tree.map(lambda x, r=r: x[r], thetas),
+          eval_key,
+          num_runs=cfg.eval_runs,
+          num_steps=cfg.eval_steps,
+        )
+        for r in range(grid * cfg.num_seeds)
+      ]
+    )
+
+  states = init_runs(
+    task, c.factory, hparams, keys, hp_axis=c.hp_axis, grid=grid
+  )
+  evals, losses, skipped = [evaluate(states.theta)], [], []
+  for _ in range(cfg.num_outer_steps // cfg.eval_every):
+    states, (loss, skip) = advance_runs(
+      task,
+      c.factory,
+      hparams,
+      run_keys,
+      states,
+      hp_axis=c.hp_axis,
+      num_steps=cfg.eval_every,
+      clip_norm=cfg.clip_norm,
+    )
+    losses.append(np.asarray(loss))
+    skipped.append(np.asarray(skip))
+    evals.append(evaluate(states.theta))
+    progress(c.kind, cfg.eval_every)
+  shape = (grid, cfg.num_seeds, -1)
+  train = np.concatenate(losses, axis=1).reshape(shape)
+  ev = np.stack(evals, axis=1).reshape(shape)
+  skips = np.concatenate(skipped, axis=1).reshape(shape).sum(axis=2)
+  return {
+    label: {
+      "optimizer": c.kind,
+      "learning_rate": None if c.hp_axis is None else float(c.hparams[i]),
+      "train_meta_loss": train[i].tolist(),
+      "eval_meta_loss": ev[i].tolist(),
+      "num_skipped": skips[i].tolist(),
+    }
+    for i, label in enumerate(c.labels)
+  }
+
+
+def run(cfg: SelfTrainConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+  """Self-trains with every outer optimizer; writes JSON, PNG and markdown.
+
+  Args:
+    cfg: the settings.
+    out_dir: output folder (created).
+
+  Returns:
+    The summary written to ``self_train.json`` (see the module docstring).
+  """
+  from meta_train import demo  # noqa: PLC0415 (loads the shipped optimizer)
+
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  outer_lopt, outer_theta, name = demo.load_optimizer(cfg.pretrained)
+  task = SelfTrainFamily(cfg.spec).task(cfg.spec)
+  todo = contenders(cfg, outer_lopt, outer_theta, name)
+  total, done = cfg.num_outer_steps * len(todo), [0]
+
+  def progress(kind, steps):
+    done[0] += steps
+    print(
+      f"\r{_PROG}: {kind:<8} {done[0]}/{total} outer steps",
+      end="",
+      file=sys.stderr,
+      flush=True,
+    )
+
+  runs = {}
+  for c in todo:
+    runs.update(_train_contender(task, c, cfg, progress))
+  print(file=sys.stderr)
+  summary = self_train_report.summarize(runs, cfg)
+  summary["config"] = dataclasses.asdict(cfg)
+  summary["task"] = cfg.spec.name
+  summary["pretrained"] = name
+  (out_dir / "self_train.json").write_text(json.dumps(summary, indent=1))
+  (out_dir / "self_train.md").write_text(self_train_report.markdown(summary))
+  self_train_report.plot(summary, out_dir / "self_train.png")
+  return summary
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def main(argv: list[str]) -> int:
+  """Entry point of ``lopt self-train``; returns the exit status."""
+  from meta_train import main as meta_main  # noqa: PLC0415 (config helpers)
+
+  if any(a in ("-h", "--help") for a in argv):
+    print(__doc__)
+    return 0
+  try:
+    config_spec, out, overrides = _parse_argv(argv, meta_main.UsageError)
+    cd = meta_main.load_config_file(config_spec)
+    cd.lock()
+    for path, text in overrides:
+      meta_main.apply_override(cd, path, text)
+    cfg = from_config_dict(cd)
+  except (ValueError, TypeError) as e:
+    print(f"{_PROG}: {e}", file=sys.stderr)
+    return 2
+  try:
+    summary = run(cfg, out)
+  except (FileNotFoundError, learned_opt.CheckpointError) as e:
+    print(f"{_PROG}: {e}", file=sys.stderr)
+    return 2
+  print(self_train_report.markdown(summary))
+  print(f"wrote {out}/self_train.{{json,md,png}}")
+  return 0
+
+
+def _parse_argv(argv, usage_error):
+  usage = (
+    f"usage: {_PROG} --config configs/self_train.py[:ARG] --out DIR "
+    "[--config.x=VALUE ...]"
+  )
+  config_spec, out, overrides, i = None, None, [], 0
+  while i < len(argv):
+    name, eq, value = argv[i].lstrip("-").partition("=")
+    if not argv[i].startswith("--"):
+      raise usage_error(f"unexpected argument {argv[i]!r}\n{usage}")
+    if not eq:
+      if i + 1 >= len(argv):
+        raise usage_error(f"--{name} needs a value\n{usage}")
+      i, value = i + 1, argv[i + 1]
+    i += 1
+    if name == "config":
+      config_spec = value
+    elif name.startswith("config."):
+      overrides.append((name, value))
+    elif name == "out":
+      out = value
+    else:
+      raise usage_error(f"unknown option --{name}\n{usage}")
+  if config_spec is None or out is None:
+    raise usage_error(f"--config and --out are required\n{usage}")
+  return config_spec, out, overrides
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
