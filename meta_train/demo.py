@@ -1,0 +1,310 @@
+"""Demo: train small built-in models with the shipped learned optimizer and Adam.
+
+Usage:
+  lopt demo [--checkpoint NAME_OR_PATH] [--out DIR] [--steps N] [--seeds S]
+            [--tasks quadratic,rosenbrock,regression,mnist]
+
+Loads the shipped learned optimizer (``learned_opt.load_pretrained()``, or
+``--checkpoint``: a shipped name or a checkpoint directory), trains each
+built-in task (a rotated quadratic, the Rosenbrock function, a
+teacher-student regression MLP, and an MLP on 8x8 MNIST when the dataset is
+on disk; nothing is downloaded) with it, with Adam at its default learning
+rate 1e-3 and with Adam at the best learning rate of a half-decade grid
+1e-4..1e-1 ("tuned Adam", picked per task on the final train loss), for the
+same steps and seeds. Prints a table of final and mean train losses and
+writes ``demo.png`` (loss curves), ``demo.md`` (the table) and ``demo.json``
+(every number) to ``--out`` (default ``./lopt_demo``).
+"""
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from learned_opt import checkpoint
+from meta_train import evaluation
+from task_suite import data
+from task_suite.families import mlp, quadratic, regression, test_functions
+
+ADAM_GRID = tuple(float(x) for x in np.logspace(-4, -1, 7))  # has 1e-3
+TASK_NAMES = ("quadratic", "rosenbrock", "regression", "mnist")
+
+
+def load_optimizer(name_or_path: str) -> tuple[Any, Any, str]:
+  """A learned optimizer from a shipped name or a checkpoint directory.
+
+  Args:
+    name_or_path: a name under ``checkpoints/`` or a directory written by
+      ``learned_opt.pretrained.save_pretrained`` or ``learned_opt.save``.
+
+  Returns:
+    ``(lopt, theta, description)``.
+
+  Raises:
+    FileNotFoundError: nothing loadable under that name or path (the
+      message lists the shipped names).
+    learned_opt.CheckpointError: a corrupted checkpoint.
+  """
+  path = pathlib.Path(name_or_path)
+  if (path / checkpoint.MANIFEST_NAME).is_file() and (
+    path / checkpoint.WEIGHTS_DIR
+  ).is_dir():
+    lopt, theta, _ = checkpoint.load(path)
+    return lopt, theta, f"{path} ({lopt.architecture})"
+  from learned_opt import pretrained  # noqa: PLC0415 (json/hashlib only)
+
+  lopt, theta, manifest = pretrained.load_pretrained_with_info(name_or_path)
+  return lopt, theta, str(manifest.get("name", name_or_path))
+
+
+def demo_tasks(names=TASK_NAMES) -> tuple[dict[str, Any], list[str]]:
+  """The built-in demo tasks, and notes on the ones that were skipped.
+
+  Returns:
+    ``({label: task}, notes)``.
+  """
+  specs = {
+    "quadratic": quadratic.QuadraticSpec(
+      dim=32, seed=3, cond=100.0, noise_std=0.1, init_scale=1.0
+    ),
+    "rosenbrock": test_functions.TestFunctionSpec(
+      function="rosenbrock", x0=-1.5, y0=2.0, init_scale=0.1
+    ),
+    "regression": regression.RegressionSpec(
+      input_dim=8,
+      hidden=(32,),
+      output_dim=1,
+      batch_size=64,
+      activation="tanh",
+      teacher_seed=1,
+      noise_std=0.1,
+    ),
+    "mnist": mlp.MLPSpec(
+      hidden=(32,),
+      image_size=8,
+      batch_size=128,
+      activation="relu",
+      init_scale=1.0,
+      dataset="mnist",
+      data_seed=0,
+    ),
+  }
+  labels = {
+    "quadratic": "quadratic (32-d, cond 100, noisy)",
+    "rosenbrock": "Rosenbrock (2-d)",
+    "regression": "teacher-student MLP 8-32-1",
+    "mnist": "MNIST 8x8 MLP 64-32-10",
+  }
+  families = {
+    "quadratic": quadratic.QuadraticFamily(),
+    "rosenbrock": test_functions.TestFunctionFamily(),
+    "regression": regression.RegressionFamily(),
+    # source="files": the demo never downloads (tfds would, if installed).
+    "mnist": mlp.MLPFamily(
+      load_images=lambda name, size: data.load_images(
+        name, size, source="files"
+      )
+    ),
+  }
+  tasks, notes = {}, []
+  for name in names:
+    if name not in specs:
+      raise ValueError(
+        f"unknown demo task {name!r}; valid: {', '.join(TASK_NAMES)}"
+      )
+    try:
+      tasks[labels[name]] = families[name].task(specs[name])
+    except (OSError, ImportError) as e:  # no dataset on disk: skip it
+      first = str(e).split(". ")[0]
+      notes.append(f"skipped {labels[name]}: {first}.")
+  return tasks, notes
+
+
+def _tail_mean(x: np.ndarray) -> np.ndarray:
+  """Mean over the last 5% of steps (the 'final' train loss)."""
+  n = max(1, x.shape[-1] // 20)
+  return x[..., -n:].mean(-1)
+
+
+@functools.partial(jax.jit, static_argnames=("factory", "num_steps", "grid"))
+def train_runs(task, hparams, keys, *, factory, num_steps: int, grid: bool):
+  """Train-batch losses ``[grid,] seeds, num_steps`` of vmapped runs.
+
+  A single ``lax.scan`` per run and nothing else: compilation dominates the
+  demo's time, and ``meta_train.evaluation``'s held-out checkpoints would
+  double it.
+  """
+
+  def one(hp, key):
+    tx = factory(hp)
+    params = task.init(jax.random.fold_in(key, 0))
+    k_data = jax.random.fold_in(key, 1)
+
+    def step(carry, i):
+      params, state = carry
+      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
+      batch = task.batch(k_batch, "train")
+      loss, grads = task.value_and_grad(params, k_loss, batch)
+      updates, state = tx.update(grads, state, params, value=loss)
+      return (optax.apply_updates(params, updates), state), loss
+
+    carry = (params, tx.init(params))
+    return jax.lax.scan(step, carry, jnp.arange(num_steps))[1]
+
+  fn = jax.vmap(one, in_axes=(None, 0))
+  if grid:
+    fn = jax.vmap(fn, in_axes=(0, None))
+  return fn(hparams, keys)
+
+
+def train_task(task, lopt, theta, steps: int, seeds: int, key) -> dict:
+  """Curves and summary of one task for the three optimizers."""
+  keys = evaluation.seed_keys(key, seeds)
+  learned = train_runs(
+    task,
+    theta,
+    keys,
+    factory=evaluation.LearnedFactory(lopt),
+    num_steps=steps,
+    grid=False,
+  )
+  grid = train_runs(
+    task,
+    jnp.asarray(ADAM_GRID, jnp.float32),
+    keys,
+    factory=evaluation.BaselineFactory("adam"),
+    num_steps=steps,
+    grid=True,
+  )
+  grid_curves = np.asarray(grid, np.float64)  # [grid, seeds, T]
+  finals = _tail_mean(grid_curves).mean(-1)  # [grid]
+  finals = np.where(np.isfinite(finals), finals, np.inf)
+  best = int(np.argmin(finals))
+  default = ADAM_GRID.index(1e-3)
+  curves = {
+    "learned": np.asarray(learned, np.float64),
+    "adam 1e-3": grid_curves[default],
+    f"tuned adam {ADAM_GRID[best]:.2g}": grid_curves[best],
+  }
+  return {
+    "tuned_adam_lr": ADAM_GRID[best],
+    "curves": {k: v.tolist() for k, v in curves.items()},
+    "final": {k: float(_tail_mean(v).mean()) for k, v in curves.items()},
+    "mean": {k: float(v.mean()) for k, v in curves.items()},
+  }
+
+
+def table(results: dict[str, dict]) -> str:
+  """Markdown table: final and mean train loss per task and optimizer."""
+  lines = [
+    "| task | optimizer | final train loss | mean train loss |",
+    "|---|---|---|---|",
+  ]
+  for task, r in results.items():
+    for opt in r["final"]:
+      lines.append(
+        f"| {task} | {opt} | {r['final'][opt]:.4g} | {r['mean'][opt]:.4g} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, dict], path: pathlib.Path, title: str) -> None:
+  """One panel per task: train loss (mean over seeds) per optimizer."""
+  import matplotlib  # noqa: PLC0415 (headless, imported only here)
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  n = len(results)
+  fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+  for ax, (task, r) in zip(axes[0], results.items()):
+    for (opt, curve), color in zip(r["curves"].items(), ("C0", "C1", "C2")):
+      c = np.asarray(curve)  # [seeds, T]
+      steps = np.arange(1, c.shape[-1] + 1)
+      ax.plot(steps, c.mean(0), color=color, lw=1.2, label=opt)
+      ax.fill_between(steps, c.min(0), c.max(0), color=color, alpha=0.15)
+    finite = np.asarray([v for v in r["curves"].values()], np.float64).ravel()
+    if np.all(np.isfinite(finite)) and np.all(finite > 0):
+      ax.set_yscale("log")
+    ax.set(title=task, xlabel="step", ylabel="train loss")
+    ax.legend(fontsize=7)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+  p = argparse.ArgumentParser(
+    prog="lopt demo", description=__doc__.splitlines()[0]
+  )
+  p.add_argument(
+    "--checkpoint",
+    default="hierarchical",
+    help="shipped optimizer name or checkpoint directory",
+  )
+  p.add_argument("--out", default="lopt_demo", help="output folder")
+  p.add_argument("--steps", type=int, default=1000, help="steps per run")
+  p.add_argument("--seeds", type=int, default=2, help="runs per optimizer")
+  p.add_argument(
+    "--tasks",
+    default=",".join(TASK_NAMES),
+    help=f"comma-separated subset of {','.join(TASK_NAMES)}",
+  )
+  args = p.parse_args(argv)
+  if args.steps < 1 or args.seeds < 1:
+    p.error("--steps and --seeds must be >= 1")
+  return args
+
+
+def main(argv: list[str]) -> int:
+  """Entry point of ``lopt demo``; returns the exit status."""
+  args = _parse(argv)
+  start = time.perf_counter()
+  try:
+    lopt, theta, name = load_optimizer(args.checkpoint)
+    tasks, notes = demo_tasks([t for t in args.tasks.split(",") if t])
+  except (FileNotFoundError, ValueError) as e:
+    print(f"lopt demo: {e}", file=sys.stderr)
+    return 2
+  print(f"learned optimizer: {name}; {args.steps} steps x {args.seeds} seeds")
+  results = {}
+  for i, (label, task) in enumerate(tasks.items()):
+    print(f"  training {label} ...", flush=True)
+    results[label] = train_task(
+      task, lopt, theta, args.steps, args.seeds, jax.random.key(i)
+    )
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  text = table(results)
+  print()
+  print(text)
+  for note in notes:
+    print(f"note: {note}")
+  (out / "demo.md").write_text(text + "".join(f"\n{n}\n" for n in notes))
+  summary = {
+    "optimizer": name,
+    "steps": args.steps,
+    "seeds": args.seeds,
+    "notes": notes,
+    "tasks": results,
+  }
+  (out / "demo.json").write_text(json.dumps(summary))
+  plot(results, out / "demo.png", f"learned optimizer {name} vs Adam")
+  print(
+    f"plot: {(out / 'demo.png').resolve()}  (table: demo.md, curves: "
+    f"demo.json; {time.perf_counter() - start:.0f} s)"
+  )
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
