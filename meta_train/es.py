@@ -148,9 +148,10 @@ def estimate(
     optimizer_fn, cfg, perturb(theta, z, std), tasks, both
   )
   losses = unroll.mean_loss(out)  # [pairs, 2]
+  delta = jnp.mean(unroll.antithetic_difference(out), axis=0)  # [pairs]
   finite = jnp.all(out.finite, axis=1)  # [pairs]
   kept = jnp.maximum(jnp.sum(finite.astype(jnp.float32)), 1.0)
-  coef = jnp.where(finite, (losses[:, 0] - losses[:, 1]) / (2.0 * std), 0.0)
+  coef = jnp.where(finite, delta / (2.0 * std), 0.0)
   grad = weighted_sum(coef / kept, z)
   carried = jax.tree.map(lambda x: x[:, 0], states)
   carried = unroll.force_reset(carried, ~finite)

@@ -82,14 +82,13 @@ def estimate(
   states, out = es.antithetic_unroll(
     optimizer_fn, cfg, es.perturb(theta, z, std), tasks, state.inner
   )
-  before, after = unroll.segment_losses(out)  # [pairs, 2] each
+  # Loss differences of the run in progress, and of runs started since.
+  before, after = unroll.segment_means(
+    unroll.antithetic_difference(out), out.reset[:, :, 0]
+  )  # [pairs] each
   finite = jnp.all(out.finite, axis=1)  # [pairs]
   kept = jnp.maximum(jnp.sum(finite.astype(jnp.float32)), 1.0)
-
-  def coef(losses):
-    diff = (losses[:, 0] - losses[:, 1]) / (2.0 * std)
-    return jnp.where(finite, diff, 0.0) / kept
-
+  coef = lambda delta: jnp.where(finite, delta / (2.0 * std), 0.0) / kept
   c_before, c_after = coef(before), coef(after)
   grad = jax.tree.map(
     lambda a, b: a + b,

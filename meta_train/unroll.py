@@ -263,16 +263,34 @@ def mean_loss(out: UnrollOut) -> jax.Array:
   return jnp.mean(out.loss * out.weight, axis=0)
 
 
-def segment_losses(out: UnrollOut) -> tuple[jax.Array, jax.Array]:
-  """``mean_loss`` split at the first reset of the truncation.
+def antithetic_difference(out: UnrollOut) -> jax.Array:
+  """Per-step ``(loss+ - loss-) * weight`` of pairs: ``[T, pairs]``.
+
+  ``out`` has ``[T, pairs, 2]`` fields. Differencing step by step, before
+  the mean over steps, makes identical members give exactly 0 (XLA may
+  reduce the two members' sums in different orders) and keeps the digits
+  that a difference of two O(1) means would lose.
+  """
+  diff = out.loss[..., 0] - out.loss[..., 1]
+  return diff * out.weight[..., 0]  # members share step and horizon
+
+
+def segment_means(
+  values: jax.Array, reset: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """Means over a truncation's steps, split at its first reset.
+
+  Args:
+    values: per-step values ``[T, n]``.
+    reset: per-step reset flags ``[T, n]``.
 
   Returns:
-    ``(before, after)``, each ``[pop]``, summing to ``mean_loss(out)``:
-    the part from the run in progress when the truncation started, and the
+    ``(before, after)``, each ``[n]``, summing to ``mean(values, 0)``: the
+    part from the run in progress when the truncation started, and the
     part from runs started during it.
   """
-  started = jnp.cumsum(out.reset.astype(jnp.int32), axis=0) > 0  # [T, pop]
-  terms = out.loss * out.weight / out.loss.shape[0]
+  started = jnp.cumsum(reset.astype(jnp.int32), axis=0) > 0  # [T, n]
+  terms = values / values.shape[0]
   before = jnp.sum(jnp.where(started, 0.0, terms), axis=0)
   after = jnp.sum(jnp.where(started, terms, 0.0), axis=0)
   return before, after
@@ -340,6 +358,21 @@ def _reset_done(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
   return states, done
 
 
+def valid_loss(
+  task: task_base.Task, params: Params, k_valid: jax.Array
+) -> jax.Array:
+  """The loss of ``params`` on the validation batch of ``k_valid`` (float32).
+
+  Args:
+    task: one (unstacked) task.
+    params: one instance's parameters.
+    k_valid: the step's validation key (third of ``step_keys``).
+  """
+  k_batch, k_loss = jax.random.split(k_valid)
+  loss = task.loss(params, k_loss, task.batch(k_batch, "valid"))
+  return jnp.asarray(loss, jnp.float32)
+
+
 def _valid_losses(cfg, tasks, states, keys):
   """Validation losses [pop] where needed (else NaN) and the feed mask."""
   pop = states.step.shape[0]
@@ -352,12 +385,7 @@ def _valid_losses(cfg, tasks, states, keys):
     return nan, feed
 
   def valid(states):
-    def one(params, spec_index, k_valid):
-      task = task_base.index_task(tasks, spec_index)
-      k_batch, k_loss = jax.random.split(k_valid)
-      loss = task.loss(params, k_loss, task.batch(k_batch, "valid"))
-      return jnp.asarray(loss, jnp.float32)
-
+    one = lambda p, i, k: valid_loss(task_base.index_task(tasks, i), p, k)
     return jax.vmap(one)(states.params, states.spec_index, keys[2])
 
   if cfg.meta_loss_split == "valid":
