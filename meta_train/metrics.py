@@ -5,9 +5,10 @@ is no tracing-time side channel. Only process 0 writes (``active=False`` on
 the others turns every call into a no-op).
 
 The JSONL file is ``WORKDIR/metrics.jsonl``, one object per line with a
-``"step"`` key. When a run resumes from a checkpoint at step ``s``, lines of
-steps ``>= s`` (written after that checkpoint by the killed run) are dropped,
-so the file reads as one uninterrupted run.
+``"step"`` key (the number of outer steps done when it was written). When a
+run resumes from a checkpoint of step ``s``, lines of steps ``> s`` (written
+after that checkpoint by the killed run) are dropped, so the file reads as
+one uninterrupted run; a run that starts from scratch drops every line.
 """
 
 import json
@@ -58,8 +59,9 @@ class MetricWriter:
 
   Args:
     workdir: directory of the run.
-    start_step: first step this writer will log; existing records of steps
-      at or after it are dropped (a resumed run re-does them).
+    start_step: the step the run (re)starts from; existing records of later
+      steps are dropped (a resumed run re-does them), and all records when
+      it is 0.
     tensorboard: also write TensorBoard event files into ``workdir``.
     active: whether this process writes at all (only process 0 should).
   """
@@ -79,7 +81,11 @@ class MetricWriter:
     if not active:
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    kept = [r for r in read_jsonl(self.path) if r.get("step", -1) < start_step]
+    kept = [
+      r
+      for r in read_jsonl(self.path)
+      if start_step > 0 and r.get("step", start_step + 1) <= start_step
+    ]
     tmp = self.path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, self.path)  # atomic: a kill here keeps one of the two
@@ -89,7 +95,7 @@ class MetricWriter:
 
       self._tb = tensorboardX.SummaryWriter(
         str(pathlib.Path(workdir) / "tensorboard"),
-        purge_step=start_step if start_step > 0 else None,
+        purge_step=start_step + 1,
       )
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:

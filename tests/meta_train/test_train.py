@@ -129,9 +129,18 @@ def test_metric_writer_jsonl_tensorboard_and_resume(tmp_path):
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   # A run resumed from the checkpoint of step 2 redoes step 3 and on.
   with metrics_lib.MetricWriter(tmp_path, 2, tensorboard=False) as w:
-    w.write(2, {"meta_loss": 7.0})
+    w.write(3, {"meta_loss": 7.0})
   records = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
-  assert [(r["step"], r["meta_loss"]) for r in records] == [(1, 1.0), (2, 7.0)]
+  assert [(r["step"], r["meta_loss"]) for r in records] == [
+    (1, 1.0),
+    (2, 2.0),
+    (3, 7.0),
+  ]
+  # A run that starts from scratch starts a fresh file.
+  with metrics_lib.MetricWriter(tmp_path, 0, tensorboard=False) as w:
+    w.write(1, {"meta_loss": 5.0})
+  records = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+  assert [(r["step"], r["meta_loss"]) for r in records] == [(1, 5.0)]
   # Non-zero processes write nothing.
   with metrics_lib.MetricWriter(tmp_path / "p1", active=False) as w:
     w.write(1, {"x": 1.0})

@@ -1,0 +1,162 @@
+"""Checkpoints survive failures; a killed run resumes bit-exactly."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+import pytest
+import test_train
+import test_utils
+
+import learned_opt
+from meta_train import checkpointing
+from meta_train import metrics as metrics_lib
+
+
+class _State(NamedTuple):
+  theta: dict
+  keys: jax.Array  # typed PRNG keys
+  step: jax.Array
+
+
+def _state(seed: int) -> _State:
+  return _State(
+    theta={"w": jnp.arange(6.0).reshape(2, 3) * seed},
+    keys=jax.random.split(jax.random.key(seed), 4),
+    step=jnp.asarray(seed, jnp.int32),
+  )
+
+
+def test_failed_save_never_corrupts_the_latest_checkpoint(
+  tmp_path, monkeypatch
+):
+  manager = checkpointing.make_manager(tmp_path, keep=3)
+  checkpointing.save(manager, 1, _state(1), {"seed": 1})
+
+  def disk_full(*args, **kwargs):
+    raise OSError("disk full")
+
+  # The config item fails while the state item is being (or was) written.
+  with monkeypatch.context() as m:
+    m.setattr(ocp.handlers.JsonCheckpointHandler, "save", disk_full)
+    m.setattr(ocp.handlers.JsonCheckpointHandler, "async_save", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+      checkpointing.save(manager, 2, _state(2), {"seed": 2})
+  assert checkpointing.latest_step(manager) == 1
+  state, config = checkpointing.restore(manager, _state(0))
+  test_utils.assert_trees_equal(state.theta, _state(1).theta)
+  assert jnp.array_equal(
+    jax.random.key_data(state.keys), jax.random.key_data(_state(1).keys)
+  )
+  assert int(state.step) == 1 and config == {"seed": 1}
+  manager.close()
+
+  # A restarted run sees step 1 as the latest and can save step 2 again.
+  manager = checkpointing.make_manager(tmp_path, keep=3)
+  assert checkpointing.latest_step(manager) == 1
+  checkpointing.save(manager, 2, _state(2), {"seed": 2})
+  state, _ = checkpointing.restore(manager, _state(0))
+  assert int(state.step) == 2
+  manager.close()
+
+
+def test_restore_without_checkpoint_raises(tmp_path):
+  manager = checkpointing.make_manager(tmp_path, keep=1)
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    checkpointing.restore(manager, _state(0))
+  manager.close()
+
+
+def _meta_train_cmd(workdir: pathlib.Path, *overrides: str) -> list[str]:
+  return [
+    sys.executable,
+    "-m",
+    "meta_train.main",
+    "--config",
+    str(test_train.ROOT / "configs" / "tiny.py"),
+    "--workdir",
+    str(workdir),
+    "--config.outer.num_steps=40",
+    "--config.eval.every=0",
+    "--config.log.every=1",
+    "--config.log.progress=false",
+    *overrides,
+  ]
+
+
+def _finished_steps(workdir: pathlib.Path) -> list[int]:
+  directory = workdir / "checkpoints"
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def _run(cmd, timeout=900):
+  proc = subprocess.run(
+    cmd,
+    env=test_train.subprocess_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _without_timings(records):
+  return [
+    {
+      k: v
+      for k, v in r.items()
+      if not k.startswith("time/") and "per_s" not in k
+    }
+    for r in records
+  ]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_bit_identically(tmp_path):
+  # Uninterrupted reference (checkpoints only at the end).
+  reference = tmp_path / "reference"
+  _run(_meta_train_cmd(reference, "--config.checkpoint.every=1000"))
+
+  # The same run, checkpointing every step, SIGKILLed after step >= 5 is
+  # saved (possibly in the middle of writing the next checkpoint).
+  workdir = tmp_path / "killed"
+  cmd = _meta_train_cmd(workdir, "--config.checkpoint.every=1")
+  proc = subprocess.Popen(
+    cmd,
+    env=test_train.subprocess_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+  )
+  try:
+    deadline = time.monotonic() + 900
+    while not any(s >= 5 for s in _finished_steps(workdir)):
+      assert proc.poll() is None, proc.stderr.read()[-3000:]
+      assert time.monotonic() < deadline, "no checkpoint appeared"
+      time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    proc.wait()
+    proc.stderr.close()
+  at_kill = max(_finished_steps(workdir))
+  assert 5 <= at_kill < 40, at_kill  # killed mid-run, not after it
+
+  _run(cmd)  # the same command resumes
+  _, ref_theta, ref_meta = learned_opt.load(reference / "theta")
+  _, theta, meta = learned_opt.load(workdir / "theta")
+  assert meta["meta_train_step"] == ref_meta["meta_train_step"] == 40
+  test_utils.assert_trees_equal(theta, ref_theta)
+  # Every logged step, before and after the kill, matches the reference.
+  assert _without_timings(
+    metrics_lib.read_jsonl(workdir / "metrics.jsonl")
+  ) == _without_timings(metrics_lib.read_jsonl(reference / "metrics.jsonl"))
