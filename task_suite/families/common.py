@@ -1,4 +1,4 @@
-"""Helpers shared by the data-driven task families (mlp, conv, rnn_lm, ae, vae).
+"""Helpers shared by the data families (mlp, conv, rnn_lm, vae, mlp_ae).
 
 What lives here is the part every family needs and which must behave the same
 everywhere: the table of traced activations, the scaled initializers, host-side
