@@ -209,6 +209,25 @@ def verify(directory: str | os.PathLike) -> dict[str, Any]:
   return manifest
 
 
+def _check_architecture(lopt, recorded: dict, directory) -> None:
+  """The rebuilt optimizer must have every setting the manifest records.
+
+  Settings added to the class after the checkpoint was written (with
+  defaults) are not in the manifest and are accepted.
+  """
+  config = json.loads(json.dumps(lopt.config()))
+  kwargs = recorded.get("kwargs", {})
+  differ = [
+    k for k in kwargs if config["kwargs"].get(k, "<unset>") != kwargs[k]
+  ]
+  if config["architecture"] != recorded.get("architecture") or differ:
+    raise checkpoint.CheckpointError(
+      f"checkpoint {directory}: the weights are of {config} but the manifest "
+      f"says {recorded} (differing: {differ or 'architecture'}); the files "
+      "do not belong together. Restore the checkpoint's files."
+    )
+
+
 def load_pretrained_with_info(
   name_or_path: str | os.PathLike = DEFAULT_NAME,
   *,
@@ -231,11 +250,7 @@ def load_pretrained_with_info(
   directory = resolve(name_or_path, root)
   manifest = verify(directory)
   lopt, theta, _ = checkpoint.load(directory / WEIGHTS)
-  if json.loads(json.dumps(lopt.config())) != manifest["architecture"]:
-    raise checkpoint.CheckpointError(
-      f"checkpoint {directory}: the weights are of {lopt.config()} but the "
-      f"manifest says {manifest['architecture']}"
-    )
+  _check_architecture(lopt, manifest["architecture"], directory)
   return lopt, theta, manifest
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from meta_train import evaluation
+from meta_train import evaluation, report_plots
 
 CANDIDATE = "candidate"
 METRICS = ("final_train", "mean_train", "final_valid")
@@ -147,6 +147,14 @@ def _ratio(candidate: float, baseline: float) -> float:
   return candidate / baseline
 
 
+def _relative_rise(first: float, last: float) -> float:
+  if first == last:
+    return 0.0
+  if not math.isfinite(first) or first == 0:
+    return math.inf if last > first else -math.inf
+  return (last - first) / abs(first)
+
+
 def _comparisons(tasks: Sequence[dict], arms: Sequence[Arm], h: int) -> dict:
   """Win rates and median ratios of the candidate against every arm."""
   out = {}
@@ -182,7 +190,11 @@ def _task_summary(
   for arm_id, (run, value) in runs.items():
     metrics = [_metrics(run, h, num_steps) for h in range(num_horizons)]
     entry = {"hparam": value, "metrics": metrics}
-    entry["drift"] = metrics[-1]["final_train"] > metrics[0]["final_train"]
+    first, last = metrics[0]["final_train"], metrics[-1]["final_train"]
+    entry["drift"] = last > first
+    # Noise alone makes half of converged runs "drift"; the relative rise
+    # tells a real one apart.
+    entry["drift_relative"] = _relative_rise(first, last)
     if record.normalize is not None:
       entry["normalized"] = [
         _normalized_metrics(record.normalize, run, h, num_steps)
@@ -273,6 +285,9 @@ def summarize(
   drift = {
     a: {
       "upward_drift": [t["name"] for t in tasks if t["arms"][a]["drift"]],
+      "upward_drift_over_10pct": [
+        t["name"] for t in tasks if t["arms"][a]["drift_relative"] > 0.1
+      ],
       "diverged": [
         t["name"] for t in tasks if t["arms"][a]["metrics"][-1]["diverged"]
       ],
@@ -369,7 +384,7 @@ def markdown(
     if "mean_normalized" in h:
       lines += ["", f"### Mean normalized loss (step {step})", ""]
       lines += ["| optimizer | final train | mean train |", "|---|---|---|"]
-      for arm_id, label in _labels(arms, candidate_label):
+      for arm_id, label in labels(arms, candidate_label):
         v = h["mean_normalized"][arm_id]
         lines.append(
           f"| {label} | {_fmt(v['final_train'])} | {_fmt(v['mean_train'])} |"
@@ -382,21 +397,22 @@ def markdown(
     lines += ["", f"## Stability from step {first} to step {last}", ""]
     lines += [
       f"| optimizer | tasks with loss({last}) > loss({first}) | "
-      f"tasks with NaN/inf by {last} |",
-      "|---|---|---|",
+      f"... by more than 10% | tasks with NaN/inf by {last} |",
+      "|---|---|---|---|",
     ]
-    for arm_id, label in _labels(arms, candidate_label):
+    n = len(tasks)
+    for arm_id, label in labels(arms, candidate_label):
       d = summary["drift"][arm_id]
       lines.append(
-        f"| {label} | {len(d['upward_drift'])}/{len(tasks)} | "
-        f"{len(d['diverged'])}/{len(tasks)} |"
+        f"| {label} | {len(d['upward_drift'])}/{n} | "
+        f"{len(d['upward_drift_over_10pct'])}/{n} | {len(d['diverged'])}/{n} |"
       )
   lines += ["", "## Per task (final train loss, seed mean)", ""]
   head = ["task", candidate_label] + [a.label for a in arms]
   lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for t in tasks:
     cells = [f"`{t['name']}`"]
-    for arm_id, _ in _labels(arms, candidate_label):
+    for arm_id, _ in labels(arms, candidate_label):
       cells.append(
         " -> ".join(
           _fmt(m["final_train"]) for m in t["arms"][arm_id]["metrics"]
@@ -406,129 +422,8 @@ def markdown(
   return "\n".join(lines) + "\n"
 
 
-def _labels(arms: Sequence[Arm], candidate_label: str) -> list[tuple[str, str]]:
+def labels(arms: Sequence[Arm], candidate_label: str) -> list[tuple[str, str]]:
   return [(CANDIDATE, candidate_label)] + [(a.id, a.label) for a in arms]
-
-
-# ------------------------------------------------------------------- plots
-
-
-def plot_curves(
-  summary: dict,
-  arms: Sequence[Arm],
-  candidate_label: str,
-  path: pathlib.Path,
-  normalized_curves: dict[str, dict[str, np.ndarray]] | None = None,
-) -> None:
-  """Per-family mean train-loss curves, shaded between the seeds' extremes.
-
-  Args:
-    summary: the output of ``summarize``.
-    arms: the baselines.
-    candidate_label: the evaluated optimizer's name.
-    path: the PNG to write.
-    normalized_curves: task name -> arm id -> ``[S, L]`` normalized curve;
-      raw losses are plotted when None.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-
-  tasks = summary["tasks"]
-  families = sorted({t["family"] for t in tasks})
-  ncols = min(3, len(families))
-  nrows = -(-len(families) // ncols)
-  fig, axes = plt.subplots(
-    nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False
-  )
-  for ax, fam in zip(axes.flat, families):
-    sub = [t for t in tasks if t["family"] == fam]
-    for arm_id, label in _labels(arms, candidate_label):
-      curves = np.stack(
-        [
-          normalized_curves[t["name"]][arm_id]
-          if normalized_curves
-          else t["arms"][arm_id]["curves"]["train_loss"]
-          for t in sub
-        ]
-      ).astype(np.float64)  # [tasks, S, L]
-      per_seed = np.mean(curves, axis=0)  # [S, L]: family mean per seed
-      steps = np.arange(per_seed.shape[-1])
-      (line,) = ax.plot(steps, np.mean(per_seed, axis=0), label=label, lw=1.2)
-      ax.fill_between(
-        steps,
-        np.min(per_seed, axis=0),
-        np.max(per_seed, axis=0),
-        color=line.get_color(),
-        alpha=0.2,
-      )
-    for h in summary["horizons"][:-1]:
-      ax.axvline(h["step"], color="gray", ls="--", lw=0.8)
-    ax.set_title(f"{fam} ({len(sub)} tasks)")
-    ax.set_xlabel("step")
-    ax.set_ylabel(
-      "normalized train loss" if normalized_curves else "train loss"
-    )
-    _robust_ylim(ax, curves)
-  for ax in list(axes.flat)[len(families) :]:
-    ax.axis("off")
-  axes.flat[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def _robust_ylim(ax, curves: np.ndarray) -> None:
-  finite = curves[np.isfinite(curves)]
-  if finite.size:
-    lo, hi = np.percentile(finite, [0.5, 99.0])
-    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
-    ax.set_ylim(lo - pad, hi + pad)
-
-
-def plot_scatter(
-  summary: dict, arm_id: str, arm_label: str, candidate_label: str, path
-) -> None:
-  """Scatter of candidate vs ``arm_id`` final train loss, one dot per task.
-
-  Diverged runs (inf) are drawn at the plot's edge with an x marker.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-
-  tasks = summary["tasks"]
-  x = np.array([t["arms"][arm_id]["metrics"][0]["final_train"] for t in tasks])
-  y = np.array(
-    [t["arms"][CANDIDATE]["metrics"][0]["final_train"] for t in tasks]
-  )
-  both = np.concatenate([x, y])
-  finite = both[np.isfinite(both)]
-  lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-  log = finite.size > 0 and lo > 0
-  edge = hi * 2 if log else hi + 0.1 * (hi - lo + 1)
-  fig, ax = plt.subplots(figsize=(5, 5))
-  families = sorted({t["family"] for t in tasks})
-  for fam in families:
-    idx = [i for i, t in enumerate(tasks) if t["family"] == fam]
-    xs, ys = np.minimum(x[idx], edge), np.minimum(y[idx], edge)
-    bad = ~(np.isfinite(x[idx]) & np.isfinite(y[idx]))
-    (pts,) = ax.plot(xs[~bad], ys[~bad], "o", ms=4, label=fam, alpha=0.8)
-    if bad.any():
-      ax.plot(xs[bad], ys[bad], "x", color=pts.get_color(), ms=6)
-  ax.plot([lo, edge], [lo, edge], color="gray", lw=0.8, ls="--")
-  if log:
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-  ax.set_xlabel(f"{arm_label} final train loss")
-  ax.set_ylabel(f"{candidate_label} final train loss")
-  ax.set_title("below the diagonal: candidate better")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 # ------------------------------------------------------------------ output
@@ -587,9 +482,10 @@ def write_report(
       }
       for r, t in zip(records, summary["tasks"])
     }
-  plot_curves(summary, arms, candidate_label, paths["curves"], normalized)
+  series = labels(arms, candidate_label)
+  report_plots.plot_curves(summary, series, paths["curves"], normalized)
   tuned = next((a for a in arms if a.value is None), arms[0])
-  plot_scatter(
-    summary, tuned.id, tuned.label, candidate_label, paths["scatter"]
+  report_plots.plot_scatter(
+    summary, (tuned.id, tuned.label), series[0], paths["scatter"]
   )
   return paths

@@ -151,6 +151,15 @@ def test_corrupted_manifest_is_detected(root, tmp_path):
     pretrained.load_pretrained(directory)
 
 
+def test_manifest_of_another_architecture_is_detected(root, tmp_path):
+  directory = _copy(root, tmp_path)
+  manifest = json.loads((directory / "manifest.json").read_text())
+  manifest["architecture"]["kwargs"]["step_mult"] = 0.5
+  (directory / "manifest.json").write_text(json.dumps(manifest))
+  with pytest.raises(checkpoint.CheckpointError, match="step_mult"):
+    pretrained.load_pretrained(directory)
+
+
 def test_missing_checkpoint_lists_the_available_ones(root, tmp_path):
   with pytest.raises(FileNotFoundError, match="available: descent, random"):
     pretrained.load_pretrained("no_such_name", root=root)

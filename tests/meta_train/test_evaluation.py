@@ -171,6 +171,8 @@ def test_cli_horizon_multiple_reports_both_horizons(run_t, run_2t):
   for arm in ARM_IDS:
     drifted = [t["name"] for t in data["tasks"] if t["arms"][arm]["drift"]]
     assert data["drift"][arm]["upward_drift"] == drifted
+    over_10pct = data["drift"][arm]["upward_drift_over_10pct"]
+    assert set(over_10pct) <= set(drifted)
   md = (out / "report.md").read_text()
   assert f"step {STEPS}" in md and f"step {2 * STEPS}" in md
   assert f"loss({2 * STEPS}) > loss({STEPS})" in md
