@@ -1,0 +1,313 @@
+"""Meta-training throughput: inner steps per second of the jitted outer step.
+
+Usage:
+  uv run python bench/meta_throughput.py [--repeats 5] [--parts all]
+
+Prints JSON lines, one per measurement:
+
+* ``part="throughput"``: truncated ES (antithetic, unroll 20) with 8 and 64
+  pairs, HierarchicalLOpt and MLPLOpt, on an ~11k-parameter MLP signature
+  (mlp 32x32x32 on 16x16 images, batch 64: 10,666 parameters) and on an
+  8-dimensional quadratic (the quadratic family has power-of-two dimensions
+  only; 8 is the closest to 10). ``inner_steps_per_s`` counts both antithetic
+  members: ``2 * pairs * unroll * outer steps / wall time``, after
+  compilation; the median over ``--repeats`` timed windows, with every
+  window's value in ``samples``. ``compile_s`` is the first call (compile +
+  one step).
+* ``part="suite_compile"``: ``lopt meta-train`` on ``configs/small_cpu.py``
+  (the default suite, cheap signatures) for one outer step: the wall time of
+  the first outer step (compilation included) and of the whole command.
+* ``part="processes"``: the same ES step (HierarchicalLOpt, MLP signature,
+  8 pairs) run by one process using both cores vs two processes pinned to
+  one core each (XLA single-threaded) joined by ``jax.distributed`` (gloo),
+  the population split between them. Alternated ``--repeats`` times, each as
+  fresh subprocesses; ``ratio`` = two-process / one-process median.
+
+The CPU of the machine these numbers come from is shared with other jobs, so
+single numbers are noisy: compare medians and ratios measured in one run.
+"""
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+UNROLL = 20
+
+
+def _emit(record: dict) -> None:
+  print(json.dumps(record), flush=True)
+
+
+def _specs():
+  from task_suite.families import mlp, quadratic
+
+  return {
+    "mlp_11k": mlp.MLPSpec(
+      hidden=(32, 32, 32),
+      image_size=16,
+      batch_size=64,
+      activation="relu",
+      init_scale=1.0,
+      dataset="mnist",
+      data_seed=0,
+    ),
+    "quadratic_8": quadratic.QuadraticSpec(
+      dim=8, seed=0, cond=10.0, noise_std=0.1, loss_scale=1.0, init_scale=1.0
+    ),
+  }
+
+
+def build_step(lopt_name: str, task_name: str, num_pairs: int):
+  """The jitted outer step of train.run for one signature, and its inputs."""
+  import jax
+
+  import learned_opt
+  from meta_train import config as config_lib
+  from meta_train import estimators, train
+  from meta_train import mesh as mesh_lib
+  import task_suite
+
+  lopt = config_lib.lopt_class(lopt_name)()
+  spec = _specs()[task_name]
+  mesh = mesh_lib.make_mesh()
+  mesh_lib.check_population(num_pairs, mesh)
+  rep, sharded = mesh_lib.replicated(mesh), mesh_lib.task_sharded(mesh)
+  tasks = mesh_lib.put(task_suite.stack_tasks([task_suite.get_task(spec)]), rep)
+  cfg = estimators.EstimatorConfig(
+    name="es",
+    num_tasks=num_pairs,
+    unroll_length=UNROLL,
+    min_horizon=200,
+    max_horizon=2000,
+  )
+  est = estimators.make_estimator(lopt, cfg)
+  outer_tx = learned_opt.baseline("adam", learning_rate=1e-3)
+  key = mesh_lib.put(jax.random.key(0), rep)
+
+  def init(key, tasks):
+    theta = lopt.init(key)
+    est_state = est.init(theta, tasks, key)
+    zero = jax.numpy.zeros([], jax.numpy.int32)
+    return theta, outer_tx.init(theta), est_state, zero, zero
+
+  abstract = jax.eval_shape(init, key, tasks)
+  est_sh = jax.tree.map(lambda x: sharded if x.ndim else rep, abstract[2])
+  part = (rep, rep, est_sh, rep, rep)
+  state = jax.jit(init, out_shardings=part)(key, tasks)
+  step = jax.jit(
+    functools.partial(train.outer_step, est.estimate, outer_tx, 30.0),
+    static_argnums=(3,),
+    in_shardings=(rep, part, rep),
+    out_shardings=(part, rep),
+    donate_argnums=(1,),
+  )
+  return step, key, state, tasks, lopt.num_meta_params()
+
+
+def measure(lopt_name, task_name, num_pairs, num_steps, repeats) -> dict:
+  """Compile time and inner steps/s of the outer step (median of windows)."""
+  import jax
+  from jax.experimental import multihost_utils
+
+  step, key, state, tasks, num_theta = build_step(
+    lopt_name, task_name, num_pairs
+  )
+  t0 = time.perf_counter()
+  state, metrics = step(key, state, tasks, 0)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  inner_per_outer = 2 * num_pairs * UNROLL
+  samples = []
+  for _ in range(repeats):
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("window")
+    t0 = time.perf_counter()
+    for _ in range(num_steps):
+      state, metrics = step(key, state, tasks, 0)
+      # train.run fetches the metrics every step; so does the benchmark.
+      jax.device_get(metrics["meta_loss"].addressable_data(0))
+    samples.append(num_steps * inner_per_outer / (time.perf_counter() - t0))
+  return {
+    "lopt": lopt_name,
+    "task": task_name,
+    "pairs": num_pairs,
+    "unroll": UNROLL,
+    "num_meta_params": num_theta,
+    "processes": jax.process_count(),
+    "compile_s": round(compile_s, 2),
+    "inner_steps_per_s": round(statistics.median(samples)),
+    "samples": [round(s) for s in samples],
+  }
+
+
+def _steps_for(task_name: str, num_pairs: int) -> int:
+  """Outer steps per timed window: about a second or more of work."""
+  if task_name.startswith("quadratic"):
+    return 40 if num_pairs <= 8 else 10
+  return 8 if num_pairs <= 8 else 2
+
+
+def part_throughput(repeats: int) -> None:
+  for lopt_name in ("hierarchical", "mlp"):
+    for task_name in ("mlp_11k", "quadratic_8"):
+      for num_pairs in (8, 64):
+        record = measure(
+          lopt_name,
+          task_name,
+          num_pairs,
+          _steps_for(task_name, num_pairs),
+          repeats,
+        )
+        _emit({"part": "throughput", **record})
+
+
+def part_suite_compile() -> None:
+  with tempfile.TemporaryDirectory() as workdir:
+    cmd = [
+      sys.executable,
+      "-m",
+      "meta_train.main",
+      "--config",
+      str(ROOT / "configs" / "small_cpu.py"),
+      "--workdir",
+      workdir,
+      "--config.outer.num_steps=1",
+      "--config.outer.warmup_steps=0",
+      "--config.eval.every=0",
+      "--config.log.progress=false",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    total = time.perf_counter() - t0
+    if proc.returncode:
+      raise RuntimeError(proc.stderr[-3000:])
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+  _emit(
+    {
+      "part": "suite_compile",
+      "config": "configs/small_cpu.py",
+      "first_outer_step_s": round(first["time/step_s"], 2),
+      "command_total_s": round(total, 2),
+      "group": first["group"],
+    }
+  )
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _run_workers(num: int, args: list[str]) -> dict:
+  """Runs ``num`` worker processes (one per core if num > 1)."""
+  cores = sorted(os.sched_getaffinity(0))
+  port = _free_port()
+  procs = []
+  for i in range(num):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    preexec = None
+    if num > 1:
+      mine = cores[i::num]
+      env.update(
+        JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+        JAX_NUM_PROCESSES=str(num),
+        JAX_PROCESS_ID=str(i),
+        XLA_FLAGS="--xla_cpu_multi_thread_eigen=false",
+      )
+      preexec = functools.partial(os.sched_setaffinity, 0, mine)
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, __file__, "--worker", *args],
+        env=env,
+        preexec_fn=preexec,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
+  try:
+    outs = [p.communicate(timeout=1800) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, (_, err) in zip(procs, outs):
+    if p.returncode:
+      raise RuntimeError(err[-3000:])
+  return json.loads(outs[0][0].strip().splitlines()[-1])
+
+
+def part_processes(repeats: int) -> None:
+  args = ["hierarchical", "mlp_11k", "8", str(_steps_for("mlp_11k", 8))]
+  one, two = [], []
+  for _ in range(repeats):
+    one.append(_run_workers(1, [*args, "3"])["inner_steps_per_s"])
+    two.append(_run_workers(2, [*args, "3"])["inner_steps_per_s"])
+  _emit(
+    {
+      "part": "processes",
+      "lopt": "hierarchical",
+      "task": "mlp_11k",
+      "pairs": 8,
+      "one_process_two_cores": round(statistics.median(one)),
+      "two_processes_one_core_each": round(statistics.median(two)),
+      "ratio": round(statistics.median(two) / statistics.median(one), 3),
+      "samples_one": one,
+      "samples_two": two,
+    }
+  )
+
+
+def _worker(args: list[str]) -> None:
+  lopt_name, task_name, pairs, steps, repeats = args
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize()
+  record = measure(lopt_name, task_name, int(pairs), int(steps), int(repeats))
+  print(json.dumps(record), flush=True)
+
+
+def main() -> None:
+  if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+    _worker(sys.argv[2:])
+    return
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument(
+    "--parts",
+    default="all",
+    help="comma-separated: throughput, suite_compile, processes (or all)",
+  )
+  args = parser.parse_args()
+  parts = (
+    ("throughput", "suite_compile", "processes")
+    if args.parts == "all"
+    else args.parts.split(",")
+  )
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  if "throughput" in parts:
+    part_throughput(args.repeats)
+  if "suite_compile" in parts:
+    part_suite_compile()
+  if "processes" in parts:
+    part_processes(args.repeats)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,164 @@
+"""Scale-out: 8 virtual devices and 2 joined processes give the same theta.
+
+The test process keeps its single CPU device (see tests/conftest.py), so each
+configuration runs in subprocesses: one with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` that meta-trains the
+tiny config on a mesh of 8 devices and on a mesh of 1 device, and two
+processes with one device each joined by ``jax.distributed.initialize``
+(gloo CPU collectives) into a mesh of 2 devices.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import test_train
+import test_utils
+
+import learned_opt
+from meta_train import train
+
+# Runs the tiny config for 3 outer steps in a subprocess; saves theta.
+_SCRIPT = r"""
+import json, sys
+import jax
+import numpy as np
+from configs import tiny
+from meta_train import train
+
+out, num_devices = sys.argv[1], [int(n) for n in sys.argv[2].split(",")]
+report = {}  # jax.devices() only after train.run joined the processes
+for n in num_devices:
+  cd = tiny.get_config()
+  cd.outer.num_steps = 3
+  cd.eval.every = 0
+  cd.checkpoint.every = 1000
+  cd.log.progress = False
+  cd.mesh.num_devices = n
+  result = train.run(cd, f"{out}/run{n}")
+  leaf = jax.tree.leaves(result.state.est_states[0])[0]
+  report[str(n)] = {
+    "state_devices": len(leaf.sharding.device_set),
+    "state_spec": str(leaf.sharding.spec),
+    "theta_devices": len(jax.tree.leaves(result.state.theta)[0].sharding.device_set),
+  }
+  np.savez(
+    f"{out}/theta{n}_p{jax.process_index()}.npz",
+    *[np.asarray(x) for x in jax.tree.leaves(result.theta)],
+  )
+report["num_global_devices"] = len(jax.devices())
+print("REPORT" + json.dumps(report))
+"""
+
+
+def _report(stdout: str) -> dict:
+  line = [ln for ln in stdout.splitlines() if ln.startswith("REPORT")][-1]
+  return json.loads(line[len("REPORT") :])
+
+
+def _theta(path) -> list[np.ndarray]:
+  with np.load(path) as f:
+    return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory):
+  """Theta after 3 outer steps on an 8-device mesh and on a 1-device mesh."""
+  out = tmp_path_factory.mktemp("eight")
+  env = test_train.subprocess_env(
+    XLA_FLAGS="--xla_force_host_platform_device_count=8"
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", _SCRIPT, str(out), "8,1"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1200,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return out, _report(proc.stdout)
+
+
+def _initial_theta():
+  from configs import tiny
+
+  cfg = tiny.get_config()
+  lopt = train.make_lopt(train.config_lib.from_config(cfg).lopt)
+  key = jax.random.fold_in(jax.random.key(cfg.seed), train._THETA)
+  return jax.tree.leaves(lopt.init(key))
+
+
+@pytest.mark.slow
+def test_eight_devices_match_one_device(eight_devices):
+  out, report = eight_devices
+  assert report["num_global_devices"] == 8
+  # Estimator states are split over the 8 devices, theta is replicated.
+  assert report["8"]["state_devices"] == 8
+  assert report["8"]["state_spec"] == str(jax.sharding.PartitionSpec("tasks"))
+  assert report["8"]["theta_devices"] == 8
+  assert report["1"]["state_devices"] == 1
+  theta8, theta1 = _theta(out / "theta8_p0.npz"), _theta(out / "theta1_p0.npz")
+  test_utils.assert_trees_all_close(theta8, theta1, rtol=1e-4, atol=1e-6)
+  # ... and the steps really moved theta (the comparison is not vacuous).
+  moved = max(
+    float(np.max(np.abs(a - b))) for a, b in zip(theta1, _initial_theta())
+  )
+  assert moved > 1e-3
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_agree_with_each_other_and_one_device(
+  eight_devices, tmp_path
+):
+  port = _free_port()
+  procs = []
+  try:
+    for pid in range(2):
+      env = test_train.subprocess_env(
+        JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+        JAX_NUM_PROCESSES="2",
+        JAX_PROCESS_ID=str(pid),
+      )
+      env.pop("XLA_FLAGS", None)
+      procs.append(
+        subprocess.Popen(
+          [sys.executable, "-c", _SCRIPT, str(tmp_path), "0"],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+        )
+      )
+    outputs = [p.communicate(timeout=1200) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  report = _report(outputs[0][0])
+  assert report["num_global_devices"] == 2
+  assert report["0"]["state_devices"] == 2  # the population spans both
+  theta_p0 = _theta(tmp_path / "theta0_p0.npz")
+  theta_p1 = _theta(tmp_path / "theta0_p1.npz")
+  test_utils.assert_trees_equal(theta_p0, theta_p1)
+  out, _ = eight_devices
+  theta1 = _theta(out / "theta1_p0.npz")
+  test_utils.assert_trees_all_close(theta_p0, theta1, rtol=1e-4, atol=1e-6)
+  # Process 0 alone wrote the metrics and the exported theta.
+  _, exported, meta = learned_opt.load(tmp_path / "run0" / "theta")
+  assert meta["meta_train_step"] == 3
+  test_utils.assert_trees_equal(jax.tree.leaves(exported), theta_p0)
+  assert os.path.exists(tmp_path / "run0" / "metrics.jsonl")
