@@ -273,6 +273,9 @@ def image_batch(
     images.append(x[idx])  # uint8 gather: 4x less memory traffic than float
     labels.append(y[idx])
   image = jnp.stack(images)[dataset_index].astype(jnp.float32) / 255.0
+  # XLA turns "/ 255" into "* (1 / 255)", which maps 255 to 1 + 1 ulp; that
+  # made log(1 - x) NaN in the VAE's entropy term.
+  image = jnp.minimum(image, 1.0)
   return {"image": image, "label": jnp.stack(labels)[dataset_index]}
 
 
@@ -436,6 +439,7 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 def bernoulli_entropy(p: jax.Array) -> jax.Array:
   """Elementwise entropy (nats) of Bernoulli(p), 0 at p in {0, 1}."""
+  p = jnp.clip(p, 0.0, 1.0)  # 1 + 1 ulp would make log(1 - p) NaN
   return -(
     jax.scipy.special.xlogy(p, p) + jax.scipy.special.xlogy(1 - p, 1 - p)
   )

@@ -13,6 +13,7 @@ image, so a fresh model scores about 1.
 """
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import jax
@@ -33,6 +34,8 @@ MENU: tuple[dict[str, Any], ...] = (
   {"hidden": (256,), "latent": 64, "image_size": 28, "batch_size": 32},
 )
 MENU_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
+STATS_HEAD_SCALE = 0.1  # of the LeCun-normal std, for the posterior head
+_SOFTPLUS_INV_1 = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_INV_1) == 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,13 +79,20 @@ class VAETask(common.ImageTask):
     s, scale = self.static, self.dynamic["init_scale"]
     pixels = s["image_size"] ** 2
     mean_image = self.data["mean_image"][self.dynamic["dataset"]]  # [P]
-    return mlp_ae.autoencoder_init(
+    params = mlp_ae.autoencoder_init(
       key,
       (pixels, *s["hidden"], 2 * s["latent"]),
       (s["latent"], *reversed(s["hidden"]), pixels),
       scale,
       mean_image,
     )
+    # The posterior head starts at a fixed small scale, so q(z|x) starts near
+    # the prior (KL near 0) whatever init_scale does to the other layers;
+    # scaled like them, the KL alone put fresh losses at 10-100x reference.
+    head = f"layer_{len(params['encoder']) - 1}"
+    w = params["encoder"][head]["w"]
+    params["encoder"][head]["w"] = w * (STATS_HEAD_SCALE / scale)
+    return params
 
   def loss(
     self, params: base.Params, key: jax.Array, batch: base.Batch
@@ -90,13 +100,16 @@ class VAETask(common.ImageTask):
     act = self.dynamic["activation"]
     x = batch["image"].reshape(batch["image"].shape[0], -1)  # [B, P]
     stats = common.mlp_apply(params["encoder"], x, act)  # [B, 2 * latent]
-    mu, log_sigma = jnp.split(stats, 2, axis=-1)
+    mu, sigma_raw = jnp.split(stats, 2, axis=-1)
+    # softplus, not exp: a large raw value cannot overflow the KL to inf/NaN.
+    sigma = jax.nn.softplus(sigma_raw + _SOFTPLUS_INV_1) + 1e-4  # 1 at raw 0
+    log_sigma = jnp.log(sigma)
     eps = jax.random.normal(key, mu.shape, jnp.float32)
-    z = mu + jnp.exp(log_sigma) * eps  # reparameterization
+    z = mu + sigma * eps  # reparameterization
     logits = common.mlp_apply(params["decoder"], z, act)  # [B, P]
     recon = optax.sigmoid_binary_cross_entropy(logits, x)
     recon = recon - common.bernoulli_entropy(x)  # >= 0, 0 when p = x
-    kl = 0.5 * (mu**2 + jnp.exp(2.0 * log_sigma) - 1.0 - 2.0 * log_sigma)
+    kl = 0.5 * (mu**2 + sigma**2 - 1.0 - 2.0 * log_sigma)
     return jnp.mean(recon.sum(axis=-1) + kl.sum(axis=-1))
 
   def normalize(self, loss: jax.Array) -> jax.Array:
