@@ -148,20 +148,31 @@ def _to_numpy(result: evaluation.RunResult) -> evaluation.RunResult:
   return evaluation.RunResult(*(np.asarray(x) for x in result))
 
 
+def make_groups(
+  candidate: Candidate, grids: dict[str, tuple[float, ...]]
+) -> list[evaluation.Group]:
+  """The candidate, then each baseline's learning-rate grid."""
+  groups = [evaluation.Group(candidate.factory, candidate.hparams)]
+  for name, values in grids.items():
+    lrs = jnp.asarray(values, jnp.float32)
+    groups.append(
+      evaluation.Group(evaluation.BaselineFactory(name), lrs, grid=True)
+    )
+  return groups
+
+
 def evaluate_task(
   spec, candidate: Candidate, grids: dict, config, num_seeds: int, seed: int
 ) -> report.TaskRecord:
-  """Runs the candidate and every baseline grid on one task."""
+  """Runs the candidate and every baseline grid on one task (one program)."""
   start = time.perf_counter()
   task = task_suite.get_task(spec)
   keys = evaluation.seed_keys(_task_key(seed, spec.name), num_seeds)
-  cand = evaluation.run_seeds(
-    candidate.factory, task, candidate.hparams, keys, config
-  )
-  results = evaluation.run_baseline_grids(grids, task, keys, config)
+  groups = make_groups(candidate, grids)
+  cand, *results = evaluation.run_groups(groups, task, keys, config)
   runs = {
-    name: report.Grid(tuple(grids[name]), _to_numpy(result))
-    for name, result in results.items()
+    name: report.Grid(tuple(values), _to_numpy(result))
+    for (name, values), result in zip(grids.items(), results)
   }
   cand = _to_numpy(cand)
   return report.TaskRecord(

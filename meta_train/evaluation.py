@@ -30,12 +30,14 @@ Example:
   (2, 2, 100)
 """
 
+from collections.abc import Sequence
 import dataclasses
 import functools
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import learned_opt
@@ -87,42 +89,6 @@ class LearnedFactory:
 
   def __call__(self, hparams: Hparams) -> optax.GradientTransformationExtraArgs:
     return self.lopt.optimizer(hparams)
-
-
-@dataclasses.dataclass(frozen=True)
-class ChoiceFactory:
-  """One of several optimizers, picked by a traced index.
-
-  ``hparams = (index, inner)``: every option is built from ``inner`` and
-  updated, and the update of option ``index`` is returned. A vmap over
-  ``(index, inner)`` so runs several baselines' grids in one program, in
-  which the task's gradient (most of the compile time) is traced once
-  instead of once per baseline. The unused options cost only their
-  elementwise updates and their state.
-
-  Attributes:
-    options: the factories to choose from.
-  """
-
-  options: tuple[OptimizerFactory, ...]
-
-  def __call__(self, hparams: Hparams) -> optax.GradientTransformationExtraArgs:
-    index, inner = hparams
-    txs = [factory(inner) for factory in self.options]
-
-    def init_fn(params):
-      return tuple(tx.init(params) for tx in txs)
-
-    def update_fn(updates, state, params=None, **extra_args):
-      outs = [
-        tx.update(updates, s, params, **extra_args) for tx, s in zip(txs, state)
-      ]
-      chosen = jax.tree.map(
-        lambda *us: jax.lax.select_n(index, *us), *[u for u, _ in outs]
-      )
-      return chosen, tuple(s for _, s in outs)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,10 +155,25 @@ class RunResult(NamedTuple):
   final_test: jax.Array  # [..., M] mean over eval test batches at mT
 
 
+class Group(NamedTuple):
+  """One optimizer's runs in an evaluation of several optimizers.
+
+  Attributes:
+    factory: builds the optimizer from one value of ``hparams``.
+    hparams: with ``grid``, a pytree whose leaves have a leading ``[grid]``
+      axis (e.g. learning rates); else shared by all runs (theta, or None).
+    grid: whether ``hparams`` is a grid to run every value of.
+  """
+
+  factory: OptimizerFactory
+  hparams: Hparams
+  grid: bool = False
+
+
 class _Carry(NamedTuple):
-  params: Any
-  opt_state: Any
-  valid_value: jax.Array  # [] NaN except on the step after a validation
+  params: tuple  # per group: params with a leading [runs] axis
+  opt_state: tuple  # per group: optimizer states, leading [runs] axis
+  valid_value: jax.Array  # [runs] NaN except on the step after a checkpoint
   step: jax.Array  # int32 []
 
 
@@ -234,100 +215,196 @@ def _split_losses(
   return jnp.mean(losses.astype(jnp.float32), axis=1)
 
 
-def _init_one(factory, task, hparams, key) -> _Carry:
-  tx = factory(hparams)
-  params = task.init(jax.random.fold_in(key, 0))
-  nan = jnp.full((), jnp.nan, jnp.float32)
-  return _Carry(params, tx.init(params), nan, jnp.zeros((), jnp.int32))
+def _layout(hparams: tuple, grids: tuple[bool, ...], num_seeds: int):
+  """Per group: its run count and its hparams repeated to one per run.
+
+  Runs are ordered group by group, grid value-major then seed; run ``r`` of
+  a group uses seed ``r % num_seeds``.
+  """
+  sizes, per_run = [], []
+  for h, grid in zip(hparams, grids):
+    if grid:
+      size = jax.tree.leaves(h)[0].shape[0]
+      h = jax.tree.map(lambda x: jnp.repeat(x, num_seeds, axis=0), h)
+    else:
+      size = 1
+    sizes.append(size * num_seeds)
+    per_run.append(h)
+  return sizes, per_run
 
 
-def _segment_one(
-  factory, segment: tuple[int, int, int], task, hparams, key, carry: _Carry
-) -> tuple[_Carry, tuple[jax.Array, jax.Array]]:
-  """``num_steps`` steps of one run from ``carry`` (no batch axes).
+def _per_run(factory, grid: bool, method: str):
+  """vmaps ``factory(h).<method>(...)`` over runs (hparams too if grid)."""
 
-  Returns the carry and ``([T] train losses, [T / N, 3] checkpoint losses
-  on valid, train and test)``.
+  def one(h, *args, **kwargs):
+    return getattr(factory(h), method)(*args, **kwargs)
+
+  return one, (0 if grid else None)
+
+
+@functools.partial(jax.jit, static_argnames=("factories", "grids"))
+def _init(task, hparams, keys, *, factories, grids) -> _Carry:
+  num_seeds = keys.shape[0]
+  sizes, per_run = _layout(hparams, grids, num_seeds)
+  params_s = jax.vmap(lambda k: task.init(jax.random.fold_in(k, 0)))(keys)
+  params, states = [], []
+  for factory, grid, size, h in zip(factories, grids, sizes, per_run):
+    seed = np.arange(size) % num_seeds  # [runs]
+    p = jax.tree.map(lambda x, seed=seed: x[seed], params_s)
+    init, h_axis = _per_run(factory, grid, "init")
+    params.append(p)
+    states.append(jax.vmap(init, in_axes=(h_axis, 0))(h, p))
+  nan = jnp.full((sum(sizes),), jnp.nan, jnp.float32)
+  return _Carry(tuple(params), tuple(states), nan, jnp.zeros((), jnp.int32))
+
+
+def _concat(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
+
+
+def _split(tree: Any, sizes: Sequence[int]) -> list[Any]:
+  """Splits the leading axis of every leaf into consecutive ``sizes``."""
+  stops = np.cumsum(sizes).tolist()
+  starts = [0] + stops[:-1]
+  return [
+    jax.tree.map(lambda x, a=a, b=b: x[a:b], tree)
+    for a, b in zip(starts, stops)
+  ]
+
+
+# The horizon multiple is not part of the compiled program: a run to 2T is
+# two calls of the same segment, so it reuses the compilation of the run to T
+# and reproduces its first T steps exactly.
+@functools.partial(jax.jit, static_argnames=("factories", "grids", "segment"))
+def _segment(task, hparams, keys, carry, *, factories, grids, segment):
+  """``num_steps`` steps of every run of every group, as one ``lax.scan``.
+
+  The gradients of all runs come from one vmapped ``task.value_and_grad``,
+  so the task (most of the compile time) is traced once for all the
+  optimizers; each group then applies its own vmapped update.
+
+  Returns:
+    The carry and ``([T, runs] train losses, [T / N, runs, 3] checkpoint
+    losses on valid, train and test)``.
   """
   num_steps, chunk, num_eval_batches = segment
-  tx = factory(hparams)
-  k_data, k_eval = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
-  nan = jnp.full((), jnp.nan, jnp.float32)
+  num_seeds = keys.shape[0]
+  sizes, per_run = _layout(hparams, grids, num_seeds)
+  seed = np.concatenate([np.arange(n) % num_seeds for n in sizes])  # [runs]
+  k_data = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)  # [S]
+  k_eval = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)[seed]  # [runs]
+  updates_fns = [_per_run(f, g, "update") for f, g in zip(factories, grids)]
+  nan = jnp.full((len(seed),), jnp.nan, jnp.float32)
 
   def step_fn(c: _Carry, _):
-    k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, c.step))
-    batch = task.batch(k_batch, "train")
-    loss, grads = task.value_and_grad(c.params, k_loss, batch)
-    loss = loss.astype(jnp.float32)
-    updates, opt_state = tx.update(
-      grads, c.opt_state, c.params, value=loss, valid_value=c.valid_value
+    step_keys = jax.vmap(
+      lambda k: jax.random.split(jax.random.fold_in(k, c.step))
+    )(k_data)  # [S, 2]
+    k_batch, k_loss = step_keys[:, 0], step_keys[:, 1]
+    batches = jax.vmap(lambda k: task.batch(k, "train"))(k_batch)  # [S, ...]
+    batch = jax.tree.map(lambda x: x[seed], batches)  # [runs, ...]
+    params = _concat(c.params)
+    loss, grads = jax.vmap(task.value_and_grad)(params, k_loss[seed], batch)
+    loss = loss.astype(jnp.float32)  # [runs]
+    new_params, new_states = [], []
+    parts = zip(
+      updates_fns,
+      per_run,
+      _split(grads, sizes),
+      c.opt_state,
+      c.params,
+      _split(loss, sizes),
+      _split(c.valid_value, sizes),
     )
-    params = optax.apply_updates(c.params, updates)
-    return _Carry(params, opt_state, nan, c.step + 1), loss
+    for (update, h_axis), h, g, state, p, value, valid in parts:
+      u, state = jax.vmap(
+        lambda h, g, s, p, v, vv, update=update: update(
+          h, g, s, p, value=v, valid_value=vv
+        ),
+        in_axes=(h_axis, 0, 0, 0, 0, 0),
+      )(h, g, state, p, value, valid)
+      new_params.append(optax.apply_updates(p, u))
+      new_states.append(state)
+    c = _Carry(tuple(new_params), tuple(new_states), nan, c.step + 1)
+    return c, loss
 
   def chunk_fn(c: _Carry, _):
     c, losses = jax.lax.scan(step_fn, c, length=chunk)
     # Every checkpoint evaluates all splits (one trace of the loss serves the
     # optimizer's validation input and the final losses); at the default
     # chunk of T/10 steps this costs a few percent of the run.
-    evals = _split_losses(
-      task,
-      c.params,
-      jax.random.fold_in(k_eval, c.step),
-      ("valid", "train", "test"),
-      num_eval_batches,
-    )  # [3]
-    return c._replace(valid_value=evals[0]), (losses, evals)
+    evals = jax.vmap(
+      lambda p, k: _split_losses(
+        task,
+        p,
+        jax.random.fold_in(k, c.step),
+        ("valid", "train", "test"),
+        num_eval_batches,
+      )
+    )(_concat(c.params), k_eval)  # [runs, 3]
+    return c._replace(valid_value=evals[:, 0]), (losses, evals)
 
   carry, (losses, evals) = jax.lax.scan(
     chunk_fn, carry, length=num_steps // chunk
   )
-  return carry, (losses.reshape(-1), evals)
+  return carry, (losses.reshape(num_steps, -1), evals)
 
 
-def _batched(fn, grid: bool, carry_axis: int | None):
-  """vmaps ``fn(hparams, key, carry)`` over seeds, then over the grid."""
-  over_seeds = jax.vmap(fn, in_axes=(None, 0, carry_axis))
-  if not grid:
-    return over_seeds
-  return jax.vmap(over_seeds, in_axes=(0, None, carry_axis))
+def run_groups(
+  groups: Sequence[Group],
+  task: task_base.Task,
+  keys: jax.Array,
+  config: EvalConfig,
+) -> list[RunResult]:
+  """Runs several optimizers (each over seeds, grids too) as one program.
 
+  Every run of every group with seed ``s`` starts from the same parameters
+  and sees the same batches.
 
-@functools.partial(jax.jit, static_argnames=("factory", "grid"))
-def _init(task, hparams, keys, *, factory, grid: bool) -> _Carry:
-  fn = lambda h, k, _: _init_one(factory, task, h, k)
-  return _batched(fn, grid, None)(hparams, keys, None)
+  Args:
+    groups: the optimizers and their hyperparameters.
+    task: the task (a jit argument: same-signature tasks share compilation).
+    keys: ``[seeds]`` run keys from ``seed_keys``.
+    config: the run settings.
 
-
-# The horizon multiple is not part of the compiled program: a run to 2T is
-# two calls of the same segment, so it reuses the compilation of the run to T
-# and reproduces its first T steps exactly.
-@functools.partial(jax.jit, static_argnames=("factory", "segment", "grid"))
-def _segment(task, hparams, keys, carry, *, factory, segment, grid: bool):
-  fn = lambda h, k, c: _segment_one(factory, segment, task, h, k, c)
-  return _batched(fn, grid, 0)(hparams, keys, carry)
-
-
-def _run(factory, task, hparams, keys, config: EvalConfig, grid: bool):
+  Returns:
+    One ``RunResult`` per group, with leading axes ``[grid, seeds]`` for a
+    grid group and ``[seeds]`` otherwise.
+  """
+  if not groups:
+    raise ValueError("run_groups needs at least one Group")
+  static = {
+    "factories": tuple(g.factory for g in groups),
+    "grids": tuple(bool(g.grid) for g in groups),
+  }
+  hparams = tuple(g.hparams for g in groups)
   segment = (config.num_steps, config.chunk, config.num_eval_batches)
-  carry = _init(task, hparams, keys, factory=factory, grid=grid)
+  carry = _init(task, hparams, keys, **static)
   losses, evals = [], []
   for _ in range(config.horizon_multiple):
     carry, (seg_losses, seg_evals) = _segment(
-      task, hparams, keys, carry, factory=factory, segment=segment, grid=grid
+      task, hparams, keys, carry, segment=segment, **static
     )
-    losses.append(seg_losses)  # [..., T]
-    evals.append(seg_evals)  # [..., T / N, 3]
-  evals = jnp.concatenate(evals, axis=-2)  # [..., C, 3]
+    losses.append(seg_losses)  # [T, runs]
+    evals.append(seg_evals)  # [T / N, runs, 3]
+  losses = jnp.concatenate(losses).T  # [runs, M * T]
+  evals = jnp.moveaxis(jnp.concatenate(evals), 0, 1)  # [runs, C, 3]
   per_horizon = config.num_steps // config.chunk
-  at_horizons = evals[..., per_horizon - 1 :: per_horizon, :]  # [..., M, 3]
-  return RunResult(
-    train_loss=jnp.concatenate(losses, axis=-1),
+  at_horizons = evals[:, per_horizon - 1 :: per_horizon]  # [runs, M, 3]
+  every = RunResult(
+    train_loss=losses,
     valid_loss=evals[..., 0],
     final_train=at_horizons[..., 1],
     final_valid=at_horizons[..., 0],
     final_test=at_horizons[..., 2],
   )
+  num_seeds = keys.shape[0]
+  sizes, _ = _layout(hparams, static["grids"], num_seeds)
+  results = []
+  for group, part in zip(groups, _split(every, sizes)):
+    shape = (-1, num_seeds) if group.grid else (num_seeds,)
+    results.append(RunResult(*(x.reshape(shape + x.shape[1:]) for x in part)))
+  return results
 
 
 def run_grid(
@@ -337,7 +414,7 @@ def run_grid(
   keys: jax.Array,
   config: EvalConfig,
 ) -> RunResult:
-  """Runs every grid value x every seed in one vmapped computation.
+  """Runs every grid value x every seed of one optimizer.
 
   Args:
     factory: builds the optimizer from one grid value (traced).
@@ -350,7 +427,7 @@ def run_grid(
   Returns:
     A ``RunResult`` with leading axes ``[grid, seeds]``.
   """
-  return _run(factory, task, hparams, keys, config, grid=True)
+  return run_groups([Group(factory, hparams, grid=True)], task, keys, config)[0]
 
 
 def run_seeds(
@@ -373,41 +450,9 @@ def run_seeds(
   Returns:
     A ``RunResult`` with a leading ``[seeds]`` axis.
   """
-  return _run(factory, task, hparams, keys, config, grid=False)
-
-
-def run_baseline_grids(
-  grids: dict[str, tuple[float, ...]],
-  task: task_base.Task,
-  keys: jax.Array,
-  config: EvalConfig,
-) -> dict[str, RunResult]:
-  """Runs several baselines' learning-rate grids as one program.
-
-  Args:
-    grids: baseline name (``baselines.BASELINE_NAMES``) -> learning rates.
-    task: the task.
-    keys: ``[seeds]`` run keys.
-    config: the run settings.
-
-  Returns:
-    Baseline name -> its ``RunResult`` with leading axes ``[grid, seeds]``,
-    the same as ``run_grid(BaselineFactory(name), ...)`` would give.
-  """
-  names = tuple(grids)
-  factory = ChoiceFactory(tuple(BaselineFactory(n) for n in names))
-  index = [i for i, n in enumerate(names) for _ in grids[n]]
-  lrs = [lr for n in names for lr in grids[n]]
-  hparams = (jnp.asarray(index, jnp.int32), jnp.asarray(lrs, jnp.float32))
-  result = run_grid(factory, task, hparams, keys, config)
-  out, start = {}, 0
-  for n in names:
-    stop = start + len(grids[n])
-    out[n] = RunResult(*(x[start:stop] for x in result))
-    start = stop
-  return out
+  return run_groups([Group(factory, hparams)], task, keys, config)[0]
 
 
 def compilation_count() -> int:
-  """How many (signature, optimizer, settings) run programs were compiled."""
+  """How many (signature, optimizers, settings) run programs were compiled."""
   return _segment._cache_size()

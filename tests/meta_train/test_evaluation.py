@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import test_utils
 
 import learned_opt
 from learned_opt import pretrained
@@ -90,10 +89,10 @@ def test_cli_writes_report_files(run_t):
   assert {t["family"] for t in data["tasks"]} == {"test_functions"}
   md = (out / "report.md").read_text()
   assert "| Adam tuned |" in md and "### Per family" in md
-  # One signature: 3 tasks share one program for the candidate and one for
-  # all the baseline grids.
+  # One signature: the 3 tasks share one program that runs the candidate and
+  # every baseline grid.
   assert data["meta"]["signatures"] == 1
-  assert data["meta"]["compilations"] == 2
+  assert data["meta"]["compilations"] == 1
 
 
 def test_cli_curves_have_one_value_per_step(run_t):
@@ -178,23 +177,32 @@ def test_cli_horizon_multiple_reports_both_horizons(run_t, run_2t):
   assert f"loss({2 * STEPS}) > loss({STEPS})" in md
 
 
-def test_diverged_runs_are_recorded_and_lose(run_t):
-  del run_t  # reuses the baseline program it compiled (same grid sizes)
-  spec = task_suite.sample_suite(
-    1, seed=0, split="test", weights={"test_functions": 1.0}
-  )[0]
-  task = task_suite.get_task(spec)
-  keys = evaluation.seed_keys(jax.random.key(1), SEEDS)
+def test_diverged_runs_are_recorded_and_do_not_leak(checkpoints, run_t):
+  _, data = run_t
+  name = data["tasks"][0]["name"]
+  task = task_suite.get_task(name)
+  keys = evaluation.seed_keys(evaluate_cli._task_key(0, name), SEEDS)
+  candidate = evaluate_cli.resolve_optimizer(str(checkpoints / "random_mlp"))
   lrs = (1e-3, 1e-2, 1e4, 1e8, 1e12, 1e16, 1e20)
   grids = {"adam": evaluate_cli.ADAM_LRS, "momentum": lrs}
-  results = evaluation.run_baseline_grids(grids, task, keys, CONFIG)
-  result = evaluation.RunResult(*(np.asarray(x) for x in results["momentum"]))
-  finite = np.isfinite(result.final_train[..., 0]).all(axis=-1)  # [G]
+  groups = evaluate_cli.make_groups(candidate, grids)
+  before = evaluation.compilation_count()
+  _, adam, sgdm = evaluation.run_groups(groups, task, keys, CONFIG)
+  assert evaluation.compilation_count() == before  # the CLI's program
+  sgdm = evaluation.RunResult(*(np.asarray(x) for x in sgdm))
+  finite = np.isfinite(sgdm.final_train[..., 0]).all(axis=-1)  # [G]
   assert finite[0] and not finite[-1]
-  grid = report.Grid(lrs, result)
+  # The diverging runs share the program, not the numbers: Adam's runs are
+  # those of the CLI's run.
+  np.testing.assert_allclose(
+    np.asarray(adam.final_train),
+    np.asarray(data["tasks"][0]["grids"]["adam"]["final_train"], float),
+    rtol=1e-5,
+  )
+  grid = report.Grid(lrs, sgdm)
   run, lr = report.select(grid_record(grid), report.Arm("t", "t", "sgd"))
   assert np.isfinite(run.final_train).all() and lr in lrs[:2]
-  assert report.seed_mean(result.final_train[-1, :, 0]) == np.inf
+  assert report.seed_mean(sgdm.final_train[-1, :, 0]) == np.inf
 
 
 def grid_record(grid: report.Grid) -> report.TaskRecord:
@@ -237,23 +245,6 @@ def test_valid_value_is_passed_every_valid_every_steps():
   )
   assert result.valid_loss.shape == (1, 2 * STEPS // VALID_EVERY)
   assert result.final_train.shape == (1, 2)
-
-
-def test_choice_factory_matches_the_chosen_baseline():
-  params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array(0.5)}
-  grads = [jax.tree.map(jnp.sin, params), jax.tree.map(jnp.cos, params)]
-  factory = evaluation.ChoiceFactory(
-    (evaluation.BaselineFactory("adam"), evaluation.BaselineFactory("momentum"))
-  )
-  for index, name in enumerate(("adam", "momentum")):
-    lr = jnp.float32(0.1)
-    choice = factory((jnp.int32(index), lr))
-    alone = learned_opt.baseline(name, learning_rate=lr)
-    s_choice, s_alone = choice.init(params), alone.init(params)
-    for g in grads:
-      u_choice, s_choice = choice.update(g, s_choice, params, value=1.0)
-      u_alone, s_alone = alone.update(g, s_alone, params, value=1.0)
-      test_utils.assert_trees_all_close(u_choice, u_alone)
 
 
 def test_report_treats_divergence_as_a_loss():
