@@ -43,8 +43,8 @@ class HierarchicalLOptState(NamedTuple):
   """State of ``HierarchicalLOpt``; T = number of parameter tensors."""
 
   count: jax.Array  # [] int32, updates done so far
-  m: Any  # params-like tree, leaves [*p.shape, D] float32
-  v: Any  # params-like tree, leaves [*p.shape, D] float32
+  m: Any  # params-like tree, leaves [D, *p.shape] float32
+  v: Any  # params-like tree, leaves [D, *p.shape] float32
   grad_sq_ema: Any  # params-like tree, leaves [] float32 (clipping EMA)
   lstm_h: jax.Array  # [T, lstm_hidden_size]
   lstm_c: jax.Array  # [T, lstm_hidden_size]
@@ -80,6 +80,8 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     step_mult: the step is ``o0 * exp(exp_mult * o1) * step_mult``.
     exp_mult: see ``step_mult``.
     last_layer_scale: init scale of the MLP's last layer (small steps).
+    chunk_size: entries per chunk of the per-parameter MLP; a speed knob
+      (cache-sized chunks), not part of the math.
   """
 
   architecture: ClassVar[str] = "hierarchical"
@@ -94,6 +96,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
   step_mult: float = 1e-3
   exp_mult: float = 1e-3
   last_layer_scale: float = 0.01
+  chunk_size: int = 1024
 
   def __post_init__(self):
     object.__setattr__(self, "decays", tuple(float(d) for d in self.decays))
@@ -103,7 +106,8 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         f"{name}: decays must be a non-empty sequence of values in (0, 1), "
         f"got {self.decays}."
       )
-    sizes = ("mlp_hidden_size", "mlp_num_hidden_layers", "lstm_hidden_size")
+    sizes = ("mlp_hidden_size", "mlp_num_hidden_layers", "lstm_hidden_size",
+             "chunk_size")  # fmt: skip
     for field in sizes:
       if getattr(self, field) < 1:
         raise ValueError(f"{name}: {field} must be >= 1.")
@@ -164,13 +168,14 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       check_ranks(params, f"{name}.init")
       num_tensors = len(jax.tree.leaves(params))
       tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
-      zeros = jax.tree.map(
+      # Separate buffers for m and v, so callers may donate the state.
+      zeros = lambda: jax.tree.map(
         lambda p: features.init_moments(p, len(self.decays)), params
       )
       return HierarchicalLOptState(
         count=jnp.zeros([], jnp.int32),
-        m=zeros,
-        v=zeros,
+        m=zeros(),
+        v=zeros(),
         grad_sq_ema=jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params),
         lstm_h=tile(theta["init"]["h"]),
         lstm_c=tile(theta["init"]["c"]),
@@ -203,16 +208,18 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     loss_state = features.update_loss_state(state.loss, value, valid_value)
     loss_feats = features.loss_features(loss_state, value)  # [2]
     leaves = [
-      mlp_lopt.leaf_inputs(g, p, m, v, ema, state.count, self.decays)
+      mlp_lopt.leaf_inputs(
+        g, p, m, v, ema, state.count, self.decays, self.chunk_size
+      )
       for g, p, m, v, ema in zip(gs, ps, ms, vs, emas)
     ]
     # Per-tensor LSTM, batched over tensors.
     stats = jnp.stack(
       [
         jnp.concatenate(
-          [features.lstm_tensor_stats(x.g, x.p, x.m, x.v), loss_feats]
+          [features.lstm_stats_from_sums(x.sums, jnp.shape(p)), loss_feats]
         )
-        for x in leaves
+        for p, x in zip(ps, leaves)
       ]
     )  # [T, 18]
     glob = jnp.broadcast_to(
@@ -229,9 +236,13 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     updates, new_avg = [], []
     for i, (p, x) in enumerate(zip(ps, leaves)):
       shared = jnp.concatenate(
-        [step_feats, features.tensor_features(x.p, num_tensors), to_mlp[i]]
+        [
+          step_feats,
+          features.tensor_features_from_sums(x.sums, x.g.size, num_tensors),
+          to_mlp[i],
+        ]
       )
-      out, avg = networks.apply_mlp_fused(theta["mlp"], x.raw, x.scales, shared)
+      out, avg = mlp_lopt.apply_mlp(theta["mlp"], x, shared, self.chunk_size)
       step = mlp_lopt.step_rule(out, self.exp_mult, self.step_mult)
       updates.append((-step).reshape(jnp.shape(p)).astype(jnp.result_type(p)))
       new_avg.append(avg)

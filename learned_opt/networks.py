@@ -9,7 +9,7 @@ tiling (see ``apply_mlp_fused``); the reference in
 ``tests/learned_opt/reference.py`` tiles everything and must agree.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,51 +57,110 @@ def apply_mlp(layers: Sequence[Layer], x: jax.Array) -> jax.Array:
 
 def apply_mlp_fused(
   layers: Sequence[Layer],
-  raw_features: jax.Array,
+  entry_inputs: Sequence[jax.Array],
+  features_fn: Callable[..., jax.Array],
   scales: jax.Array,
   shared_inputs: jax.Array,
   num_step_outputs: int = 2,
+  chunk_size: int = 1024,
 ) -> tuple[jax.Array, jax.Array]:
   """The per-parameter MLP on one tensor, without tiling anything.
 
   Mathematically equal to running ``apply_mlp`` on the tiled input
-  ``concat([raw_features * scales, broadcast(shared_inputs)], axis=1)`` and
-  then averaging outputs ``num_step_outputs:`` over the entries:
+  ``concat([(raw * scales[:, None]).T, broadcast(shared_inputs)], axis=1)``
+  with ``raw = features_fn(*entry_inputs)`` (``[F, N]``), then averaging
+  outputs ``num_step_outputs:`` over the entries. Exact algebra makes it
+  cheap:
 
   * normalization folds into the weights: ``(x * s) @ W == x @ (s[:, None] *
     W)``, so normalized features are never materialized;
   * the shared inputs (identical for every entry) enter as a per-tensor bias
     of the first layer;
   * the last layer is linear, so the mean of its averaged outputs is the
-    last layer applied to the mean last hidden activation.
+    last layer applied to the mean last hidden activation;
+  * everything is feature-major (``W.T @ x``, entries on the minor axis) and
+    runs over chunks of ``chunk_size`` entries, so a chunk's features and
+    hidden activations stay in cache (on a 2-core CPU at ~1M entries,
+    1024-entry chunks were ~3x faster than whole-tensor arrays).
 
   Args:
-    layers: MLP layers; the first takes ``F + K`` inputs.
-    raw_features: ``[N, F]`` unnormalized per-entry features.
-    scales: ``[F]`` per-column normalization scales.
+    layers: MLP layers (``w: [in, out]``); the first takes ``F + K`` inputs.
+    entry_inputs: arrays whose last axis has the ``N`` entries.
+    features_fn: maps (chunks of) ``entry_inputs`` to ``[F, C]`` raw features.
+    scales: ``[F]`` per-feature normalization scales.
     shared_inputs: ``[K]`` inputs shared by all entries of the tensor.
     num_step_outputs: outputs kept per entry (the rest are averaged).
+    chunk_size: entries per chunk.
 
   Returns:
-    ``([N, num_step_outputs] per-entry outputs, [out - num_step_outputs]
+    ``([num_step_outputs, N] per-entry outputs, [out - num_step_outputs]
     averaged outputs)``.
   """
   first, *rest = layers
-  f = raw_features.shape[1]
-  w_entry = scales[:, None] * first["w"][:f]  # [F, H]
-  bias = shared_inputs @ first["w"][f:] + first["b"]  # [H]
-  h = jax.nn.relu(raw_features @ w_entry + bias[None])
-  for layer in rest[:-1]:
-    h = jax.nn.relu(linear(layer, h))
   last = rest[-1]
-  step_out = (
-    h @ last["w"][:, :num_step_outputs] + last["b"][None, :num_step_outputs]
-  )
-  avg_out = (
-    jnp.mean(h, axis=0) @ last["w"][:, num_step_outputs:]
-    + last["b"][num_step_outputs:]
-  )
+  f = scales.shape[0]
+  w_entry = (scales[:, None] * first["w"][:f]).T  # [H, F]
+  bias = (shared_inputs @ first["w"][f:] + first["b"])[:, None]  # [H, 1]
+  hidden = [(layer["w"].T, layer["b"][:, None]) for layer in rest[:-1]]
+  k = num_step_outputs
+  w_step, b_step = last["w"][:, :k].T, last["b"][:k, None]  # [k, H], [k, 1]
+
+  def chunk_fn(*chunk):
+    h = jax.nn.relu(w_entry @ features_fn(*chunk) + bias)  # [H, C]
+    for w, b in hidden:
+      h = jax.nn.relu(w @ h + b)
+    return w_step @ h + b_step, jnp.sum(h, axis=1)  # [k, C], [H]
+
+  step_out, h_sum = chunked(chunk_fn, entry_inputs, chunk_size)
+  n = entry_inputs[0].shape[-1]
+  avg_out = (h_sum / n) @ last["w"][:, k:] + last["b"][k:]
   return step_out, avg_out
+
+
+def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int):
+  """Runs ``fn`` over chunks of the inputs' last axis.
+
+  Args:
+    fn: ``fn(*chunk) -> (out, sums)``: ``out`` is ``[k, c]`` per-entry
+      values (or None), ``sums`` a pytree of sums over the chunk's entries.
+    inputs: arrays whose last axis has the same length ``N``.
+    chunk_size: entries per chunk; ``N`` need not be a multiple (a static
+      remainder chunk handles the rest).
+
+  Returns:
+    ``(out for all N entries as [k, N] (or None), sums over all entries)``.
+  """
+  n = inputs[0].shape[-1]
+  if n <= chunk_size:
+    return fn(*inputs)
+  num_full, rem = divmod(n, chunk_size)
+  # The first chunk runs outside the loop: it gives the carry's shapes.
+  out0, sums = fn(*[x[..., :chunk_size] for x in inputs])
+  out = None
+  if out0 is not None:
+    out = jnp.zeros(out0.shape[:-1] + (n,), out0.dtype)
+    out = jax.lax.dynamic_update_slice_in_dim(out, out0, 0, axis=-1)
+
+  def body(i, carry):
+    out, sums = carry
+    start = i * chunk_size
+    chunk = [
+      jax.lax.dynamic_slice_in_dim(x, start, chunk_size, axis=x.ndim - 1)
+      for x in inputs
+    ]
+    o, s = fn(*chunk)
+    if out is not None:
+      out = jax.lax.dynamic_update_slice_in_dim(out, o, start, axis=-1)
+    return out, jax.tree.map(jnp.add, sums, s)
+
+  out, sums = jax.lax.fori_loop(1, num_full, body, (out, sums))
+  if rem:
+    start = num_full * chunk_size
+    o, s = fn(*[x[..., start:] for x in inputs])
+    if out is not None:
+      out = jax.lax.dynamic_update_slice_in_dim(out, o, start, axis=-1)
+    sums = jax.tree.map(jnp.add, sums, s)
+  return out, sums
 
 
 def init_lstm(key: jax.Array, num_inputs: int, hidden: int) -> Layer:

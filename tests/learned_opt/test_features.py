@@ -22,7 +22,9 @@ def _all_features(g, p, m, v, grad_sq_ema, count):
     "m": m,
     "v": v,
     "raw": raw,
-    "normalized": raw * features.normalization_scales(raw)[None],
+    "normalized": raw * features.normalization_scales(raw)[:, None],
+    "fused_scales": features.per_param_feature_scales(g, p, m, v),
+    "scales": features.normalization_scales(raw),
     "stats": features.lstm_tensor_stats(g, p, m, v),
     "tensor": features.tensor_features(p, 3),
     "step": features.step_features(count),
@@ -46,11 +48,13 @@ def test_names_and_widths_are_consistent():
   for decays in [DECAYS, (0.9,), (0.5, 0.99, 0.999)]:
     names = features.per_param_feature_names(decays)
     p = jax.ShapeDtypeStruct((4, 3), jnp.float32)
-    acc = jax.ShapeDtypeStruct((4, 3, len(decays)), jnp.float32)
+    acc = jax.ShapeDtypeStruct((len(decays), 4, 3), jnp.float32)
     out = jax.eval_shape(features.per_param_features, p, p, acc, acc)
-    assert out.shape == (12, len(names)) == (12, 3 + 4 * len(decays))
+    assert out.shape == (len(names), 12) == (3 + 4 * len(decays), 12)
+    scales = jax.eval_shape(features.per_param_feature_scales, p, p, acc, acc)
+    assert scales.shape == (len(names),)
   p = jax.ShapeDtypeStruct((2, 5), jnp.float32)
-  acc = jax.ShapeDtypeStruct((2, 5, 5), jnp.float32)
+  acc = jax.ShapeDtypeStruct((5, 2, 5), jnp.float32)
   stats = jax.eval_shape(features.lstm_tensor_stats, p, p, acc, acc)
   loss = features.loss_features(features.init_loss_state(), 0.0)
   assert stats.shape[0] + loss.shape[0] == len(features.LSTM_STAT_NAMES)
@@ -69,8 +73,9 @@ def test_moments_match_closed_form():
   w = [(1 - d) * d ** (k - 1 - i) for i in range(k)]
   m_ref = sum(wi * np.asarray(g)[..., None] for wi, g in zip(w, gs))
   v_ref = sum(wi * np.asarray(g)[..., None] ** 2 for wi, g in zip(w, gs))
-  np.testing.assert_allclose(m, m_ref, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(v, v_ref, rtol=1e-5, atol=1e-7)
+  assert m.shape == v.shape == (len(DECAYS),) + shape  # decay-major
+  np.testing.assert_allclose(np.moveaxis(m, 0, -1), m_ref, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.moveaxis(v, 0, -1), v_ref, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("shape", [(), (7,), (2, 3, 1, 4)])
@@ -79,8 +84,8 @@ def test_first_jitted_features_are_finite_with_documented_columns(shape):
   for name, x in out.items():
     assert bool(jnp.all(jnp.isfinite(x))), name
   n = int(np.prod(shape))
-  assert out["raw"].shape == (n, len(features.FEATURE_NAMES))
-  cols = dict(zip(features.FEATURE_NAMES, np.asarray(out["raw"]).T))
+  assert out["raw"].shape == (len(features.FEATURE_NAMES), n)
+  cols = dict(zip(features.FEATURE_NAMES, np.asarray(out["raw"])))
   g = np.asarray(out["g"]).ravel()
   np.testing.assert_allclose(cols["g"], g, rtol=1e-6)
   np.testing.assert_allclose(cols["m_0.9"], 0.1 * g, rtol=1e-5)
@@ -90,9 +95,11 @@ def test_first_jitted_features_are_finite_with_documented_columns(shape):
   )
   # Per-tensor normalization x * rsqrt(1e-5 + mean(x^2)): a column's mean
   # square becomes r / (1e-5 + r), r its raw mean square (~1 unless tiny).
-  r = np.mean(np.asarray(out["raw"], np.float64) ** 2, axis=0)
-  ms = np.mean(np.asarray(out["normalized"], np.float64) ** 2, axis=0)
+  r = np.mean(np.asarray(out["raw"], np.float64) ** 2, axis=1)
+  ms = np.mean(np.asarray(out["normalized"], np.float64) ** 2, axis=1)
   np.testing.assert_allclose(ms, r / (1e-5 + r), rtol=1e-4, atol=1e-7)
+  # The fused scales (no [F, N] array) equal those of the materialized ones.
+  np.testing.assert_allclose(out["fused_scales"], out["scales"], rtol=1e-5)
 
 
 def test_degenerate_inputs_stay_finite():
@@ -129,7 +136,7 @@ def test_step_and_tensor_features():
     rtol=1e-6,
   )  # fmt: skip
   stats = features.lstm_tensor_stats(
-    p, p, jnp.zeros((2, 8, 5)), jnp.zeros((2, 8, 5))
+    p, p, jnp.zeros((5, 2, 8)), jnp.zeros((5, 2, 8))
   )
   names = features.LSTM_STAT_NAMES
   np.testing.assert_allclose(stats[names.index("log_dim1_minus_1")],

@@ -10,7 +10,10 @@ import test_utils
 
 from learned_opt import hierarchical
 
-LOPT = hierarchical.HierarchicalLOpt()
+# Chunks of 4 entries, so the example tensors cover every path of
+# networks.chunked: 12 entries (a loop over chunks), 6 (one chunk and a
+# remainder) and <= 4 (no chunking).
+LOPT = hierarchical.HierarchicalLOpt(chunk_size=4)
 THETA = LOPT.init(jax.random.key(0))
 PARAMS = jax.tree.map(jnp.asarray, reference.example_params())
 NAN = float("nan")
@@ -194,7 +197,7 @@ def test_vmap_over_theta_population():
 
 def _quadratic_unroll(theta, num_steps=10):
   """Final loss of a tiny quadratic trained for num_steps (for grad tests)."""
-  target = {"w": jnp.full((3, 2), 0.5), "b": jnp.full((2,), -1.0)}
+  target = {"w": jnp.full((3, 4), 0.5), "b": jnp.full((4,), -1.0)}
   loss_fn = lambda p: sum(jnp.sum(jnp.square(p[k] - target[k])) for k in target)
   tx = LOPT.optimizer(theta)
 

@@ -10,7 +10,10 @@ import test_utils
 
 from learned_opt import mlp_lopt
 
-LOPT = mlp_lopt.MLPLOpt()
+# Chunks of 4 entries, so the example tensors cover every path of
+# networks.chunked: 12 entries (a loop over chunks), 6 (one chunk and a
+# remainder) and <= 4 (no chunking).
+LOPT = mlp_lopt.MLPLOpt(chunk_size=4)
 THETA = LOPT.init(jax.random.key(0))
 PARAMS = jax.tree.map(jnp.asarray, reference.example_params())
 
@@ -34,8 +37,8 @@ def _grads(params, seed):
 
 def _quadratic_unroll(theta, num_steps=10):
   """Final loss of a tiny quadratic trained for num_steps (for grad tests)."""
-  target = {"w": jnp.full((3, 2), 0.5), "b": jnp.full((2,), -1.0)}
-  params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros((2,))}
+  target = {"w": jnp.full((3, 4), 0.5), "b": jnp.full((4,), -1.0)}
+  params = {"w": jnp.zeros((3, 4)), "b": jnp.zeros((4,))}
   loss_fn = lambda p: sum(
     jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree.leaves(p),
                                                jax.tree.leaves(target))
@@ -122,8 +125,9 @@ def test_accumulators_in_state_match_closed_form():
   weights = [(1 - decays) * decays ** (k - 1 - i) for i in range(k)]
   m = sum(w * g[..., None] for w, g in zip(weights, gs))
   v = sum(w * g[..., None] ** 2 for w, g in zip(weights, gs))
-  np.testing.assert_allclose(state.m["w"], m, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(state.v["w"], v, rtol=1e-5, atol=1e-7)
+  m_state, v_state = (np.moveaxis(x["w"], 0, -1) for x in (state.m, state.v))
+  np.testing.assert_allclose(m_state, m, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(v_state, v, rtol=1e-5, atol=1e-7)
 
 
 def test_step_rule_is_wired_as_specified():

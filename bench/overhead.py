@@ -1,0 +1,159 @@
+"""Train-step overhead of the learned optimizers relative to Adam.
+
+For haiku MLPs of about 10k, 100k and 1M parameters (batch 128, synthetic
+classification data), times the jitted train step (forward, backward,
+optimizer update, apply) with ``HierarchicalLOpt``, ``MLPLOpt`` and
+``optax.adam``, all in this process after warm-up. Optimizers are
+interleaved within each repeat so that load from other processes hits them
+alike; the reported time is the median over repeats. Prints one JSON line
+per (model, optimizer) with the ratio to Adam and the optimizer-state bytes
+per parameter. Wall-clock time (``step_ms``, ``ratio_to_adam``) is the
+figure of merit; process CPU time (``cpu_ms``, ``cpu_ratio_to_adam``) is
+also reported because it is less sensitive to other processes on a shared
+machine.
+
+Usage:
+  uv run python bench/overhead.py [--sizes 10k,100k,1M] [--repeats 15]
+      [--min-block-s 0.2]
+
+Targets on a 2-core CPU (DESIGN.md §8, issue 2): hierarchical <= 5x Adam at
+10k parameters and <= 12x at 1M.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+import learned_opt
+
+BATCH = 128
+NUM_CLASSES = 10
+# name -> (input dim, hidden width); two hidden layers.
+MODELS = {"10k": (64, 72), "100k": (128, 256), "1M": (1024, 640)}
+
+
+def make_task(name: str):
+  """(params, batch, loss_fn) of an MLP classifier on fixed random data."""
+  in_dim, hidden = MODELS[name]
+  net = hk.without_apply_rng(
+    hk.transform(lambda x: hk.nets.MLP([hidden, hidden, NUM_CLASSES])(x))
+  )
+  k_init, k_x, k_y = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(k_x, (BATCH, in_dim))
+  y = jax.random.randint(k_y, (BATCH,), 0, NUM_CLASSES)
+  params = net.init(k_init, x)
+
+  def loss_fn(params, x, y):
+    logits = net.apply(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  return params, (x, y), loss_fn
+
+
+def make_step(tx, loss_fn):
+  """The jitted train step; params and state are donated."""
+
+  def step(params, state, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+    updates, state = tx.update(grads, state, params, value=loss)
+    return optax.apply_updates(params, updates), state, loss
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def optimizers():
+  hier = learned_opt.HierarchicalLOpt()
+  mlp = learned_opt.MLPLOpt()
+  key = jax.random.key(0)
+  return {
+    "adam": optax.adam(1e-3),
+    "hierarchical": hier.optimizer(hier.init(key)),
+    "mlp": mlp.optimizer(mlp.init(key)),
+  }
+
+
+def time_block(step, carry, batch, iters):
+  """Runs ``iters`` steps; returns per-step (wall, process CPU) seconds."""
+  params, state = carry
+  start, cpu_start = time.perf_counter(), time.process_time()
+  for _ in range(iters):
+    params, state, loss = step(params, state, batch)
+  loss.block_until_ready()
+  wall = (time.perf_counter() - start) / iters
+  cpu = (time.process_time() - cpu_start) / iters
+  return (wall, cpu), (params, state)
+
+
+def bench_model(name, repeats, min_block_s):
+  params, batch, loss_fn = make_task(name)
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  runs = {}
+  for opt_name, tx in optimizers().items():
+    p = jax.tree.map(jnp.copy, params)
+    state = tx.init(p)
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+    step = make_step(tx, loss_fn)
+    # Warm-up (compile), then size blocks to about min_block_s.
+    _, carry = time_block(step, (p, state), batch, 2)
+    (dt, _), carry = time_block(step, carry, batch, 3)
+    iters = max(1, round(min_block_s / max(dt, 1e-6)))
+    runs[opt_name] = dict(step=step, carry=carry, iters=iters, times=[],
+                          cpu=[], state_bytes=state_bytes)  # fmt: skip
+  for _ in range(repeats):
+    for run in runs.values():
+      (dt, cpu), run["carry"] = time_block(
+        run["step"], run["carry"], batch, run["iters"]
+      )
+      run["times"].append(dt)
+      run["cpu"].append(cpu)
+  adam = statistics.median(runs["adam"]["times"])
+  adam_cpu = statistics.median(runs["adam"]["cpu"])
+  for opt_name, run in runs.items():
+    med = statistics.median(run["times"])
+    cpu = statistics.median(run["cpu"])
+    print(
+      json.dumps(
+        {
+          "model": f"mlp_{name}",
+          "num_params": int(num_params),
+          "batch": BATCH,
+          "optimizer": opt_name,
+          "step_ms": round(1e3 * med, 4),
+          "adam_step_ms": round(1e3 * adam, 4),
+          "ratio_to_adam": round(med / adam, 3),
+          "cpu_ms": round(1e3 * cpu, 4),
+          "cpu_ratio_to_adam": round(cpu / adam_cpu, 3),
+          "state_bytes_per_param": round(run["state_bytes"] / num_params, 3),
+          "repeats": repeats,
+          "iters_per_repeat": run["iters"],
+          "backend": jax.default_backend(),
+        }
+      ),
+      flush=True,
+    )
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sizes", default="10k,100k,1M")
+  parser.add_argument("--repeats", type=int, default=15)
+  parser.add_argument("--min-block-s", type=float, default=0.2)
+  args = parser.parse_args(argv)
+  sizes = args.sizes.split(",")
+  unknown = [s for s in sizes if s not in MODELS]
+  if unknown:
+    parser.error(f"unknown sizes {unknown}; valid: {','.join(MODELS)}")
+  for name in sizes:
+    bench_model(name, args.repeats, args.min_block_s)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
