@@ -107,10 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
   add("--seed", type=int, default=0, help="suite and run seed")
   add("--families", nargs="+", help="only these task families")
   add("--tasks", nargs="+", help="explicit task names instead of a suite")
-  add("--adam-lrs", type=_lrs, default=ADAM_LRS)
-  add("--sgdm-lrs", type=_lrs, default=SGDM_LRS)
+  add(
+    "--adam-lrs",
+    type=_lrs,
+    default=ADAM_LRS,
+    help="comma-separated Adam grid; must include 1e-3",
+  )
+  add("--sgdm-lrs", type=_lrs, default=SGDM_LRS, help="SGD-momentum grid")
   add("--valid-every", type=int, default=0, help="0: about T/10")
-  add("--eval-batches", type=int, default=4)
+  add("--eval-batches", type=int, default=4, help="batches per checkpoint")
   add("--checkpoints-root", type=pathlib.Path, help=argparse.SUPPRESS)
   return parser
 

@@ -13,9 +13,12 @@ ones ignore. The final losses at T, 2T, ... are the checkpoints there.
 Optimizers are built *inside* the traced function by a hashable factory from
 a pytree of hyperparameters, so a learning-rate grid is a ``vmap`` over traced
 learning rates and a learned optimizer's ``theta`` is a jit argument, not a
-compile-time constant. Runs are ``vmap``ped over seeds (and over the grid);
-the task is a jit argument too, so every task of one static signature reuses
-one compilation.
+compile-time constant. Several optimizers ("groups": the candidate, Adam's
+grid, SGD-momentum's grid) run in one program: each step computes the
+gradients of all runs with one vmapped ``task.value_and_grad`` and then
+applies each group's vmapped update, so the task, whose code dominates the
+compile time, is traced once. The task is a jit argument, so every task of
+one static signature reuses that compilation.
 
 Nothing here guards against divergence: a run that blows up records NaN/inf
 losses, and the report (``meta_train.report``) counts them as losses.
@@ -23,11 +26,13 @@ losses, and the report (``meta_train.report``) counts them as losses.
 Example:
   >>> config = evaluation.EvalConfig(num_steps=100)
   >>> keys = evaluation.seed_keys(jax.random.key(0), num_seeds=2)
-  >>> adam = evaluation.BaselineFactory("adam")
-  >>> grid = evaluation.run_grid(adam, task, jnp.array([1e-3, 1e-2]), keys,
-  ...                            config)
-  >>> grid.train_loss.shape  # [grid, seeds, steps]
-  (2, 2, 100)
+  >>> learned, adam = evaluation.run_groups(
+  ...     [evaluation.Group(evaluation.LearnedFactory(lopt), theta),
+  ...      evaluation.Group(evaluation.BaselineFactory("adam"),
+  ...                       jnp.array([1e-3, 1e-2]), grid=True)],
+  ...     task, keys, config)
+  >>> learned.train_loss.shape, adam.train_loss.shape
+  ((2, 100), (2, 2, 100))
 """
 
 from collections.abc import Sequence
