@@ -71,7 +71,8 @@ class SuiteConfig:
   """Which tasks meta-training samples from.
 
   Attributes:
-    families: family names to keep (empty: every family of the suite).
+    families: family names to sample, with equal weights (empty: every
+      family of the suite, with the suite's default weights).
     num_tasks: number of train-split specs sampled before filtering.
     max_groups: keep at most this many signature groups, the ones with the
       most specs first (0: all).

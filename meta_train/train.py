@@ -22,6 +22,7 @@ Example:
 import functools
 import importlib
 import json
+import logging
 import pathlib
 import time
 from typing import Any, NamedTuple
@@ -126,16 +127,32 @@ def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
 
 
 def sample_test_specs(cfg: config_lib.SuiteConfig, num: int) -> list[Any]:
-  """Held-out (test-split) specs passing the same filters as training."""
-  specs = task_suite.sample_suite(
-    20 * num, seed=cfg.seed, split="test", weights=_weights(cfg)
-  )
+  """Held-out (test-split) specs passing the same filters as training.
+
+  Raises:
+    ValueError: if no test-split spec passes them.
+  """
+  for pool in (20 * num, 4 * num, num):  # small families run out of specs
+    try:
+      specs = task_suite.sample_suite(
+        pool, seed=cfg.seed, split="test", weights=_weights(cfg)
+      )
+      break
+    except ValueError:
+      specs = []
   if cfg.max_params:
     specs = [s for s in specs if num_params(s) <= cfg.max_params]
+  if not specs:
+    raise ValueError(
+      "no test-split task passes config.suite's filters (families, "
+      f"max_params={cfg.max_params}) for evaluation; relax them or set "
+      "config.eval.every=0."
+    )
   return specs[:num]
 
 
 def _weights(cfg: config_lib.SuiteConfig) -> dict[str, float] | None:
+  # Listed families are drawn with equal weights; none listed: the default mix.
   return {f: 1.0 for f in cfg.families} if cfg.families else None
 
 
@@ -321,7 +338,8 @@ def run(
   # --- The learned optimizer, the tasks and their estimators.
   lopt = lopt or make_lopt(cfg.lopt)
   groups = sample_train_groups(cfg.suite)
-  test_specs = sample_test_specs(cfg.suite, cfg.eval.num_tasks)
+  if cfg.eval.every:
+    test_specs = sample_test_specs(cfg.suite, cfg.eval.num_tasks)
   tasks = [
     mesh_lib.put(
       task_suite.stack_tasks([task_suite.get_task(s) for s in g]), rep
@@ -410,8 +428,9 @@ def run(
   writer = metrics_lib.MetricWriter(
     workdir, step, tensorboard=cfg.log.tensorboard, active=main
   )
-  evaluator = make_evaluator(lopt, test_specs, cfg.eval.num_steps)
-  ev = lambda th: evaluator(mesh_lib.to_host(th), eval_key)
+  if cfg.eval.every and main:
+    evaluator = make_evaluator(lopt, test_specs, cfg.eval.num_steps)
+    ev = lambda th: evaluator(mesh_lib.to_host(th), eval_key)
   if step == 0 and cfg.eval.every and main:
     writer.write(0, ev(state.theta))
   bar = tqdm.tqdm(
@@ -436,6 +455,13 @@ def run(
       m["time/step_s"] = time.perf_counter() - t0
       m["inner_steps_per_s"] = m["inner_steps"] / m["time/step_s"]
       m["group"] = g
+      if m["skipped"]:
+        logging.warning(
+          "outer step %d skipped: non-finite meta-gradient, meta-loss or "
+          "update (group %d); theta unchanged",
+          step + 1,
+          g,
+        )
       window.append(m)
       step += 1
       bar.update(1)
