@@ -338,7 +338,40 @@ def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
   return jax.tree.map(sel, on_true, on_false)
 
 
-def _reset_done(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
+def _schedule(states: InnerState, cfg: UnrollConfig) -> tuple[Any, Any]:
+  """Which steps of the truncation need a reset / a validation loss [K].
+
+  For some instance of the population; None where that cannot be predicted
+  (runs shorter than the truncation). Predicting it once per truncation
+  lets every step skip the re-initialisation and the validation forward
+  pass when nobody needs them, with a replicated ``lax.cond`` predicate: a
+  per-step ``any`` over a population sharded across devices or processes
+  would be one collective per inner step.
+  """
+  if cfg.min_horizon < cfg.unroll_length:  # several resets per truncation
+    return None, None
+  j = jnp.arange(cfg.unroll_length)[:, None]  # [K, 1]
+  until_reset = (states.horizon - states.step)[None]  # [1, pop]
+  # At most one reset per truncation: a new run lasts >= min_horizon >= K.
+  need_reset = jnp.any(j == until_reset, axis=1)  # [K]
+  step = jnp.where(j >= until_reset, j - until_reset, states.step[None] + j)
+  if cfg.valid_every:
+    need_valid = jnp.any(step % cfg.valid_every == 0, axis=1)  # [K]
+  else:
+    need_valid = jnp.zeros([cfg.unroll_length], jnp.bool_)
+  return need_reset, need_valid
+
+
+def _maybe(pred: Any, fn: Callable, otherwise: Callable, operand: Any) -> Any:
+  """``fn(operand)`` if ``pred`` (None: always), else ``otherwise(operand)``."""
+  if pred is None:
+    return fn(operand)
+  return jax.lax.cond(pred, fn, otherwise, operand)
+
+
+def _reset_done(
+  optimizer_fn, cfg, tasks, thetas, theta_axis, states, need_reset
+):
   """Starts new runs for instances whose run is over (step == horizon)."""
   done = states.step >= states.horizon  # [pop]
 
@@ -354,8 +387,7 @@ def _reset_done(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
 
   # Runs end rarely: skip the re-init (random init of every parameter) on
   # the steps where no instance of the population needs it.
-  states = jax.lax.cond(jnp.any(done), reset, lambda s: s, states)
-  return states, done
+  return _maybe(need_reset, reset, lambda s: s, states), done
 
 
 def valid_loss(
@@ -373,7 +405,7 @@ def valid_loss(
   return jnp.asarray(loss, jnp.float32)
 
 
-def _valid_losses(cfg, tasks, states, keys):
+def _valid_losses(cfg, tasks, states, keys, need_valid):
   """Validation losses [pop] where needed (else NaN) and the feed mask."""
   pop = states.step.shape[0]
   nan = jnp.full([pop], jnp.nan, jnp.float32)
@@ -391,13 +423,18 @@ def _valid_losses(cfg, tasks, states, keys):
   if cfg.meta_loss_split == "valid":
     return valid(states), feed
   # A forward pass on a valid batch only on steps where someone needs it.
-  return jax.lax.cond(jnp.any(feed), valid, lambda s: nan, states), feed
+  return _maybe(need_valid, valid, lambda s: nan, states), feed
 
 
-def _population_step(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
-  """One inner step of every instance; returns new states and step outputs."""
+def _population_step(
+  optimizer_fn, cfg, tasks, thetas, theta_axis, states, need
+):
+  """One inner step of every instance; returns new states and step outputs.
+
+  ``need`` is ``(need_reset, need_valid)`` of this step (scalars or None).
+  """
   states, reset = _reset_done(
-    optimizer_fn, cfg, tasks, thetas, theta_axis, states
+    optimizer_fn, cfg, tasks, thetas, theta_axis, states, need[0]
   )
   keys = jax.vmap(step_keys)(states.key, states.step)  # 3 x [pop] keys
 
@@ -409,7 +446,7 @@ def _population_step(optimizer_fn, cfg, tasks, thetas, theta_axis, states):
     states.params, states.spec_index, keys[0], keys[1]
   )
   loss = jnp.asarray(loss, jnp.float32)
-  valid_loss, feed = _valid_losses(cfg, tasks, states, keys)
+  valid_loss, feed = _valid_losses(cfg, tasks, states, keys, need[1])
   valid_value = jnp.where(feed, valid_loss, jnp.nan)
 
   def apply(theta, params, opt_state, grads, loss, valid_value):
@@ -465,13 +502,13 @@ def unroll(
   """
   num_specs(tasks)  # fails early on an unstacked task
 
-  def body(states, _):
+  def body(states, need):
     return _population_step(
-      optimizer_fn, cfg, tasks, thetas, theta_axis, states
+      optimizer_fn, cfg, tasks, thetas, theta_axis, states, need
     )
 
   states, (loss, weight, reset, finite) = jax.lax.scan(
-    body, states, None, length=cfg.unroll_length
+    body, states, _schedule(states, cfg), length=cfg.unroll_length
   )
   finite = jnp.all(finite, axis=0) & jax.vmap(tree_finite)(
     (states.params, states.opt_state)

@@ -128,7 +128,12 @@ def test_losses_are_normalized_train_losses(tasks, states0):
 
 
 def test_truncation_boundaries_do_not_change_runs(tasks, states0):
-  """Two truncations of K steps == one of 2K: state persists, no re-init."""
+  """Two truncations of K steps == one of 2K: state persists, no re-init.
+
+  Also cross-checks the two ways of skipping work: K=4 predicts which steps
+  need a reset or a validation loss (min_horizon >= K), 2K=8 cannot and
+  computes them at every step.
+  """
   mid, out_a = UNROLL(tasks, states0)
   end, out_b = UNROLL(tasks, mid)
   end_2k, out_2k = UNROLL_2K(tasks, states0)
