@@ -1,4 +1,4 @@
-"""Demo: train small built-in models with the shipped learned optimizer and Adam.
+"""Train small built-in models with the shipped learned optimizer and Adam.
 
 Usage:
   lopt demo [--checkpoint NAME_OR_PATH] [--out DIR] [--steps N] [--seeds S]
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from learned_opt import checkpoint
+from learned_opt import checkpoint, pretrained
 from meta_train import evaluation
 from task_suite import data
 from task_suite.families import mlp, quadratic, regression, test_functions
@@ -59,8 +59,6 @@ def load_optimizer(name_or_path: str) -> tuple[Any, Any, str]:
   ).is_dir():
     lopt, theta, _ = checkpoint.load(path)
     return lopt, theta, f"{path} ({lopt.architecture})"
-  from learned_opt import pretrained  # noqa: PLC0415 (json/hashlib only)
-
   lopt, theta, manifest = pretrained.load_pretrained_with_info(name_or_path)
   return lopt, theta, str(manifest.get("name", name_or_path))
 
@@ -124,7 +122,10 @@ def demo_tasks(names=TASK_NAMES) -> tuple[dict[str, Any], list[str]]:
       tasks[labels[name]] = families[name].task(specs[name])
     except (OSError, ImportError) as e:  # no dataset on disk: skip it
       first = str(e).split(". ")[0]
-      notes.append(f"skipped {labels[name]}: {first}.")
+      notes.append(
+        f"skipped {labels[name]}: {first}. To include it, set "
+        "LOPT_DATA_DIR to a folder with the mnist/ and fashion_mnist/ files."
+      )
   return tasks, notes
 
 
@@ -248,7 +249,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
   )
   p.add_argument(
     "--checkpoint",
-    default="hierarchical",
+    default=pretrained.DEFAULT_NAME,
     help="shipped optimizer name or checkpoint directory",
   )
   p.add_argument("--out", default="lopt_demo", help="output folder")

@@ -138,6 +138,12 @@ def plot(summary: dict[str, Any], path: str | pathlib.Path) -> None:
       )
   for v in summary["levels"]["values"]:
     ax_eval.axhline(v, color="gray", lw=0.5, ls="--")
+  # A diverged grid value would squash every other curve.
+  top = 1.5 * max(summary["levels"]["initial"], 1e-3)
+  low = min(
+    float(np.min(r["eval_meta_loss"])) for r in summary["runs"].values()
+  )
+  ax_eval.set_ylim(min(0.0, low), top)
   ax_eval.set(
     xlabel="outer step",
     ylabel="meta-loss (fresh inner runs)",

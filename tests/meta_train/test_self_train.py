@@ -1,4 +1,4 @@
-"""Tests of meta_train/self_train.py: the self-training task and the CLI.
+"""Tests of meta_train/self_train*.py: the self-training task and the CLI.
 
 Everything runs on the ``smoke`` config of ``configs/self_train.py``. The
 one-step test builds its outer optimizers exactly as the CLI does (same
@@ -19,6 +19,7 @@ from configs import self_train as self_train_config
 from learned_opt import checkpoint, mlp_lopt
 from meta_train import self_train as st
 from meta_train import self_train_report
+from meta_train import self_train_task as stt
 from task_suite import base as task_base
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def _fast_compiles():
 
 @pytest.fixture(scope="module")
 def task():
-  return st.SelfTrainFamily(CFG.spec).task(CFG.spec)
+  return stt.SelfTrainFamily(CFG.spec).task(CFG.spec)
 
 
 def _finite(tree) -> bool:
@@ -49,7 +50,7 @@ def _finite(tree) -> bool:
 
 
 def test_family_samples_seeds_of_one_signature():
-  family = st.SelfTrainFamily(CFG.spec)
+  family = stt.SelfTrainFamily(CFG.spec)
   a = family.sample(jax.random.key(0))
   b = family.sample(jax.random.key(1))
   assert a.signature == b.signature == CFG.spec.signature
@@ -66,18 +67,28 @@ def test_family_samples_seeds_of_one_signature():
 
 def test_spec_name_parses_back():
   body = CFG.spec.name[len("self_train(") : -1]
-  assert task_base.parse_spec_fields(st.SelfTrainSpec, body) == CFG.spec
+  assert task_base.parse_spec_fields(stt.SelfTrainSpec, body) == CFG.spec
 
 
 def test_inner_static_is_applied_and_checked():
-  spec = st.SelfTrainSpec(inner_static="dim:2", num_inner_specs=3)
-  assert [s.dim for s in st.inner_specs(spec)] == [2, 2, 2]
+  spec = stt.SelfTrainSpec(inner_static="dim:2", num_inner_specs=3)
+  assert [s.dim for s in stt.inner_specs(spec)] == [2, 2, 2]
+  spec = stt.SelfTrainSpec(
+    inner_family="regression",
+    inner_static="input_dim:4/hidden:16x8/output_dim:1/batch_size:32",
+    num_inner_specs=2,
+  )
+  specs = stt.inner_specs(spec)
+  assert {(s.input_dim, s.hidden, s.batch_size) for s in specs} == {
+    (4, (16, 8), 32)
+  }
+  assert specs[0].teacher_seed != specs[1].teacher_seed
   with pytest.raises(ValueError, match="static fields: \\['dim'\\]"):
-    st.SelfTrainSpec(inner_static="width:2")
+    stt.SelfTrainSpec(inner_static="width:2")
   with pytest.raises(ValueError, match="bad value 'two' for dim"):
-    st.SelfTrainSpec(inner_static="dim:two")
+    stt.SelfTrainSpec(inner_static="dim:two")
   with pytest.raises(ValueError, match="num_tasks"):
-    st.SelfTrainSpec(num_pairs=0)
+    stt.SelfTrainSpec(num_pairs=0)
 
 
 # ------------------------------------------------------------ gradient
@@ -95,6 +106,10 @@ def test_gradient_is_finite_es_estimate_with_theta_structure(task):
   # that barely moves the parameters, capped at 10.
   assert 0.0 < float(loss) <= 10.0
   assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grad))) > 0
+  # The ES meta-loss (mean of the +/- members) is the unperturbed loss of
+  # the same truncation (same inner runs and data) up to O(std^2).
+  plain = jax.jit(task.loss)(theta, jax.random.key(3), batch)
+  np.testing.assert_allclose(float(loss), float(plain), rtol=1e-3)
 
 
 # -------------------------------------------------------- outer steps
