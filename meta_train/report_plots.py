@@ -40,6 +40,7 @@ def plot_curves(
   )
   for ax, fam in zip(axes.flat, families):
     sub = [t for t in tasks if t["family"] == fam]
+    means = []
     for arm_id, label in series:
       curves = np.stack(
         [
@@ -51,7 +52,8 @@ def plot_curves(
       ).astype(np.float64)  # [tasks, S, L]
       per_seed = np.mean(curves, axis=0)  # [S, L]: family mean per seed
       steps = np.arange(per_seed.shape[-1])
-      (line,) = ax.plot(steps, np.mean(per_seed, axis=0), label=label, lw=1.2)
+      means.append(np.mean(per_seed, axis=0))
+      (line,) = ax.plot(steps, means[-1], label=label, lw=1.2)
       ax.fill_between(
         steps,
         np.min(per_seed, axis=0),
@@ -66,7 +68,7 @@ def plot_curves(
     ax.set_ylabel(
       "normalized train loss" if normalized_curves else "train loss"
     )
-    _robust_ylim(ax, curves)
+    _robust_ylim(ax, np.stack(means))
   for ax in list(axes.flat)[len(families) :]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=8)
@@ -75,10 +77,11 @@ def plot_curves(
   plt.close(fig)
 
 
-def _robust_ylim(ax, curves: np.ndarray) -> None:
-  finite = curves[np.isfinite(curves)]
+def _robust_ylim(ax, means: np.ndarray) -> None:
+  """All of every mean curve but the highest 1% (a diverging one's spikes)."""
+  finite = means[np.isfinite(means)]
   if finite.size:
-    lo, hi = np.percentile(finite, [0.5, 99.0])
+    lo, hi = finite.min(), np.percentile(finite, 99.0)
     pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
     ax.set_ylim(lo - pad, hi + pad)
 
