@@ -115,14 +115,33 @@ def update_moments(
   return d * m + (1.0 - d) * g, d * v + (1.0 - d) * jnp.square(g)
 
 
-def clip_gradient(
-  g: jax.Array, grad_sq_ema: jax.Array, count: jax.Array
+def clip_limits(
+  mean_sq: jax.Array, grad_sq_ema: jax.Array, count: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-  """Dynamic clipping: ``g`` to +-10x a running RMS of this tensor's gradients.
+  """Dynamic clipping thresholds: 10x a running RMS of each tensor's grads.
 
   The running RMS is the square root of a bias-corrected EMA (decay 0.99) of
   ``mean(g^2)``, updated with the current gradient first so that the very
   first step has a threshold too.
+
+  Args:
+    mean_sq: ``[T]`` this step's ``mean(g^2)`` of each tensor.
+    grad_sq_ema: ``[T]`` their EMAs so far.
+    count: number of updates done before this one (int32 scalar).
+
+  Returns:
+    ``([T] clipping thresholds, [T] new EMAs)``.
+  """
+  ema = CLIP_DECAY * grad_sq_ema + (1.0 - CLIP_DECAY) * mean_sq
+  corrected = ema / bias_correction(CLIP_DECAY, count + 1)
+  # The max keeps the gradient of sqrt finite for all-zero gradients.
+  return CLIP_MULTIPLE * jnp.sqrt(jnp.maximum(corrected, 1e-30)), ema
+
+
+def clip_gradient(
+  g: jax.Array, grad_sq_ema: jax.Array, count: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """``g`` clipped elementwise to ``clip_limits`` (one tensor).
 
   Args:
     g: the raw gradient of one tensor, float32.
@@ -132,10 +151,7 @@ def clip_gradient(
   Returns:
     The clipped gradient and the new EMA.
   """
-  ema = CLIP_DECAY * grad_sq_ema + (1.0 - CLIP_DECAY) * jnp.mean(jnp.square(g))
-  mean_sq = ema / bias_correction(CLIP_DECAY, count + 1)
-  # The max keeps the gradient of sqrt finite for all-zero gradients.
-  limit = CLIP_MULTIPLE * jnp.sqrt(jnp.maximum(mean_sq, 1e-30))
+  limit, ema = clip_limits(jnp.mean(jnp.square(g)), grad_sq_ema, count)
   return jnp.clip(g, -limit, limit), ema
 
 
@@ -179,12 +195,23 @@ def per_param_features(
 
 
 class EntrySums(NamedTuple):
-  """Sums over a tensor's entries: all that its per-tensor features need."""
+  """Sums over a tensor's entries: all that its per-tensor features need.
+
+  Stacked over tensors, every field gets a leading ``[T]`` axis; the
+  ``*_from_sums`` functions take that stacked form and compute the per-tensor
+  features of all tensors at once (a handful of ops instead of a handful per
+  tensor, which dominated small models).
+  """
 
   sq: jax.Array  # [F] sum of squares of each raw per-parameter feature
   m: jax.Array  # [D] sum of m per decay
   v: jax.Array  # [D] sum of v per decay
   p: jax.Array  # [] sum of p
+
+
+def stack_sums(sums: list[EntrySums]) -> EntrySums:
+  """``EntrySums`` of T tensors stacked on a leading axis."""
+  return jax.tree.map(lambda *x: jnp.stack(x), *sums)
 
 
 def entry_sums(
@@ -226,13 +253,39 @@ def entry_sums(
   return EntrySums(sq, jnp.sum(m, axis=1), jnp.sum(v, axis=1), jnp.sum(p))
 
 
+def segment_entry_sums(
+  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array, onehot: jax.Array
+) -> EntrySums:
+  """Stacked ``EntrySums`` of several small tensors packed on one axis.
+
+  Args:
+    g: ``[N]`` clipped gradients of the packed tensors.
+    p: ``[N]`` parameters.
+    m: ``[D, N]`` first moments.
+    v: ``[D, N]`` second moments.
+    onehot: ``[N, k]`` segment membership of each entry.
+
+  Returns:
+    ``EntrySums`` with a leading ``[k]`` axis.
+  """
+  d = m.shape[0]
+  raw = per_param_features(g, p, m, v)  # [F, N]
+  rows = jnp.concatenate([jnp.square(raw), m, v, p[None]], axis=0)
+  sums = (rows @ onehot).T  # [k, F + 2D + 1]
+  f = raw.shape[0]
+  return EntrySums(
+    sums[:, :f], sums[:, f : f + d], sums[:, f + d : f + 2 * d], sums[:, -1]
+  )
+
+
 def normalization_scales(x: jax.Array) -> jax.Array:
   """Per-feature scales ``rsqrt(1e-5 + mean(x^2))`` of ``[F, N]`` features."""
   return jax.lax.rsqrt(_NORM_EPS + jnp.mean(jnp.square(x), axis=1))
 
 
-def scales_from_sums(sums: EntrySums, n: int) -> jax.Array:
-  """``normalization_scales(per_param_features(...))`` from a tensor's sums."""
+def scales_from_sums(sums: EntrySums, sizes: Sequence[int]) -> jax.Array:
+  """``[T, F]`` normalization scales from stacked sums and tensor sizes."""
+  n = jnp.asarray(sizes, jnp.float32)[:, None]
   return jax.lax.rsqrt(_NORM_EPS + sums.sq / n)
 
 
@@ -250,7 +303,7 @@ def per_param_feature_scales(
   Returns:
     ``[3 + 4*D]`` scales in the order of ``per_param_feature_names``.
   """
-  return scales_from_sums(entry_sums(g, p, m, v), g.size)
+  return scales_from_sums(stack_sums([entry_sums(g, p, m, v)]), [g.size])[0]
 
 
 def step_features(count: jax.Array) -> jax.Array:
@@ -265,27 +318,36 @@ def _norm_from_sq(sq: jax.Array) -> jax.Array:
 
 
 def tensor_features_from_sums(
-  sums: EntrySums, size: int, num_tensors: int
+  sums: EntrySums, sizes: Sequence[int], num_tensors: int | None = None
 ) -> jax.Array:
-  """``[log(#tensors) - 1, clipped log ||p||, log(#entries)]`` (float32)."""
-  return jnp.stack(
-    [
-      jnp.asarray(math.log(num_tensors) - 1.0, jnp.float32),
-      clipped_log(_norm_from_sq(sums.sq[1])),
-      jnp.asarray(math.log(size), jnp.float32),
-    ]
+  """``[T, 3]``: ``log(#tensors) - 1``, clipped log ``||p||``, ``log(#entries)``.
+
+  Args:
+    sums: stacked ``EntrySums`` of T tensors.
+    sizes: their numbers of entries.
+    num_tensors: number of tensors in the parameter tree (default: T).
+
+  Returns:
+    The tensor features, float32.
+  """
+  t = len(sizes) if num_tensors is None else num_tensors
+  static = jnp.asarray(
+    [[math.log(t) - 1.0, math.log(n)] for n in sizes], jnp.float32
   )
+  log_norm = clipped_log(_norm_from_sq(sums.sq[:, 1]))
+  return jnp.stack([static[:, 0], log_norm, static[:, 1]], axis=1)
 
 
 def tensor_features(p: jax.Array, num_tensors: int) -> jax.Array:
-  """``tensor_features_from_sums`` of a whole parameter tensor."""
-  sums = EntrySums(
-    jnp.zeros([2]).at[1].set(jnp.sum(jnp.square(p))), None, None, None
-  )
-  return tensor_features_from_sums(sums, p.size, num_tensors)
+  """The 3 tensor features of one whole tensor among ``num_tensors``."""
+  sq = jnp.zeros([2]).at[1].set(jnp.sum(jnp.square(p)))
+  sums = EntrySums(sq[None], None, None, None)
+  return tensor_features_from_sums(sums, [p.size], num_tensors)[0]
 
 
-def lstm_stats_from_sums(sums: EntrySums, shape: tuple[int, ...]) -> jax.Array:
+def lstm_stats_from_sums(
+  sums: EntrySums, shapes: Sequence[tuple[int, ...]]
+) -> jax.Array:
   """The 16 per-tensor statistics fed to the LSTM (loss features excluded).
 
   Means and variances of ``m`` and ``v`` are over all entries and all
@@ -295,21 +357,22 @@ def lstm_stats_from_sums(sums: EntrySums, shape: tuple[int, ...]) -> jax.Array:
   are ``log(dim) - 1`` per axis, padded with zeros to rank 4.
 
   Args:
-    sums: the tensor's ``EntrySums``.
-    shape: the parameter's shape.
+    sums: stacked ``EntrySums`` of all T tensors.
+    shapes: the parameters' shapes.
 
   Returns:
-    ``[16]`` float32, in the order of ``LSTM_STAT_NAMES[:16]``.
+    ``[T, 16]`` float32, in the order of ``LSTM_STAT_NAMES[:16]``.
   """
-  n, d = math.prod(shape), sums.m.shape[0]
-  # Rows of sums.sq, in per_param_feature_names order: g, p, log|p|, m, v...
-  sq_g, sq_p = sums.sq[0], sums.sq[1]
-  sq_m, sq_v = jnp.sum(sums.sq[3 : 3 + d]), jnp.sum(sums.sq[3 + d : 3 + 2 * d])
-  stats = []
-  variances = []
+  d = sums.m.shape[1]
+  n = jnp.asarray([math.prod(s) for s in shapes], jnp.float32)  # [T]
+  # Columns of sums.sq, in per_param_feature_names order: g, p, log|p|, m..
+  sq_g, sq_p = sums.sq[:, 0], sums.sq[:, 1]
+  sq_m = jnp.sum(sums.sq[:, 3 : 3 + d], axis=1)
+  sq_v = jnp.sum(sums.sq[:, 3 + d : 3 + 2 * d], axis=1)
+  stats, variances = [], []
   for total, sq, count in [
-    (jnp.sum(sums.m), sq_m, n * d),
-    (jnp.sum(sums.v), sq_v, n * d),
+    (jnp.sum(sums.m, axis=1), sq_m, n * d),
+    (jnp.sum(sums.v, axis=1), sq_v, n * d),
     (sums.p, sq_p, n),
   ]:
     mean = total / count
@@ -319,10 +382,14 @@ def lstm_stats_from_sums(sums: EntrySums, shape: tuple[int, ...]) -> jax.Array:
     variances.append(jnp.where(jnp.isnan(var), jnp.inf, var))
   stats += [clipped_log(x) for x in variances]
   stats += [clipped_log(_norm_from_sq(sq_p)), clipped_log(_norm_from_sq(sq_g))]
-  dims = [math.log(s) - 1.0 for s in shape] + [0.0] * (MAX_RANK - len(shape))
-  head = jnp.stack(stats)
-  tail = jnp.asarray([float(n == 1), *dims], jnp.float32)
-  return jnp.concatenate([head, tail])
+  static = [
+    [float(math.prod(s) == 1)]
+    + [math.log(k) - 1.0 for k in s]
+    + [0.0] * (MAX_RANK - len(s))
+    for s in shapes
+  ]
+  head = jnp.stack(stats, axis=1)  # [T, 11]
+  return jnp.concatenate([head, jnp.asarray(static, jnp.float32)], axis=1)
 
 
 def lstm_tensor_stats(
@@ -339,7 +406,8 @@ def lstm_tensor_stats(
   Returns:
     ``[16]`` float32, in the order of ``LSTM_STAT_NAMES[:16]``.
   """
-  return lstm_stats_from_sums(entry_sums(g, p, m, v), jnp.shape(p))
+  sums = stack_sums([entry_sums(g, p, m, v)])
+  return lstm_stats_from_sums(sums, [jnp.shape(p)])[0]
 
 
 # ---------------------------------------------------------------- loss features

@@ -45,7 +45,7 @@ class HierarchicalLOptState(NamedTuple):
   count: jax.Array  # [] int32, updates done so far
   m: Any  # params-like tree, leaves [D, *p.shape] float32
   v: Any  # params-like tree, leaves [D, *p.shape] float32
-  grad_sq_ema: Any  # params-like tree, leaves [] float32 (clipping EMA)
+  grad_sq_ema: jax.Array  # [T] clipping EMA of each tensor (leaf order)
   lstm_h: jax.Array  # [T, lstm_hidden_size]
   lstm_c: jax.Array  # [T, lstm_hidden_size]
   mlp_avg: jax.Array  # [T, mlp_to_lstm], averaged MLP outputs of last step
@@ -168,15 +168,12 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       check_ranks(params, f"{name}.init")
       num_tensors = len(jax.tree.leaves(params))
       tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
-      # Separate buffers for m and v, so callers may donate the state.
-      zeros = lambda: jax.tree.map(
-        lambda p: features.init_moments(p, len(self.decays)), params
-      )
+      m, v = mlp_lopt.init_moments(params, len(self.decays))
       return HierarchicalLOptState(
         count=jnp.zeros([], jnp.int32),
-        m=zeros(),
-        v=zeros(),
-        grad_sq_ema=jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params),
+        m=m,
+        v=v,
+        grad_sq_ema=jnp.zeros([num_tensors], jnp.float32),
         lstm_h=tile(theta["init"]["h"]),
         lstm_c=tile(theta["init"]["c"]),
         mlp_avg=tile(theta["init"]["mlp_avg"]),
@@ -189,11 +186,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     ):
       del extra
       base.require_value(value, name)
-      if params is None:
-        raise ValueError(
-          f"{name}.update needs params: update(grads, state, params, "
-          "value=loss)."
-        )
+      mlp_lopt.require_params(params, name)
       base.check_params(params, f"{name}.update")
       check_ranks(params, f"{name}.update")
       return self._update(theta, grads, state, params, value, valid_value)
@@ -201,61 +194,53 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
   def _update(self, theta, grads, state, params, value, valid_value):
-    treedef, ps, (gs, ms, vs, emas) = mlp_lopt.flatten_like(
-      params, grads, state.m, state.v, state.grad_sq_ema
+    treedef, ps, (gs, ms, vs) = mlp_lopt.flatten_like(
+      params, grads, state.m, state.v
     )
     num_tensors = len(ps)
     loss_state = features.update_loss_state(state.loss, value, valid_value)
     loss_feats = features.loss_features(loss_state, value)  # [2]
-    leaves = [
-      mlp_lopt.leaf_inputs(
-        g, p, m, v, ema, state.count, self.decays, self.chunk_size
-      )
-      for g, p, m, v, ema in zip(gs, ps, ms, vs, emas)
-    ]
-    # Per-tensor LSTM, batched over tensors.
-    stats = jnp.stack(
+    x = mlp_lopt.prepare(
+      gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
+      self.chunk_size,
+    )  # fmt: skip
+    # The per-tensor LSTM, batched over tensors.
+    tile = lambda a: jnp.broadcast_to(a[None], (num_tensors, a.shape[0]))
+    lstm_in = jnp.concatenate(
       [
-        jnp.concatenate(
-          [features.lstm_stats_from_sums(x.sums, jnp.shape(p)), loss_feats]
-        )
-        for p, x in zip(ps, leaves)
-      ]
-    )  # [T, 18]
-    glob = jnp.broadcast_to(
-      state.global_features[None], (num_tensors, self.num_global_features)
+        features.lstm_stats_from_sums(x.sums, x.shapes),  # [T, 16]
+        tile(loss_feats),  # [T, 2]
+        tile(state.global_features),  # [T, 18]
+        state.mlp_avg,  # [T, 16]
+      ],
+      axis=1,
     )
-    lstm_in = jnp.concatenate([stats, glob, state.mlp_avg], axis=1)  # [T, 52]
     h, c = networks.lstm_step(
       theta["lstm"], lstm_in, state.lstm_h, state.lstm_c
     )
     to_mlp = networks.linear(theta["lstm_out"], h)  # [T, 17]
     new_global = jnp.mean(networks.linear(theta["global_head"], h), axis=0)
-    # Per-parameter MLP, one tensor at a time, per-tensor inputs as a bias.
-    step_feats = features.step_features(state.count)  # [11]
-    updates, new_avg = [], []
-    for i, (p, x) in enumerate(zip(ps, leaves)):
-      shared = jnp.concatenate(
-        [
-          step_feats,
-          features.tensor_features_from_sums(x.sums, x.g.size, num_tensors),
-          to_mlp[i],
-        ]
-      )
-      out, avg = mlp_lopt.apply_mlp(theta["mlp"], x, shared, self.chunk_size)
-      step = mlp_lopt.step_rule(out, self.exp_mult, self.step_mult)
-      updates.append((-step).reshape(jnp.shape(p)).astype(jnp.result_type(p)))
-      new_avg.append(avg)
-    unflat = treedef.unflatten
+    # The per-parameter MLP; per-tensor inputs enter as a first-layer bias.
+    shared = jnp.concatenate(
+      [
+        tile(features.step_features(state.count)),  # [T, 11]
+        features.tensor_features_from_sums(x.sums, x.sizes),  # [T, 3]
+        to_mlp,
+      ],
+      axis=1,
+    )
+    steps, h_mean = mlp_lopt.per_param_steps(theta["mlp"], x, shared, self)
+    m, v = x.moments()
     new_state = HierarchicalLOptState(
       count=state.count + 1,
-      m=unflat([x.m for x in leaves]),
-      v=unflat([x.v for x in leaves]),
-      grad_sq_ema=unflat([x.grad_sq_ema for x in leaves]),
+      m=treedef.unflatten(m),
+      v=treedef.unflatten(v),
+      grad_sq_ema=x.grad_sq_ema,
       lstm_h=h,
       lstm_c=c,
-      mlp_avg=jnp.stack(new_avg),
+      mlp_avg=networks.averaged_outputs(theta["mlp"][-1], h_mean, 2),
       global_features=new_global,
       loss=loss_state,
     )
-    return unflat(updates), mlp_lopt.cast_state(new_state, state)
+    updates = treedef.unflatten(mlp_lopt.as_updates(steps, ps))
+    return updates, mlp_lopt.cast_state(new_state, state)

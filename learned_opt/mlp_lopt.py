@@ -6,6 +6,9 @@ per-parameter features, 11 step features and 3 tensor features (37 inputs
 with the default decays) and outputs only the direction and magnitude:
 ``step = o0 * exp(exp_mult * o1) * step_mult``, ``p_new = p - step``.
 
+This module also holds the per-parameter machinery both optimizers share
+(``prepare`` and ``per_param_steps``).
+
 Example:
   >>> lopt = MLPLOpt()
   >>> theta = lopt.init(jax.random.key(0))
@@ -14,11 +17,13 @@ Example:
   >>> updates, state = tx.update(grads, state, params, value=loss)
 """
 
+from collections.abc import Sequence
 import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from learned_opt import base, features, networks
@@ -30,72 +35,202 @@ class MLPLOptState(NamedTuple):
   count: jax.Array  # [] int32, updates done so far
   m: Any  # params-like tree, leaves [D, *p.shape] float32
   v: Any  # params-like tree, leaves [D, *p.shape] float32
-  grad_sq_ema: Any  # params-like tree, leaves [] float32 (clipping EMA)
+  grad_sq_ema: jax.Array  # [T] clipping EMA of each tensor (leaf order)
 
 
-class LeafInputs(NamedTuple):
-  """One tensor's clipped gradient, new accumulators and entry sums."""
+def plan_units(sizes: Sequence[int], chunk_size: int) -> list[tuple[int, ...]]:
+  """Groups tensor indices into units processed together.
 
-  g: jax.Array  # [*S] float32, clipped
-  p: jax.Array  # [*S] float32
-  m: jax.Array  # [D, *S]
-  v: jax.Array  # [D, *S]
-  grad_sq_ema: jax.Array  # []
-  sums: features.EntrySums  # sums over the entries (features' statistics)
+  A tensor with more than ``chunk_size`` entries is a unit of its own (run
+  in chunks); consecutive smaller tensors are packed into units of at most
+  ``chunk_size`` entries, so that their per-tensor op overhead is paid once.
+  """
+  units, pack, total = [], [], 0
+  for t, n in enumerate(sizes):
+    if n > chunk_size:
+      units.append((t,))
+      continue
+    if pack and total + n > chunk_size:
+      units.append(tuple(pack))
+      pack, total = [], 0
+    pack.append(t)
+    total += n
+  if pack:
+    units.append(tuple(pack))
+  return units
 
-  def flat(self) -> tuple[jax.Array, ...]:
-    """``(g [N], p [N], m [D, N], v [D, N])``: entries on the last axis."""
-    n, d = self.g.size, self.m.shape[0]
-    return (self.g.reshape(n), self.p.reshape(n), self.m.reshape(d, n),
-            self.v.reshape(d, n))  # fmt: skip
+
+class Unit(NamedTuple):
+  """One tensor, or several small ones packed on one entry axis."""
+
+  tensors: tuple[int, ...]  # leaf indices
+  offsets: tuple[int, ...]  # start of each tensor on the entry axis
+  onehot: Any  # [N, k] segment membership (np.ndarray), None if k == 1
+  g: jax.Array  # [N] clipped gradients
+  p: jax.Array  # [N] parameters
+  m: jax.Array  # [D, N] new first moments
+  v: jax.Array  # [D, N] new second moments
 
 
-def leaf_inputs(
-  g, p, m, v, grad_sq_ema, count, decays, chunk_size
-) -> LeafInputs:
-  """Clips, updates the accumulators and sums one tensor's statistics.
+class Prepared(NamedTuple):
+  """All tensors' clipped gradients, new accumulators and entry sums."""
+
+  units: list[Unit]
+  grad_sq_ema: jax.Array  # [T]
+  sums: features.EntrySums  # stacked in leaf order, leading [T]
+  shapes: tuple[tuple[int, ...], ...]  # the parameters' shapes
+  sizes: tuple[int, ...]  # their numbers of entries
+
+  def moments(self) -> tuple[list[jax.Array], list[jax.Array]]:
+    """The new ``m`` and ``v`` of each tensor, ``[D, *S]``, in leaf order."""
+    m, v = [None] * len(self.sizes), [None] * len(self.sizes)
+    for u in self.units:
+      for t, start in zip(u.tensors, u.offsets):
+        shape = (u.m.shape[0],) + self.shapes[t]
+        end = start + self.sizes[t]
+        m[t] = u.m[:, start:end].reshape(shape)
+        v[t] = u.v[:, start:end].reshape(shape)
+    return m, v
+
+
+def _in_leaf_order(units, per_unit: list[jax.Array]) -> jax.Array:
+  """Concatenates per-unit ``[k, ...]`` results and reorders them by leaf."""
+  order = [t for u in units for t in u.tensors]
+  inverse = np.argsort(order)
+  cat = jnp.concatenate(per_unit, axis=0)
+  return cat if np.all(inverse == np.arange(len(order))) else cat[inverse]
+
+
+def _segment_sum(x: jax.Array, onehot) -> jax.Array:
+  """``[..., N] -> [..., k]`` sums per tensor of a unit."""
+  if onehot is None:
+    return jnp.sum(x, axis=-1, keepdims=True)
+  return x @ onehot
+
+
+def _expand(x: jax.Array, onehot) -> jax.Array:
+  """``[..., k] -> [..., N]`` (or broadcastable): each entry's tensor value."""
+  return x if onehot is None else x @ onehot.T
+
+
+def prepare(
+  grads: Sequence[jax.Array],
+  params: Sequence[jax.Array],
+  m: Sequence[jax.Array],
+  v: Sequence[jax.Array],
+  grad_sq_ema: jax.Array,
+  count: jax.Array,
+  decays: Sequence[float],
+  chunk_size: int,
+) -> Prepared:
+  """Clips the gradients, updates the accumulators, sums the statistics.
 
   Args:
-    g: raw gradient (any float dtype).
-    p: parameter (any float dtype).
-    m: first moments ``[D, *S]``.
-    v: second moments ``[D, *S]``.
-    grad_sq_ema: the tensor's clipping EMA.
+    grads: gradient leaves (any float dtype).
+    params: parameter leaves (any float dtype).
+    m: first moments ``[D, *S]`` per leaf.
+    v: second moments ``[D, *S]`` per leaf.
+    grad_sq_ema: ``[T]`` clipping EMAs.
     count: updates done so far (int32 scalar).
     decays: accumulator decays.
     chunk_size: entries per chunk of the statistics pass.
 
   Returns:
-    The tensor's ``LeafInputs``.
+    The ``Prepared`` inputs of every tensor.
   """
-  g = jnp.asarray(g, jnp.float32)
-  p = jnp.asarray(p, jnp.float32)
-  g, grad_sq_ema = features.clip_gradient(g, grad_sq_ema, count)
-  m, v = features.update_moments(m, v, g, decays)
-  x = LeafInputs(g, p, m, v, grad_sq_ema, None)
-  # Chunked like the MLP: cache-sized passes were ~2x faster on CPU.
-  _, sums = networks.chunked(
-    lambda *c: (None, features.entry_sums(*c)), x.flat(), chunk_size
+  shapes = tuple(jnp.shape(p) for p in params)
+  sizes = tuple(int(np.prod(s, dtype=int)) for s in shapes)
+  flat = lambda xs, t: jnp.asarray(xs[t], jnp.float32).reshape(-1, sizes[t])
+  units, ema, sums = [], [], []
+  for idx in plan_units(sizes, chunk_size):
+    offsets = tuple(np.cumsum([0] + [sizes[t] for t in idx[:-1]]).tolist())
+    onehot = None
+    if len(idx) > 1:
+      onehot = np.zeros((sum(sizes[t] for t in idx), len(idx)), np.float32)
+      for j, (t, start) in enumerate(zip(idx, offsets)):
+        onehot[start : start + sizes[t], j] = 1.0
+    cat = lambda xs, idx=idx: jnp.concatenate([flat(xs, t) for t in idx], 1)
+    g, p, mu, vu = cat(grads)[0], cat(params)[0], cat(m), cat(v)
+    mean_sq = _segment_sum(jnp.square(g), onehot) / np.asarray(
+      [sizes[t] for t in idx], np.float32
+    )  # [k]
+    limit, unit_ema = features.clip_limits(
+      mean_sq, grad_sq_ema[np.asarray(idx)], count
+    )
+    limit = _expand(limit, onehot)
+    g = jnp.clip(g, -limit, limit)
+    mu, vu = features.update_moments(mu, vu, g, decays)
+    if onehot is None:
+      # Chunked like the MLP: cache-sized passes were ~2x faster on CPU.
+      _, s = networks.chunked(
+        lambda *c: (None, features.entry_sums(*c)), (g, p, mu, vu), chunk_size
+      )
+      s = jax.tree.map(lambda x: x[None], s)
+    else:
+      s = features.segment_entry_sums(g, p, mu, vu, onehot)
+    units.append(Unit(idx, offsets, onehot, g, p, mu, vu))
+    ema.append(unit_ema)
+    sums.append(s)
+  return Prepared(
+    units,
+    _in_leaf_order(units, ema),
+    jax.tree.map(lambda *x: _in_leaf_order(units, list(x)), *sums),
+    shapes,
+    sizes,
   )
-  return x._replace(sums=sums)
 
 
-def apply_mlp(layers, x: LeafInputs, shared, chunk_size):
-  """The fused per-parameter MLP on one tensor (``networks.apply_mlp_fused``).
+def per_param_steps(
+  layers, x: Prepared, shared: jax.Array, lopt
+) -> tuple[list[jax.Array], jax.Array]:
+  """The MLP's steps for every tensor, and its mean last hidden activations.
+
+  Args:
+    layers: the per-parameter MLP's layers.
+    x: the prepared inputs.
+    shared: ``[T, K]`` inputs shared by the entries of each tensor.
+    lopt: the optimizer (for ``exp_mult``, ``step_mult``, ``chunk_size``).
 
   Returns:
-    ``([2, N] direction/magnitude outputs, averaged outputs)``.
+    ``(per tensor [N] steps, [T, H] mean last hidden activations)``.
   """
-  scales = features.scales_from_sums(x.sums, x.g.size)
-  return networks.apply_mlp_fused(
-    layers, x.flat(), features.per_param_features, scales, shared,
-    chunk_size=chunk_size,
-  )  # fmt: skip
+  scales = features.scales_from_sums(x.sums, x.sizes)  # [T, F]
+  w_entry, bias = networks.fold_first_layer(layers[0], scales, shared)
+  steps, h_sums = [None] * len(x.sizes), []
+  for u in x.units:
+    inputs = (u.g, u.p, u.m, u.v)
+    if u.onehot is None:
+      (t,) = u.tensors
+      out, h_sum = networks.mlp_entries(
+        layers, w_entry[t], bias[t], inputs, features.per_param_features, 2,
+        lopt.chunk_size,
+      )  # fmt: skip
+      h_sums.append(h_sum[None])
+    else:
+      idx = np.asarray(u.tensors)
+      out, h_sum = networks.mlp_packed(
+        layers, scales[idx], bias[idx], inputs, features.per_param_features,
+        u.onehot, 2,
+      )  # fmt: skip
+      h_sums.append(h_sum.T)
+    step = step_rule(out, lopt.exp_mult, lopt.step_mult)
+    for t, start in zip(u.tensors, u.offsets):
+      steps[t] = step[start : start + x.sizes[t]]
+  sizes = jnp.asarray(x.sizes, jnp.float32)[:, None]
+  return steps, _in_leaf_order(x.units, h_sums) / sizes
 
 
 def step_rule(out: jax.Array, exp_mult: float, step_mult: float) -> jax.Array:
   """``o0 * exp(exp_mult * o1) * step_mult`` from ``[2, N]`` outputs."""
   return out[0] * jnp.exp(exp_mult * out[1]) * step_mult
+
+
+def as_updates(steps, params) -> list[jax.Array]:
+  """``-step`` in each parameter's shape and dtype."""
+  return [
+    (-s).reshape(jnp.shape(p)).astype(jnp.result_type(p))
+    for s, p in zip(steps, params)
+  ]
 
 
 def flatten_like(params, *trees):
@@ -109,6 +244,21 @@ def cast_state(new_state, old_state):
   return optax.tree.cast_like(new_state, old_state)
 
 
+def init_moments(params, num_decays: int):
+  """Zero ``m`` and ``v`` trees (separate buffers, so states are donatable)."""
+  zeros = lambda: jax.tree.map(
+    lambda p: features.init_moments(p, num_decays), params
+  )
+  return zeros(), zeros()
+
+
+def require_params(params, name: str) -> None:
+  if params is None:
+    raise ValueError(
+      f"{name}.update needs params: update(grads, state, params, value=loss)."
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class MLPLOpt(base.LearnedOptimizer):
   """Per-parameter MLP learned optimizer (no LSTM).
@@ -120,7 +270,7 @@ class MLPLOpt(base.LearnedOptimizer):
     step_mult: the step is ``o0 * exp(exp_mult * o1) * step_mult``.
     exp_mult: see ``step_mult``.
     last_layer_scale: init scale of the last layer (small = small steps).
-    chunk_size: entries per chunk of the per-parameter MLP; a speed knob
+    chunk_size: entries per chunk of the per-parameter passes; a speed knob
       (cache-sized chunks), not part of the math.
   """
 
@@ -170,15 +320,13 @@ class MLPLOpt(base.LearnedOptimizer):
 
     def init_fn(params):
       base.check_params(params, f"{name}.init")
-      # Separate buffers for m and v, so callers may donate the state.
-      zeros = lambda: jax.tree.map(
-        lambda p: features.init_moments(p, len(self.decays)), params
-      )
+      m, v = init_moments(params, len(self.decays))
+      num_tensors = len(jax.tree.leaves(params))
       return MLPLOptState(
         count=jnp.zeros([], jnp.int32),
-        m=zeros(),
-        v=zeros(),
-        grad_sq_ema=jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params),
+        m=m,
+        v=v,
+        grad_sq_ema=jnp.zeros([num_tensors], jnp.float32),
       )
 
     def update_fn(
@@ -186,35 +334,28 @@ class MLPLOpt(base.LearnedOptimizer):
     ):
       del valid_value, extra  # the MLP has no loss features
       base.require_value(value, name)
-      if params is None:
-        raise ValueError(f"{name}.update needs params: update(grads, state, "
-                         "params, value=loss).")  # fmt: skip
+      require_params(params, name)
       base.check_params(params, f"{name}.update")
-      treedef, ps, (gs, ms, vs, emas) = flatten_like(
-        params, grads, state.m, state.v, state.grad_sq_ema
-      )
-      shared_step = features.step_features(state.count)
-      updates, new_m, new_v, new_ema = [], [], [], []
-      for g, p, m, v, ema in zip(gs, ps, ms, vs, emas):
-        x = leaf_inputs(
-          g, p, m, v, ema, state.count, self.decays, self.chunk_size
-        )
-        shared = jnp.concatenate(
-          [
-            shared_step,
-            features.tensor_features_from_sums(x.sums, x.g.size, len(ps)),
-          ]
-        )
-        out, _ = apply_mlp(theta["mlp"], x, shared, self.chunk_size)
-        step = step_rule(out, self.exp_mult, self.step_mult)
-        updates.append((-step).reshape(jnp.shape(p)).astype(jnp.result_type(p)))
-        new_m.append(x.m)
-        new_v.append(x.v)
-        new_ema.append(x.grad_sq_ema)
-      unflat = treedef.unflatten
+      treedef, ps, (gs, ms, vs) = flatten_like(params, grads, state.m, state.v)
+      x = prepare(
+        gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
+        self.chunk_size,
+      )  # fmt: skip
+      step_feats = features.step_features(state.count)  # [11]
+      shared = jnp.concatenate(
+        [
+          jnp.broadcast_to(step_feats, (len(ps), step_feats.shape[0])),
+          features.tensor_features_from_sums(x.sums, x.sizes),
+        ],
+        axis=1,
+      )  # [T, 14]
+      steps, _ = per_param_steps(theta["mlp"], x, shared, self)
+      m, v = x.moments()
       new_state = MLPLOptState(
-        state.count + 1, unflat(new_m), unflat(new_v), unflat(new_ema)
-      )
-      return unflat(updates), cast_state(new_state, state)
+        state.count + 1, treedef.unflatten(m), treedef.unflatten(v),
+        x.grad_sq_ema,
+      )  # fmt: skip
+      updates = treedef.unflatten(as_updates(steps, ps))
+      return updates, cast_state(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

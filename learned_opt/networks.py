@@ -55,55 +55,68 @@ def apply_mlp(layers: Sequence[Layer], x: jax.Array) -> jax.Array:
   return linear(layers[-1], x)
 
 
-def apply_mlp_fused(
-  layers: Sequence[Layer],
-  entry_inputs: Sequence[jax.Array],
-  features_fn: Callable[..., jax.Array],
-  scales: jax.Array,
-  shared_inputs: jax.Array,
-  num_step_outputs: int = 2,
-  chunk_size: int = 1024,
+def fold_first_layer(
+  first: Layer, scales: jax.Array, shared_inputs: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-  """The per-parameter MLP on one tensor, without tiling anything.
+  """Per-tensor first-layer weights and biases of the fused MLP.
 
-  Mathematically equal to running ``apply_mlp`` on the tiled input
-  ``concat([(raw * scales[:, None]).T, broadcast(shared_inputs)], axis=1)``
-  with ``raw = features_fn(*entry_inputs)`` (``[F, N]``), then averaging
-  outputs ``num_step_outputs:`` over the entries. Exact algebra makes it
-  cheap:
-
-  * normalization folds into the weights: ``(x * s) @ W == x @ (s[:, None] *
-    W)``, so normalized features are never materialized;
-  * the shared inputs (identical for every entry) enter as a per-tensor bias
-    of the first layer;
-  * the last layer is linear, so the mean of its averaged outputs is the
-    last layer applied to the mean last hidden activation;
-  * everything is feature-major (``W.T @ x``, entries on the minor axis) and
-    runs over chunks of ``chunk_size`` entries, so a chunk's features and
-    hidden activations stay in cache (on a 2-core CPU at ~1M entries,
-    1024-entry chunks were ~3x faster than whole-tensor arrays).
+  Exact algebra on the tiled input ``[raw * s, shared]`` of tensor ``t``:
+  ``(raw * s) @ W_f + shared @ W_k + b == raw @ (s[:, None] * W_f) +
+  (shared @ W_k + b)``, so the normalized features are never formed and the
+  inputs shared by every entry of a tensor are never tiled.
 
   Args:
-    layers: MLP layers (``w: [in, out]``); the first takes ``F + K`` inputs.
+    first: the first layer, ``w: [F + K, H]``.
+    scales: ``[T, F]`` per-tensor normalization scales.
+    shared_inputs: ``[T, K]`` inputs shared by all entries of each tensor.
+
+  Returns:
+    ``([T, H, F] weights for feature-major inputs, [T, H] biases)``.
+  """
+  f = scales.shape[1]
+  w_entry = jnp.swapaxes(scales[:, :, None] * first["w"][None, :f], 1, 2)
+  return w_entry, linear({"w": first["w"][f:], "b": first["b"]}, shared_inputs)
+
+
+def mlp_entries(
+  layers: Sequence[Layer],
+  w_entry: jax.Array,
+  bias: jax.Array,
+  entry_inputs: Sequence[jax.Array],
+  features_fn: Callable[..., jax.Array],
+  num_step_outputs: int,
+  chunk_size: int,
+) -> tuple[jax.Array, jax.Array]:
+  """The per-parameter MLP over one tensor's entries, feature-major.
+
+  Equal to ``apply_mlp`` on the tiled inputs (see ``fold_first_layer``) for
+  the first ``num_step_outputs`` outputs. The other outputs are only needed
+  averaged over the tensor, and the last layer is linear, so the caller gets
+  them exactly from the mean last hidden activation (``averaged_outputs``).
+
+  Entries are on the minor axis (``W.T @ x``) and go in chunks of
+  ``chunk_size``, so a chunk's features and activations stay in cache: on a
+  2-core CPU at ~1M entries, 1024-entry chunks were ~3x faster than
+  whole-tensor arrays, and feature-major ~2x faster than entry-major.
+
+  Args:
+    layers: MLP layers (``w: [in, out]``).
+    w_entry: ``[H, F]`` this tensor's folded first-layer weights.
+    bias: ``[H]`` its first-layer bias.
     entry_inputs: arrays whose last axis has the ``N`` entries.
     features_fn: maps (chunks of) ``entry_inputs`` to ``[F, C]`` raw features.
-    scales: ``[F]`` per-feature normalization scales.
-    shared_inputs: ``[K]`` inputs shared by all entries of the tensor.
-    num_step_outputs: outputs kept per entry (the rest are averaged).
+    num_step_outputs: outputs computed per entry.
     chunk_size: entries per chunk.
 
   Returns:
-    ``([num_step_outputs, N] per-entry outputs, [out - num_step_outputs]
-    averaged outputs)``.
+    ``([num_step_outputs, N] per-entry outputs, [H] sum over the entries of
+    the last hidden activation)``.
   """
-  first, *rest = layers
-  last = rest[-1]
-  f = scales.shape[0]
-  w_entry = (scales[:, None] * first["w"][:f]).T  # [H, F]
-  bias = (shared_inputs @ first["w"][f:] + first["b"])[:, None]  # [H, 1]
+  rest = layers[1:]
   hidden = [(layer["w"].T, layer["b"][:, None]) for layer in rest[:-1]]
   k = num_step_outputs
-  w_step, b_step = last["w"][:, :k].T, last["b"][:k, None]  # [k, H], [k, 1]
+  w_step, b_step = rest[-1]["w"][:, :k].T, rest[-1]["b"][:k, None]
+  bias = bias[:, None]
 
   def chunk_fn(*chunk):
     h = jax.nn.relu(w_entry @ features_fn(*chunk) + bias)  # [H, C]
@@ -111,10 +124,55 @@ def apply_mlp_fused(
       h = jax.nn.relu(w @ h + b)
     return w_step @ h + b_step, jnp.sum(h, axis=1)  # [k, C], [H]
 
-  step_out, h_sum = chunked(chunk_fn, entry_inputs, chunk_size)
-  n = entry_inputs[0].shape[-1]
-  avg_out = (h_sum / n) @ last["w"][:, k:] + last["b"][k:]
-  return step_out, avg_out
+  return chunked(chunk_fn, entry_inputs, chunk_size)
+
+
+def mlp_packed(
+  layers: Sequence[Layer],
+  scales: jax.Array,
+  bias: jax.Array,
+  entry_inputs: Sequence[jax.Array],
+  features_fn: Callable[..., jax.Array],
+  onehot: jax.Array,
+  num_step_outputs: int,
+) -> tuple[jax.Array, jax.Array]:
+  """``mlp_entries`` for k small tensors packed on one entry axis.
+
+  One pass of a handful of ops serves all of them (per-tensor op overhead
+  dominated small models): each entry's per-tensor scales and bias come from
+  its segment through the one-hot matrix.
+
+  Args:
+    layers: MLP layers (``w: [in, out]``).
+    scales: ``[k, F]`` each tensor's normalization scales.
+    bias: ``[k, H]`` each tensor's first-layer bias.
+    entry_inputs: arrays whose last axis has the ``N`` packed entries.
+    features_fn: maps ``entry_inputs`` to ``[F, N]`` raw features.
+    onehot: ``[N, k]`` segment membership of each entry.
+    num_step_outputs: outputs computed per entry.
+
+  Returns:
+    ``([num_step_outputs, N] per-entry outputs, [H, k] per-tensor sums of
+    the last hidden activation)``.
+  """
+  first, *rest = layers
+  f = scales.shape[1]
+  expand = lambda x: x.T @ onehot.T  # [k, X] -> [X, N]
+  x = features_fn(*entry_inputs) * expand(scales)
+  h = jax.nn.relu(first["w"][:f].T @ x + expand(bias))
+  for layer in rest[:-1]:
+    h = jax.nn.relu(layer["w"].T @ h + layer["b"][:, None])
+  k = num_step_outputs
+  out = rest[-1]["w"][:, :k].T @ h + rest[-1]["b"][:k, None]
+  return out, h @ onehot
+
+
+def averaged_outputs(
+  last: Layer, h_mean: jax.Array, num_step_outputs: int
+) -> jax.Array:
+  """Outputs ``num_step_outputs:`` averaged over entries: ``[T, out - k]``."""
+  k = num_step_outputs
+  return linear({"w": last["w"][:, k:], "b": last["b"][k:]}, h_mean)
 
 
 def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int):

@@ -188,7 +188,7 @@ def example_params():
   rng = np.random.default_rng(0)
   f32 = lambda *s: np.asarray(rng.normal(size=s), np.float32)
   return {
-    "mlp/~/linear_0": {"w": f32(3, 4), "b": f32(4).astype(ml_dtypes.bfloat16)},
+    "mlp/~/linear_0": {"w": f32(4, 3), "b": f32(3).astype(ml_dtypes.bfloat16)},
     "scalar": f32(),
     "nested": {
       "rank3_bf16": f32(2, 1, 3).astype(ml_dtypes.bfloat16),

@@ -10,9 +10,9 @@ import test_utils
 
 from learned_opt import hierarchical
 
-# Chunks of 4 entries, so the example tensors cover every path of
-# networks.chunked: 12 entries (a loop over chunks), 6 (one chunk and a
-# remainder) and <= 4 (no chunking).
+# Chunks of 4 entries, so the example tensors cover every path: 12 entries
+# (a loop over chunks), 6 (one chunk and a remainder), and small tensors
+# packed together (3 + 1 entries, not adjacent in leaf order).
 LOPT = hierarchical.HierarchicalLOpt(chunk_size=4)
 THETA = LOPT.init(jax.random.key(0))
 PARAMS = jax.tree.map(jnp.asarray, reference.example_params())
@@ -197,7 +197,11 @@ def test_vmap_over_theta_population():
 
 def _quadratic_unroll(theta, num_steps=10):
   """Final loss of a tiny quadratic trained for num_steps (for grad tests)."""
-  target = {"w": jnp.full((3, 4), 0.5), "b": jnp.full((4,), -1.0)}
+  target = {
+    "w": jnp.full((3, 4), 0.5),
+    "b": jnp.full((2,), -1.0),  # b and c: a pack of small tensors
+    "c": jnp.full((2,), 2.0),
+  }
   loss_fn = lambda p: sum(jnp.sum(jnp.square(p[k] - target[k])) for k in target)
   tx = LOPT.optimizer(theta)
 

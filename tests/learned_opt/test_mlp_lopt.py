@@ -10,9 +10,9 @@ import test_utils
 
 from learned_opt import mlp_lopt
 
-# Chunks of 4 entries, so the example tensors cover every path of
-# networks.chunked: 12 entries (a loop over chunks), 6 (one chunk and a
-# remainder) and <= 4 (no chunking).
+# Chunks of 4 entries, so the example tensors cover every path: 12 entries
+# (a loop over chunks), 6 (one chunk and a remainder), and small tensors
+# packed together (3 + 1 entries, not adjacent in leaf order).
 LOPT = mlp_lopt.MLPLOpt(chunk_size=4)
 THETA = LOPT.init(jax.random.key(0))
 PARAMS = jax.tree.map(jnp.asarray, reference.example_params())
@@ -37,8 +37,12 @@ def _grads(params, seed):
 
 def _quadratic_unroll(theta, num_steps=10):
   """Final loss of a tiny quadratic trained for num_steps (for grad tests)."""
-  target = {"w": jnp.full((3, 4), 0.5), "b": jnp.full((4,), -1.0)}
-  params = {"w": jnp.zeros((3, 4)), "b": jnp.zeros((4,))}
+  target = {
+    "w": jnp.full((3, 4), 0.5),
+    "b": jnp.full((2,), -1.0),  # b and c: a pack of small tensors
+    "c": jnp.full((2,), 2.0),
+  }
+  params = jax.tree.map(jnp.zeros_like, target)
   loss_fn = lambda p: sum(
     jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree.leaves(p),
                                                jax.tree.leaves(target))
@@ -92,7 +96,8 @@ def test_structure_shapes_dtypes_and_first_jitted_update():
   n = sum(np.size(p) for p in jax.tree.leaves(PARAMS))
   acc_bytes = sum(x.nbytes for x in jax.tree.leaves((state.m, state.v)))
   assert acc_bytes == 10 * 4 * n
-  assert all(np.size(x) == 1 for x in jax.tree.leaves(state.grad_sq_ema))
+  # Per tensor, not per entry: one clipping EMA per leaf.
+  assert state.grad_sq_ema.shape == (len(jax.tree.leaves(PARAMS)),)
   # Nonzero updates where the gradient is nonzero.
   assert float(jnp.max(jnp.abs(updates["mlp/~/linear_0"]["w"]))) > 0
 
@@ -177,7 +182,7 @@ def test_vmap_over_theta_population():
     thetas, grads, state, params, 1.0
   )
   test_utils.assert_tree_all_finite(updates)
-  assert updates["w"].shape == (3, 3, 4)
+  assert updates["w"].shape == (3, 4, 3)
   assert not np.allclose(updates["w"][0], updates["w"][1])
   assert new_state.m["scalar"].shape == (3, 5)
 
@@ -187,3 +192,8 @@ def test_grad_wrt_theta_through_unroll():
   assert np.isfinite(float(loss))
   test_utils.assert_tree_all_finite(grads)
   assert float(optax.tree.norm(grads)) > 0
+
+
+def test_plan_units_packs_small_tensors():
+  assert mlp_lopt.plan_units([3, 12, 12, 6, 1], 4) == [(1,), (2,), (3,), (0, 4)]
+  assert mlp_lopt.plan_units([2, 2, 2, 9], 4) == [(0, 1), (3,), (2,)]
