@@ -217,6 +217,10 @@ def _task_summary(
     name: {
       "values": list(g.values),
       "final_train": np.asarray(g.result.final_train),  # [G, S, M]
+      "final_valid": np.asarray(g.result.final_valid),  # [G, S, M]
+      "final_test": np.asarray(g.result.final_test),  # [G, S, M]
+      # [G, S]: the full curves of the chosen values are under "arms".
+      "mean_train": np.mean(np.asarray(g.result.train_loss), axis=-1),
     }
     for name, g in record.grids.items()
   }
