@@ -16,7 +16,9 @@ Conventions, chosen so that a diverged run never looks good:
     baseline did and inf when only the candidate did; the median is over
     tasks (meaningful for positive losses).
 
-In the JSON, NaN and inf are written as null.
+The JSON holds, per task, every arm's curves (train loss per step,
+validation loss per checkpoint, final losses per horizon) and metrics, and
+every grid value's final and mean losses; NaN and inf are written as null.
 """
 
 from collections.abc import Callable, Sequence
