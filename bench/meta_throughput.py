@@ -14,6 +14,9 @@ Prints JSON lines, one per measurement:
   compilation; the median over ``--repeats`` timed windows, with every
   window's value in ``samples``. ``compile_s`` is the first call (compile +
   one step).
+* ``part="overhead"``: the whole outer step of ``train.run`` (estimate,
+  clip, Adam, non-finite guard, metrics fetch) vs the estimator's
+  ``estimate`` alone, on the cheapest signature (where overhead shows most).
 * ``part="suite_compile"``: ``lopt meta-train`` on ``configs/small_cpu.py``
   (the default suite, cheap signatures) for one outer step: the wall time of
   the first outer step (compilation included) and of the whole command.
@@ -112,7 +115,7 @@ def build_step(lopt_name: str, task_name: str, num_pairs: int):
     out_shardings=(part, rep),
     donate_argnums=(1,),
   )
-  return step, key, state, tasks, lopt.num_meta_params()
+  return step, key, state, tasks, lopt.num_meta_params(), est
 
 
 def measure(lopt_name, task_name, num_pairs, num_steps, repeats) -> dict:
@@ -120,7 +123,7 @@ def measure(lopt_name, task_name, num_pairs, num_steps, repeats) -> dict:
   import jax
   from jax.experimental import multihost_utils
 
-  step, key, state, tasks, num_theta = build_step(
+  step, key, state, tasks, num_theta, _ = build_step(
     lopt_name, task_name, num_pairs
   )
   t0 = time.perf_counter()
@@ -149,6 +152,45 @@ def measure(lopt_name, task_name, num_pairs, num_steps, repeats) -> dict:
     "inner_steps_per_s": round(statistics.median(samples)),
     "samples": [round(s) for s in samples],
   }
+
+
+def part_overhead(repeats: int) -> None:
+  """Outer step (estimate + clip + Adam + guard + metrics) vs estimate alone."""
+  import jax
+
+  lopt_name, task_name, num_pairs = "hierarchical", "quadratic_8", 8
+  num_steps = _steps_for(task_name, num_pairs)
+  step, key, state, tasks, _, est = build_step(lopt_name, task_name, num_pairs)
+  estimate = jax.jit(est.estimate, donate_argnums=(2,))
+  copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)
+  theta, est_state = copy(state[0]), copy(state[2])
+  _, est_state, em = estimate(theta, tasks, est_state, key)
+  state, m = step(key, state, tasks, 0)
+  jax.block_until_ready((em, m))
+  per_window = 2 * num_pairs * UNROLL * num_steps
+  outer, alone = [], []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(num_steps):
+      state, m = step(key, state, tasks, 0)
+      jax.device_get(m["meta_loss"])
+    outer.append(per_window / (time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    for _ in range(num_steps):
+      _, est_state, em = estimate(theta, tasks, est_state, key)
+      jax.device_get(em["meta_loss"])
+    alone.append(per_window / (time.perf_counter() - t0))
+  _emit(
+    {
+      "part": "overhead",
+      "lopt": lopt_name,
+      "task": task_name,
+      "pairs": num_pairs,
+      "outer_step_inner_steps_per_s": round(statistics.median(outer)),
+      "estimate_only_inner_steps_per_s": round(statistics.median(alone)),
+      "ratio": round(statistics.median(outer) / statistics.median(alone), 3),
+    }
+  )
 
 
 def _steps_for(task_name: str, num_pairs: int) -> int:
@@ -274,11 +316,11 @@ def part_processes(repeats: int) -> None:
 
 def _worker(args: list[str]) -> None:
   lopt_name, task_name, pairs, steps, repeats = args
-  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    import jax
+  from meta_train import config as config_lib
+  from meta_train import mesh as mesh_lib
 
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize()
+  # Joins the processes when the JAX_* variables are set (as train.run does).
+  mesh_lib.initialize_distributed(config_lib.MeshConfig())
   record = measure(lopt_name, task_name, int(pairs), int(steps), int(repeats))
   print(json.dumps(record), flush=True)
 
@@ -292,17 +334,20 @@ def main() -> None:
   parser.add_argument(
     "--parts",
     default="all",
-    help="comma-separated: throughput, suite_compile, processes (or all)",
+    help="comma-separated: throughput, overhead, suite_compile, processes "
+    "(or all)",
   )
   args = parser.parse_args()
   parts = (
-    ("throughput", "suite_compile", "processes")
+    ("throughput", "overhead", "suite_compile", "processes")
     if args.parts == "all"
     else args.parts.split(",")
   )
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   if "throughput" in parts:
     part_throughput(args.repeats)
+  if "overhead" in parts:
+    part_overhead(args.repeats)
   if "suite_compile" in parts:
     part_suite_compile()
   if "processes" in parts:
