@@ -55,7 +55,11 @@ class UnrollConfig:
     min_horizon: shortest inner run (steps).
     max_horizon: longest inner run; lengths are log-uniform in between.
     valid_every: the optimizer gets the validation loss as ``valid_value``
-      on inner steps that are multiples of this (NaN on others); 0: never.
+      every this many inner steps (NaN on others); 0: never. If it divides
+      ``unroll_length``, every instance gets it on the same steps (every
+      N-th step of each truncation: every N steps of each run, in phase
+      with the truncations), so one validation pass serves N steps;
+      otherwise on the steps of each run that are multiples of N.
     meta_loss_split: "train" (the training loss of each step, free) or
       "valid" (the loss on a validation batch at the same parameters).
     meta_loss_weighting: "uniform", or "end": step ``s`` of a run of length
@@ -129,12 +133,17 @@ class _RunKeys(NamedTuple):
   spec: jax.Array
   horizon: jax.Array
   init: jax.Array
-  steps: jax.Array
   next_run: jax.Array
 
 
+# Steps fold their index (< 2**31) into the run key; the run-level keys use
+# this tag, out of their range.
+_RUN_TAG = 2**32 - 1
+
+
 def _run_keys(raw_key: jax.Array) -> _RunKeys:
-  return _RunKeys(*jax.random.split(jax.random.wrap_key_data(raw_key), 5))
+  run_key = jax.random.fold_in(jax.random.wrap_key_data(raw_key), _RUN_TAG)
+  return _RunKeys(*jax.random.split(run_key, 4))
 
 
 def step_keys(raw_key: jax.Array, step: jax.Array) -> tuple[jax.Array, ...]:
@@ -148,7 +157,7 @@ def step_keys(raw_key: jax.Array, step: jax.Array) -> tuple[jax.Array, ...]:
     ``(k_batch, k_loss, k_valid)``: the train batch, the loss's own
     randomness, and the validation batch (and its loss randomness).
   """
-  k = jax.random.fold_in(_run_keys(raw_key).steps, step)
+  k = jax.random.fold_in(jax.random.wrap_key_data(raw_key), step)
   return tuple(jax.random.split(k, 3))
 
 
@@ -338,6 +347,11 @@ def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
   return jax.tree.map(sel, on_true, on_false)
 
 
+def _valid_in_phase(cfg: UnrollConfig) -> bool:
+  """Whether every instance gets its validation loss on the same steps."""
+  return cfg.valid_every > 0 and cfg.unroll_length % cfg.valid_every == 0
+
+
 def _schedule(states: InnerState, cfg: UnrollConfig) -> tuple[Any, Any]:
   """Which steps of the truncation need a reset / a validation loss [K].
 
@@ -348,17 +362,20 @@ def _schedule(states: InnerState, cfg: UnrollConfig) -> tuple[Any, Any]:
   per-step ``any`` over a population sharded across devices or processes
   would be one collective per inner step.
   """
-  if cfg.min_horizon < cfg.unroll_length:  # several resets per truncation
-    return None, None
   j = jnp.arange(cfg.unroll_length)[:, None]  # [K, 1]
+  need_valid = None
+  if _valid_in_phase(cfg):
+    need_valid = j[:, 0] % cfg.valid_every == 0  # [K], the same for all
+  elif not cfg.valid_every:
+    need_valid = jnp.zeros([cfg.unroll_length], jnp.bool_)
+  if cfg.min_horizon < cfg.unroll_length:  # several resets per truncation
+    return None, need_valid
   until_reset = (states.horizon - states.step)[None]  # [1, pop]
   # At most one reset per truncation: a new run lasts >= min_horizon >= K.
   need_reset = jnp.any(j == until_reset, axis=1)  # [K]
-  step = jnp.where(j >= until_reset, j - until_reset, states.step[None] + j)
-  if cfg.valid_every:
+  if need_valid is None:
+    step = jnp.where(j >= until_reset, j - until_reset, states.step[None] + j)
     need_valid = jnp.any(step % cfg.valid_every == 0, axis=1)  # [K]
-  else:
-    need_valid = jnp.zeros([cfg.unroll_length], jnp.bool_)
   return need_reset, need_valid
 
 
@@ -409,7 +426,9 @@ def _valid_losses(cfg, tasks, states, keys, need_valid):
   """Validation losses [pop] where needed (else NaN) and the feed mask."""
   pop = states.step.shape[0]
   nan = jnp.full([pop], jnp.nan, jnp.float32)
-  if cfg.valid_every:
+  if _valid_in_phase(cfg):  # one forward pass every N steps, for everyone
+    feed = jnp.broadcast_to(need_valid, [pop])
+  elif cfg.valid_every:
     feed = states.step % cfg.valid_every == 0  # [pop]
   else:
     feed = jnp.zeros([pop], jnp.bool_)

@@ -6,6 +6,7 @@ is fed, on noisy quadratics of the real family. Two jitted unrolls (K=4 and
 K=8) serve every test.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -206,6 +207,23 @@ def test_validation_loss_fed_every_n_steps(tasks, states0):
     expected = sum(1 for step in range(2 * K) if step % CFG.valid_every == 0)
     assert counter["calls"][i] == 2 * K
     assert counter["fed"][i] == expected
+
+
+def test_validation_loss_in_phase_with_truncations(tasks, states0):
+  """valid_every divides K: everyone is fed on the same steps (j % N == 0)."""
+  cfg = dataclasses.replace(CFG, valid_every=2)
+  run = jax.jit(functools.partial(_unroll, cfg=cfg))
+  states, out_a = run(tasks, states0)
+  states, out_b = run(tasks, states)
+  reset = np.concatenate([out_a.reset, out_b.reset])  # [2K, NUM]
+  counter = _np(states.opt_state[1])
+  assert reset.any()
+  for i in range(NUM):
+    start = int(np.flatnonzero(reset[:, i])[-1]) if reset[:, i].any() else 0
+    assert counter["calls"][i] == 2 * K - start
+    assert counter["fed"][i] == sum(
+      1 for t in range(start, 2 * K) if t % 2 == 0
+    )
 
 
 def test_force_reset_restarts_at_next_step(tasks, states0):
