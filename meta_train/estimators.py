@@ -67,14 +67,21 @@ class EstimatorConfig:
   meta_loss_weighting: str = "uniform"
 
   def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      want = {int: int, float: (int, float), str: str}[field.type]
+      if isinstance(value, bool) or not isinstance(value, want):
+        raise ValueError(
+          f"EstimatorConfig.{field.name} must be a {field.type.__name__}, "
+          f"got {value!r} ({type(value).__name__})."
+        )
     if self.name not in NAMES:
       raise ValueError(
         f"EstimatorConfig.name must be one of {NAMES}, got {self.name!r}."
       )
-    if not isinstance(self.num_tasks, int) or self.num_tasks < 1:
+    if self.num_tasks < 1:
       raise ValueError(
-        f"EstimatorConfig.num_tasks must be an int >= 1, got "
-        f"{self.num_tasks!r}."
+        f"EstimatorConfig.num_tasks must be >= 1, got {self.num_tasks!r}."
       )
     if not (math.isfinite(self.std) and self.std > 0):
       raise ValueError(

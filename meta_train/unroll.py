@@ -75,6 +75,14 @@ class UnrollConfig:
   meta_loss_weighting: str = "uniform"
 
   def __post_init__(self):
+    for name in ("unroll_length", "min_horizon", "max_horizon", "valid_every"):
+      value = getattr(self, name)
+      _check(
+        isinstance(value, int) and not isinstance(value, bool),
+        name,
+        "an int",
+        self,
+      )
     _check(self.unroll_length >= 1, "unroll_length", ">= 1", self)
     _check(self.min_horizon >= 1, "min_horizon", ">= 1", self)
     _check(

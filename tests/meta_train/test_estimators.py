@@ -439,6 +439,9 @@ def test_valid_split_measures_the_validation_loss():
     ("valid_every", -1),
     ("meta_loss_split", "test"),
     ("meta_loss_weighting", "late"),
+    ("unroll_length", 20.0),
+    ("num_tasks", True),
+    ("std", "0.01"),
   ],
 )
 def test_bad_config_names_the_field(field, value):
