@@ -7,9 +7,10 @@ direction of truncation ``t``, the estimate of pair ``p`` is
 
   (L+ - L-) / (2 std) * (xi + z_t),    then xi <- xi + z_t
 
-(their eq. 8 with antithetic sampling), which is unbiased for the gradient of
-the whole inner run's loss: the loss of truncation ``t`` depends on every
-perturbation applied since the run started, and ``xi`` credits them all.
+(their estimator with antithetic sampling), which is unbiased for the
+gradient of the whole inner run's loss: the loss of truncation ``t`` depends
+on every perturbation applied since the run started, and ``xi`` credits
+them all.
 When a run ends inside a truncation, the losses of the steps after the reset
 belong to the new run and are credited to ``z_t`` only, and ``xi`` restarts
 from ``z_t``. Its variance grows with the run length (DESIGN.md §8: 8-30x
