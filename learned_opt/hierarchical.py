@@ -15,7 +15,7 @@ al. 2020), our code:
   values (a 64 -> 18 head averaged over tensors at the previous step) and the
   16 averaged MLP outputs; a 64 -> 17 head feeds the MLP.
 
-The MLP is evaluated without tiling (``networks.apply_mlp_fused``): per-tensor
+The MLP is evaluated without tiling (``networks.fold_first_layer``): per-tensor
 inputs enter as a bias, and the averaged outputs come from the mean hidden
 activation; ``tests/learned_opt/reference.py`` checks it against tiling.
 

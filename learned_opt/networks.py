@@ -5,7 +5,7 @@ layer), so theta is an ordinary pytree that ``vmap``/``grad`` handle directly
 and checkpoints store by name.
 
 The per-parameter MLP is evaluated per tensor with exact algebra instead of
-tiling (see ``apply_mlp_fused``); the reference in
+tiling (``fold_first_layer``, ``mlp_entries``, ``mlp_packed``); the reference in
 ``tests/learned_opt/reference.py`` tiles everything and must agree.
 """
 
