@@ -320,7 +320,7 @@ def _norm_from_sq(sq: jax.Array) -> jax.Array:
 def tensor_features_from_sums(
   sums: EntrySums, sizes: Sequence[int], num_tensors: int | None = None
 ) -> jax.Array:
-  """``[T, 3]``: ``log(#tensors) - 1``, clipped log ``||p||``, ``log(#entries)``.
+  """``[T, 3]``: log(#tensors) - 1, clipped log ``||p||``, log(#entries).
 
   Args:
     sums: stacked ``EntrySums`` of T tensors.

@@ -1,4 +1,4 @@
-"""Accumulators, clipping and features: closed forms, names, widths, finiteness."""
+"""Accumulators, clipping, features: closed forms, names, widths, finiteness."""
 
 import jax
 import jax.numpy as jnp

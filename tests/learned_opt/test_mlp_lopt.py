@@ -1,4 +1,4 @@
-"""MLPLOpt: interface, invariances, step rule and agreement with the reference."""
+"""MLPLOpt: interface, invariances, step rule, agreement with the reference."""
 
 import jax
 import jax.numpy as jnp
