@@ -22,8 +22,8 @@ states drift apart and add their difference as noise to every estimate.
 from typing import Any, NamedTuple
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
-import optax
 
 from meta_train import unroll
 from task_suite import base as task_base
@@ -39,8 +39,10 @@ class ESState(NamedTuple):
 
 def sample_noise(key: jax.Array, theta: MetaParams, num_pairs: int) -> Any:
   """Standard-normal perturbation directions, leaves ``[pairs, ...]``."""
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_pairs))
-  return jax.vmap(lambda k: optax.tree.random_like(k, theta))(keys)
+  flat, unravel = jax.flatten_util.ravel_pytree(theta)
+  # One draw for all leaves: one RNG in the program, not one per leaf.
+  z = jax.random.normal(key, (num_pairs, flat.size), flat.dtype)
+  return jax.vmap(unravel)(z)
 
 
 def perturb(theta: MetaParams, z: Any, std: float) -> MetaParams:
