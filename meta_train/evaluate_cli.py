@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
   add("--families", nargs="+", help="only these task families")
   add("--tasks", nargs="+", help="explicit task names instead of a suite")
   add(
+    "--max-params",
+    type=int,
+    default=0,
+    help="only tasks with at most this many parameters (0: no limit)",
+  )
+  add(
     "--adam-lrs",
     type=_lrs,
     default=ADAM_LRS,
@@ -128,8 +134,29 @@ def _specs(args) -> list[task_suite.TaskSpec]:
     from task_suite import suite
 
     weights = {f: suite.DEFAULT_WEIGHTS.get(f, 0.1) for f in args.families}
-  return task_suite.sample_suite(
-    args.num_tasks, seed=args.seed, split=args.split, weights=weights
+  if not args.max_params:
+    return task_suite.sample_suite(
+      args.num_tasks, seed=args.seed, split=args.split, weights=weights
+    )
+  # Draw a larger deterministic pool and keep the first specs under the cap;
+  # the parameter count depends only on the static signature.
+  pool = task_suite.sample_suite(
+    20 * args.num_tasks, seed=args.seed, split=args.split, weights=weights
+  )
+  sizes: dict = {}
+  kept = []
+  for spec in pool:
+    if spec.signature not in sizes:
+      shapes = jax.eval_shape(task_suite.get_task(spec).init, jax.random.key(0))
+      sizes[spec.signature] = sum(x.size for x in jax.tree.leaves(shapes))
+    if sizes[spec.signature] <= args.max_params:
+      kept.append(spec)
+      if len(kept) == args.num_tasks:
+        return kept
+  raise SystemExit(
+    f"lopt evaluate: only {len(kept)} {args.split} tasks have at most "
+    f"--max-params={args.max_params} parameters; raise it or lower "
+    "--num-tasks."
   )
 
 
