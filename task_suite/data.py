@@ -30,6 +30,7 @@ import gzip
 import hashlib
 import os
 import pathlib
+import socket
 from typing import NamedTuple
 
 import jax
@@ -592,6 +593,12 @@ def prepare_tfds(
     # Asking GCS for a prepared copy needs network; local files do not.
     try_download_gcs=manual_dir is None,
   )
+  if manual_dir is None and not builder.is_prepared() and not _online():
+    # Offline, tfds retries its downloads for minutes before failing.
+    raise DatasetNotFoundError(
+      f"tensorflow-datasets cannot download {name!r}: no network. "
+      + _missing_message(name, data_dir() / name, ["its canonical files"])
+    )
   try:
     builder.download_and_prepare(
       download_dir=str(root / "downloads"), download_config=config
@@ -605,6 +612,15 @@ def prepare_tfds(
       + _missing_message(name, folder, ["its canonical files"])
     ) from e
   return builder
+
+
+def _online(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+  """Whether tfds's download host is reachable (a DNS lookup and a connect)."""
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+  except OSError:
+    return False
+  return True
 
 
 def read_tfds_split(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
