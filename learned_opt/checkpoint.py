@@ -305,7 +305,8 @@ def load(
     CheckpointError: (a ``ValueError``) if the checkpoint is corrupted or
       truncated, of an unknown architecture, or does not fit ``lopt``.
   """
-  path = pathlib.Path(path)
+  # orbax refuses relative paths.
+  path = pathlib.Path(path).absolute()
   manifest = read_manifest(path)
   _verify_files(path, manifest)
   lopt = _resolve_lopt(manifest, lopt, path)

@@ -323,3 +323,16 @@ def test_registry_round_trips_configs(name):
 def test_registry_unknown_name():
   with pytest.raises(ValueError, match="unknown .* 'nope'; known: .*mlp"):
     registry.get_architecture("nope")
+
+
+def test_load_accepts_a_relative_path(tmp_path, monkeypatch):
+  # orbax itself refuses relative paths; users type them all the time.
+  lopt = mlp_lopt.MLPLOpt(hidden_size=4)
+  theta = jax.tree.map(
+    lambda s: jnp.full(s.shape, 0.5, s.dtype),
+    jax.eval_shape(lopt.init, jax.random.key(0)),
+  )
+  checkpoint.save(tmp_path / "ckpt", lopt, theta)
+  monkeypatch.chdir(tmp_path)
+  _, loaded, _ = checkpoint.load("ckpt")
+  test_utils.assert_trees_equal(theta, loaded)
