@@ -183,3 +183,23 @@ def test_shipped_default_checkpoint_verifies():
   assert manifest["sha256"] == _hash_by_hand(directory / "weights")
   tx = learned_opt.load_pretrained()
   assert isinstance(tx, optax.GradientTransformationExtraArgs)
+  # It trains a held-out task: a noise-free test-split quadratic.
+  task = task_suite.get_task(
+    "quadratic(dim=8;seed=7,cond=30.0,noise_std=0.0,loss_scale=1.0,"
+    "init_scale=1.0)"
+  )
+  params = task.init(jax.random.key(0))
+
+  def step(carry, key):
+    params, state = carry
+    batch = task.batch(key, "train")
+    loss, grads = task.value_and_grad(params, key, batch)
+    updates, state = tx.update(grads, state, params, value=loss)
+    return (optax.apply_updates(params, updates), state), loss
+
+  keys = jax.random.split(jax.random.key(1), 300)
+  _, losses = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), keys))(
+    params
+  )
+  assert bool(jnp.all(jnp.isfinite(losses)))
+  assert float(losses[-20:].mean()) < 0.5 * float(losses[:5].mean())
