@@ -163,16 +163,11 @@ def export_theta(
     theta: host (numpy) meta-parameters.
     metadata: JSON metadata stored with them.
   """
-  save = getattr(learned_opt, "save", None)
-  if save is None:  # not re-exported yet
-    from learned_opt import checkpoint  # noqa: PLC0415
-
-    save = checkpoint.save
   if jax.process_count() == 1:
-    save(path, lopt, theta, metadata)
+    learned_opt.save(path, lopt, theta, metadata)
     return
   # learned_opt.save's orbax checkpointer waits at barriers for every
   # process, but only process 0 exports (the others are already in the next
   # outer step's collectives): seen as a single-process save it skips them.
   with mock.patch.object(jax, "process_count", lambda: 1):
-    save(path, lopt, theta, metadata)
+    learned_opt.save(path, lopt, theta, metadata)

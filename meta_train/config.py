@@ -20,20 +20,16 @@ Example:
 
 import collections.abc
 import dataclasses
-import importlib
 import typing
 from typing import Any
 
 import ml_collections
 
+import learned_opt
 from meta_train import estimators
 
-# name -> (module of learned_opt, class); the class is looked up in the
-# package first (its public API), then in the module.
-LOPT_NAMES = {
-  "mlp": ("mlp_lopt", "MLPLOpt"),
-  "hierarchical": ("hierarchical", "HierarchicalLOpt"),
-}
+# config name -> learned_opt class name.
+LOPT_NAMES = {"mlp": "MLPLOpt", "hierarchical": "HierarchicalLOpt"}
 SCHEDULES = ("constant", "cosine")
 
 
@@ -411,24 +407,13 @@ def lopt_class(name: str) -> type:
   """The ``learned_opt`` class of a ``LOptConfig.name``.
 
   Raises:
-    ConfigError: if the name is unknown or its module is missing.
+    ConfigError: if the name is unknown.
   """
   if name not in LOPT_NAMES:
     raise ConfigError(
       f"config.lopt.name must be one of {sorted(LOPT_NAMES)}, got {name!r}"
     )
-  module, cls_name = LOPT_NAMES[name]
-  package = importlib.import_module("learned_opt")
-  cls = getattr(package, cls_name, None)
-  if cls is None:
-    try:
-      cls = getattr(importlib.import_module(f"learned_opt.{module}"), cls_name)
-    except (ImportError, AttributeError) as e:
-      raise ConfigError(
-        f"config.lopt.name={name!r}: learned_opt.{cls_name} is not available"
-        f" ({e})"
-      ) from None
-  return cls
+  return getattr(learned_opt, LOPT_NAMES[name])
 
 
 def _check_lopt_kwargs(cfg: LOptConfig) -> None:

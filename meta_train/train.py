@@ -20,7 +20,6 @@ Example:
 """
 
 import functools
-import importlib
 import json
 import logging
 import pathlib
@@ -68,14 +67,6 @@ class RunResult(NamedTuple):
 # ------------------------------------------------------------ components
 
 
-def _learned_opt_api(name: str, module: str) -> Any:
-  """``learned_opt.<name>``, or from its module before it is re-exported."""
-  fn = getattr(learned_opt, name, None)
-  if fn is None:
-    fn = getattr(importlib.import_module(f"learned_opt.{module}"), name)
-  return fn
-
-
 def make_lopt(cfg: config_lib.LOptConfig) -> learned_opt.LearnedOptimizer:
   """The learned optimizer named by the config."""
   return config_lib.lopt_class(cfg.name)(**cfg.kwargs)
@@ -86,7 +77,7 @@ def make_outer_optimizer(
 ) -> optax.GradientTransformationExtraArgs:
   """The outer optimizer: a baseline by name, or a trained learned one."""
   if cfg.optimizer == "learned":
-    lopt, theta, _ = _learned_opt_api("load", "checkpoint")(cfg.learned_path)
+    lopt, theta, _ = learned_opt.load(cfg.learned_path)
     return lopt.optimizer(theta)
   schedule = {"schedule": "constant", "warmup_steps": cfg.warmup_steps}
   if cfg.schedule == "cosine":
@@ -95,7 +86,7 @@ def make_outer_optimizer(
       decay_steps=max(cfg.num_steps, cfg.warmup_steps + 1),
       final_lr_scale=cfg.final_lr_fraction,
     )
-  return _learned_opt_api("baseline", "baselines")(
+  return learned_opt.baseline(
     cfg.optimizer, learning_rate=cfg.learning_rate, **schedule, **cfg.hparams
   )
 
