@@ -240,8 +240,13 @@ def launch_local_processes(argv: list[str], num: int) -> int:
           if q.poll() is None:
             q.terminate()
   finally:
-    for p in procs:
+    for p in procs:  # e.g. after Ctrl-C: let them checkpoint, then insist
       if p.poll() is None:
+        p.terminate()
+    for p in procs:
+      try:
+        p.wait(timeout=60)
+      except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
   return status
