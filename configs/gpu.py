@@ -3,9 +3,10 @@
 Command:
   uv run lopt meta-train --config configs/gpu.py --workdir ~/lopt_runs/gpu
 
-Expected runtime: about a day on one H100-class GPU for 50,000 outer steps
-(64 antithetic pairs x 20 inner steps each; ~30-60 minutes of that is
-compiling one step per signature group, of which there are at most 48).
+Expected runtime (an estimate: no accelerator was available to measure it):
+about a day on one H100-class GPU for 50,000 outer steps of 64 antithetic
+pairs x 20 inner steps, plus 30-60 minutes compiling one step per signature
+group (at most 48).
 
 Expected outcome: meta-loss and held-out ``eval/final_loss`` (16 test-split
 tasks, 2,000 inner steps) fall steadily; the exported theta
