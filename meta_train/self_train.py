@@ -214,7 +214,7 @@ class SelfTrainConfig:
   eval_runs: int = 8
   eval_steps: int = 100
   clip_norm: float = 0.0
-  pretrained: str = "hierarchical"
+  pretrained: str = "mlp_small_cpu"
   adam_lrs: tuple[float, ...] = (3e-2, 1e-1, 3e-1, 1.0)
   sgd_lrs: tuple[float, ...] = (1.0, 3.0, 10.0)
   level_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
