@@ -138,18 +138,13 @@ def _specs(args) -> list[task_suite.TaskSpec]:
     return task_suite.sample_suite(
       args.num_tasks, seed=args.seed, split=args.split, weights=weights
     )
-  # Draw a larger deterministic pool and keep the first specs under the cap;
-  # the parameter count depends only on the static signature.
+  # Draw a larger deterministic pool and keep the first specs under the cap.
   pool = task_suite.sample_suite(
     20 * args.num_tasks, seed=args.seed, split=args.split, weights=weights
   )
-  sizes: dict = {}
   kept = []
   for spec in pool:
-    if spec.signature not in sizes:
-      shapes = jax.eval_shape(task_suite.get_task(spec).init, jax.random.key(0))
-      sizes[spec.signature] = sum(x.size for x in jax.tree.leaves(shapes))
-    if sizes[spec.signature] <= args.max_params:
+    if task_suite.num_params(spec) <= args.max_params:
       kept.append(spec)
       if len(kept) == args.num_tasks:
         return kept

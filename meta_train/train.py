@@ -91,13 +91,6 @@ def make_outer_optimizer(
   )
 
 
-def num_params(spec: task_suite.TaskSpec) -> int:
-  """Number of inner parameters of a spec's task (no compute)."""
-  task = task_suite.get_task(spec)
-  shapes = jax.eval_shape(task.init, jax.random.key(0))
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-
-
 def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
   """Train specs grouped by signature, filtered and capped by the config."""
   specs = task_suite.sample_suite(
@@ -106,7 +99,7 @@ def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
   groups = [
     g
     for g in task_suite.group_by_signature(specs).values()
-    if not cfg.max_params or num_params(g[0]) <= cfg.max_params
+    if not cfg.max_params or task_suite.num_params(g[0]) <= cfg.max_params
   ]
   if not groups:
     raise ValueError(
@@ -132,7 +125,7 @@ def sample_test_specs(cfg: config_lib.SuiteConfig, num: int) -> list[Any]:
     except ValueError:
       specs = []
   if cfg.max_params:
-    specs = [s for s in specs if num_params(s) <= cfg.max_params]
+    specs = [s for s in specs if task_suite.num_params(s) <= cfg.max_params]
   if not specs:
     raise ValueError(
       "no test-split task passes config.suite's filters (families, "

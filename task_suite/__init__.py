@@ -12,6 +12,7 @@ from task_suite.registry import FAMILIES  # noqa: F401
 from task_suite.suite import (  # noqa: F401
   get_task,
   group_by_signature,
+  num_params,
   parse_name,
   sample_suite,
 )

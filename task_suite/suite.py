@@ -18,11 +18,13 @@ Example:
 
 import bisect
 from collections.abc import Iterable, Mapping
+import functools
 import hashlib
 import itertools
 import re
 from typing import Any
 
+import jax
 import numpy as np
 
 from task_suite import base, registry
@@ -188,3 +190,32 @@ def group_by_signature(
   for spec in specs:
     groups.setdefault(spec.signature, []).append(spec)
   return {sig: groups[sig] for sig in sorted(groups, key=repr)}
+
+
+def num_params(spec: base.TaskSpec) -> int:
+  """Number of inner parameters of a spec's task (shapes only, no compute).
+
+  The count depends only on the static signature, so it is computed once per
+  signature, however many specs share it.
+  """
+  return _num_params_of_signature(_SignatureKey(spec))
+
+
+class _SignatureKey:
+  """Carries a spec into the cache below, hashing as its signature only."""
+
+  def __init__(self, spec: base.TaskSpec):
+    self.spec = spec
+
+  def __hash__(self) -> int:
+    return hash(self.spec.signature)
+
+  def __eq__(self, other) -> bool:
+    return self.spec.signature == other.spec.signature
+
+
+@functools.cache
+def _num_params_of_signature(key: _SignatureKey) -> int:
+  task = get_task(key.spec)
+  shapes = jax.eval_shape(task.init, jax.random.key(0))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
