@@ -50,10 +50,18 @@ class LOptConfig:
     name: ``"mlp"`` (``learned_opt.MLPLOpt``) or ``"hierarchical"``
       (``learned_opt.HierarchicalLOpt``).
     kwargs: constructor arguments of that class (architecture sizes, ...).
+    init_from: start theta from a trained optimizer instead of a random
+      init: a shipped name (``"mlp_small_cpu"``), a pretrained directory or
+      a ``learned_opt.save`` checkpoint (e.g. another run's
+      ``WORKDIR/theta``). Same architecture: fine-tuning; an ``MLPLOpt``
+      into a ``HierarchicalLOpt``: its MLP is embedded so that the new
+      optimizer starts with the same steps (``learned_opt.warm_start``).
+      Ignored when the run resumes from its own checkpoint.
   """
 
   name: str = "mlp"
   kwargs: dict = dataclasses.field(default_factory=dict)
+  init_from: str = ""
 
   def __post_init__(self):
     _require(

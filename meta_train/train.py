@@ -33,6 +33,7 @@ import optax
 import tqdm
 
 import learned_opt
+from learned_opt import warm_start
 from meta_train import checkpointing, estimators
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
@@ -70,6 +71,28 @@ class RunResult(NamedTuple):
 def make_lopt(cfg: config_lib.LOptConfig) -> learned_opt.LearnedOptimizer:
   """The learned optimizer named by the config."""
   return config_lib.lopt_class(cfg.name)(**cfg.kwargs)
+
+
+def initial_theta_fn(lopt: learned_opt.LearnedOptimizer, init_from: str):
+  """``key -> theta``: ``lopt.init``, or a warm start from ``init_from``.
+
+  The source is loaded (and checked against ``lopt``) here, before any
+  compute, so a wrong ``config.lopt.init_from`` fails early.
+  """
+  if not init_from:
+    return lopt.init
+  try:
+    source, source_theta = warm_start.load_source(init_from)
+    # Checks compatibility now, on abstract values.
+    jax.eval_shape(
+      lambda k: warm_start.warm_start_theta(lopt, k, source, source_theta),
+      jax.random.key(0),
+    )
+  except (FileNotFoundError, ValueError) as e:
+    raise config_lib.ConfigError(f"config.lopt.init_from: {e}") from None
+  return lambda key: warm_start.warm_start_theta(
+    lopt, key, source, source_theta
+  )
 
 
 def make_outer_optimizer(
@@ -321,6 +344,7 @@ def run(
 
   # --- The learned optimizer, the tasks and their estimators.
   lopt = lopt or make_lopt(cfg.lopt)
+  init_theta = initial_theta_fn(lopt, cfg.lopt.init_from)
   groups = sample_train_groups(cfg.suite)
   if cfg.eval.every:
     test_specs = sample_test_specs(cfg.suite, cfg.eval.num_tasks)
@@ -349,7 +373,7 @@ def run(
   ]
 
   def init_fn(key, all_tasks):
-    theta = lopt.init(jax.random.fold_in(key, _THETA))
+    theta = init_theta(jax.random.fold_in(key, _THETA))
     return OuterState(
       theta=theta,
       opt_state=outer_tx.init(theta),

@@ -1,0 +1,150 @@
+"""Starting a meta-training run from an already trained optimizer.
+
+Two cases:
+
+* same architecture and sizes: theta is reused as is (fine-tuning);
+* an ``MLPLOpt`` into a ``HierarchicalLOpt`` with the same per-parameter MLP
+  (decays, hidden sizes, step rule): the MLP's weights are copied, and the
+  first-layer rows that read the LSTM's values start at zero, so the
+  hierarchical optimizer's steps equal the MLP optimizer's exactly until
+  meta-training moves those rows. The LSTM and the extra MLP outputs (which
+  feed only the LSTM) keep their fresh initialization.
+
+Example:
+  >>> src_lopt, src_theta, _ = learned_opt.load_pretrained_with_info()
+  >>> theta = warm_start.warm_start_theta(
+  ...     HierarchicalLOpt(), jax.random.key(0), src_lopt, src_theta)
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from learned_opt import base, checkpoint, hierarchical, mlp_lopt, pretrained
+
+
+class WarmStartError(ValueError):
+  """The source optimizer cannot initialize the target optimizer."""
+
+
+def _same_structure(target_theta, source_theta) -> bool:
+  shapes = lambda t: jax.tree.map(lambda x: (jnp.shape(x), str(x.dtype)), t)
+  return jax.tree.structure(target_theta) == jax.tree.structure(
+    source_theta
+  ) and shapes(target_theta) == shapes(source_theta)
+
+
+def _mlp_mismatches(
+  target: hierarchical.HierarchicalLOpt, source: mlp_lopt.MLPLOpt
+) -> list[str]:
+  pairs = {
+    "decays": (target.decays, source.decays),
+    "hidden_size": (target.mlp_hidden_size, source.hidden_size),
+    "num_hidden_layers": (
+      target.mlp_num_hidden_layers,
+      source.num_hidden_layers,
+    ),
+    "step_mult": (target.step_mult, source.step_mult),
+    "exp_mult": (target.exp_mult, source.exp_mult),
+  }
+  return [
+    f"{name} (target {t!r}, source {s!r})"
+    for name, (t, s) in pairs.items()
+    if t != s
+  ]
+
+
+def embed_mlp_theta(
+  target: hierarchical.HierarchicalLOpt,
+  fresh_theta: dict[str, Any],
+  source: mlp_lopt.MLPLOpt,
+  source_theta: dict[str, Any],
+) -> dict[str, Any]:
+  """``fresh_theta`` of ``target`` with ``source``'s MLP embedded in it.
+
+  Raises:
+    WarmStartError: if the per-parameter MLPs differ (names the fields).
+  """
+  mismatches = _mlp_mismatches(target, source)
+  if mismatches:
+    raise WarmStartError(
+      "cannot warm-start HierarchicalLOpt from MLPLOpt: their per-parameter "
+      f"MLPs differ in {', '.join(mismatches)}. Use the same sizes, or start "
+      "from a checkpoint of the same architecture."
+    )
+  src = source_theta["mlp"]
+  layers = [dict(layer) for layer in fresh_theta["mlp"]]
+  first_in = src[0]["w"].shape[0]  # per-parameter + step + tensor features
+  w0 = jnp.zeros_like(layers[0]["w"]).at[:first_in].set(src[0]["w"])
+  layers[0] = {"w": w0, "b": jnp.asarray(src[0]["b"])}  # LSTM rows: zero
+  for i in range(1, len(layers) - 1):
+    layers[i] = {"w": jnp.asarray(src[i]["w"]), "b": jnp.asarray(src[i]["b"])}
+  last, src_last = layers[-1], src[-1]
+  num_out = src_last["w"].shape[1]  # the step outputs (direction, magnitude)
+  layers[-1] = {
+    "w": last["w"].at[:, :num_out].set(src_last["w"]),
+    "b": last["b"].at[:num_out].set(src_last["b"]),
+  }
+  return {**fresh_theta, "mlp": layers}
+
+
+def warm_start_theta(
+  target: base.LearnedOptimizer,
+  key: jax.Array,
+  source: base.LearnedOptimizer,
+  source_theta: Any,
+) -> Any:
+  """Theta for ``target`` initialized from a trained ``source`` optimizer.
+
+  Args:
+    target: the optimizer to meta-train.
+    key: initializes what the source cannot provide (the LSTM).
+    source: the trained optimizer.
+    source_theta: its meta-parameters.
+
+  Raises:
+    WarmStartError: naming what differs when ``source`` cannot initialize
+      ``target``.
+  """
+  fresh = target.init(key)
+  if type(target) is type(source):
+    # chunk_size is a speed knob, not part of the math.
+    same = dataclasses.replace(source, chunk_size=target.chunk_size) == target
+    if not same or not _same_structure(fresh, source_theta):
+      raise WarmStartError(
+        f"cannot warm-start {target!r} from {source!r}: same architecture "
+        "but different sizes or settings. Use the source's settings "
+        "(config.lopt.kwargs), or start from scratch."
+      )
+    return jax.tree.map(jnp.asarray, source_theta)
+  if isinstance(target, hierarchical.HierarchicalLOpt) and isinstance(
+    source, mlp_lopt.MLPLOpt
+  ):
+    return embed_mlp_theta(target, fresh, source, source_theta)
+  raise WarmStartError(
+    f"cannot warm-start {type(target).__name__} from "
+    f"{type(source).__name__}: supported are the same architecture, and "
+    "MLPLOpt into HierarchicalLOpt."
+  )
+
+
+def load_source(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
+  """``(lopt, theta)`` of a shipped name, a pretrained dir or a checkpoint.
+
+  Accepts what ``learned_opt.load_pretrained`` accepts and any directory
+  written by ``learned_opt.save`` (e.g. a run's ``WORKDIR/theta``).
+
+  Raises:
+    FileNotFoundError: if it is none of those (lists the shipped names).
+  """
+  try:
+    lopt, theta, _ = pretrained.load_pretrained_with_info(name_or_path)
+    return lopt, theta
+  except FileNotFoundError:
+    if not os.path.isdir(name_or_path):
+      raise
+  lopt, theta, _ = checkpoint.load(name_or_path)
+  return lopt, theta
