@@ -11,7 +11,14 @@ from meta_train import config as config_lib
 from meta_train import main as main_lib
 from meta_train import mesh as mesh_lib
 
-CONFIG_MODULES = ("tiny", "small_cpu", "gpu", "paper")
+CONFIG_MODULES = (
+  "tiny",
+  "small_cpu",
+  "gpu",
+  "paper",
+  "shipped_mlp",
+  "shipped_hierarchical",
+)
 TINY = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "tiny.py")
 
 
@@ -148,6 +155,20 @@ def test_run_fails_before_any_compute(tmp_path, monkeypatch):
   with pytest.raises(config_lib.ConfigError, match="config.estimator.stdd"):
     train.run(_cd(estimator__stdd=1.0), tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_unknown_init_from_fails_before_any_compute(tmp_path, monkeypatch):
+  from meta_train import train
+
+  def no_compute(*args, **kwargs):
+    raise AssertionError("compiled something before validating the config")
+
+  monkeypatch.setattr(jax, "jit", no_compute)
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"^config\.lopt\.init_from: no pretrained optimizer 'nope'",
+  ):
+    train.run(_cd(lopt__init_from="nope"), tmp_path / "run")
 
 
 def test_population_must_fit_the_mesh():

@@ -1,0 +1,98 @@
+"""Warm starts: an MLPLOpt embedded in a HierarchicalLOpt steps identically."""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+import test_utils
+
+import learned_opt
+from learned_opt import warm_start
+
+
+def _trained_like_mlp_theta(lopt, key):
+  """An MLPLOpt theta with a last layer large enough to take real steps."""
+  theta = lopt.init(key)
+  last = theta["mlp"][-1]
+  theta["mlp"][-1] = {"w": last["w"] * 100.0, "b": last["b"] + 0.1}
+  return theta
+
+
+def _run(tx, params, loss_fn, num_steps):
+  state, updates_seen = tx.init(params), []
+  for _ in range(num_steps):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, value=loss)
+    params = optax.apply_updates(params, updates)
+    updates_seen.append(updates)
+  return params, updates_seen
+
+
+def test_embedded_mlp_takes_the_same_steps():
+  source = learned_opt.MLPLOpt()
+  source_theta = _trained_like_mlp_theta(source, jax.random.key(0))
+  target = learned_opt.HierarchicalLOpt()
+  theta = warm_start.warm_start_theta(
+    target, jax.random.key(1), source, source_theta
+  )
+  # The LSTM is a fresh init and its values reach the MLP only through the
+  # zeroed first-layer rows.
+  assert jnp.all(theta["mlp"][0]["w"][37:] == 0.0)
+  assert jnp.any(theta["lstm"]["wx"] != 0.0)
+  params = {
+    "w": jax.random.normal(jax.random.key(2), (12, 5)),
+    "b": jnp.zeros([5]),
+  }
+  x = jax.random.normal(jax.random.key(3), (16, 12))
+  loss_fn = lambda p: jnp.mean(jnp.tanh(x @ p["w"] + p["b"][None]) ** 2)
+  p_src, u_src = _run(source.optimizer(source_theta), params, loss_fn, 4)
+  p_tgt, u_tgt = _run(target.optimizer(theta), params, loss_fn, 4)
+  assert float(jnp.max(jnp.abs(u_src[-1]["w"]))) > 0.0
+  test_utils.assert_trees_all_close(u_src, u_tgt, rtol=1e-5, atol=1e-8)
+  test_utils.assert_trees_all_close(p_src, p_tgt, rtol=1e-5, atol=1e-7)
+
+
+def test_same_architecture_reuses_theta():
+  lopt = learned_opt.MLPLOpt()
+  theta = _trained_like_mlp_theta(lopt, jax.random.key(0))
+  got = warm_start.warm_start_theta(
+    learned_opt.MLPLOpt(chunk_size=64), jax.random.key(5), lopt, theta
+  )
+  test_utils.assert_trees_equal(got, theta)
+
+
+@pytest.mark.parametrize(
+  "target, source, message",
+  [
+    (
+      learned_opt.HierarchicalLOpt(mlp_hidden_size=16),
+      learned_opt.MLPLOpt(),
+      r"hidden_size \(target 16, source 32\)",
+    ),
+    (
+      learned_opt.MLPLOpt(hidden_size=16),
+      learned_opt.MLPLOpt(),
+      "same architecture but different sizes",
+    ),
+    (
+      learned_opt.MLPLOpt(),
+      learned_opt.HierarchicalLOpt(),
+      "supported are the same architecture, and MLPLOpt into",
+    ),
+  ],
+)
+def test_incompatible_source_is_named(target, source, message):
+  source_theta = source.init(jax.random.key(0))
+  with pytest.raises(warm_start.WarmStartError, match=message):
+    warm_start.warm_start_theta(target, jax.random.key(1), source, source_theta)
+
+
+def test_load_source_reads_shipped_names_and_checkpoints(tmp_path):
+  lopt, theta = warm_start.load_source("mlp_small_cpu")
+  assert isinstance(lopt, learned_opt.MLPLOpt)
+  learned_opt.save(tmp_path / "theta", lopt, theta, {})
+  lopt2, theta2 = warm_start.load_source(tmp_path / "theta")
+  assert lopt2 == lopt
+  test_utils.assert_trees_equal(theta2, theta)
+  with pytest.raises(FileNotFoundError, match="available: .*mlp_small_cpu"):
+    warm_start.load_source("no_such_optimizer")
