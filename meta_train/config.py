@@ -162,11 +162,16 @@ class EvalConfig:
       of the run (0: never).
     num_tasks: number of test-split tasks (same family filters as training).
     num_steps: inner steps each task is trained for with ``theta``.
+    keep_thetas: also export theta at every evaluation to
+      ``WORKDIR/eval_thetas/step_NNNNNNN`` (a ``learned_opt`` checkpoint with
+      the evaluation's metrics as metadata), so that the checkpoint to ship
+      can be chosen afterwards by longer rollouts (``lopt evaluate``).
   """
 
   every: int = 100
   num_tasks: int = 4
   num_steps: int = 200
+  keep_thetas: bool = True
 
   def __post_init__(self):
     _require(self.every >= 0, "every must be >= 0 (0: never)")

@@ -439,8 +439,20 @@ def run(
   if cfg.eval.every and main:
     evaluator = make_evaluator(lopt, test_specs, cfg.eval.num_steps)
     ev = lambda th: evaluator(mesh_lib.to_host(th), eval_key)
+
+  def evaluate(step, theta):
+    metrics = ev(theta)
+    writer.write(step, metrics)
+    if cfg.eval.keep_thetas:
+      checkpointing.export_theta(
+        workdir / "eval_thetas" / f"step_{step:07d}",
+        lopt,
+        mesh_lib.to_host(theta),
+        {"meta_train_step": step, "eval": metrics},
+      )
+
   if step == 0 and cfg.eval.every and main:
-    writer.write(0, ev(state.theta))
+    evaluate(0, state.theta)
   bar = tqdm.tqdm(
     total=cfg.outer.num_steps,
     initial=step,
@@ -485,7 +497,7 @@ def run(
         writer.write(step, means)
         window = []
       if cfg.eval.every and (step % cfg.eval.every == 0 or last) and main:
-        writer.write(step, ev(state.theta))
+        evaluate(step, state.theta)
       if step % cfg.checkpoint.every == 0:
         _save(manager, state, cfg, lopt, workdir, step)
         saved_step = step

@@ -225,6 +225,14 @@ def test_run_learns_and_writes_its_outputs(lr_run):
   assert steps == [20, 30]  # every 10, the last 2 kept
   manifest = json.loads((workdir / "theta" / "manifest.json").read_text())
   assert manifest["metadata"]["meta_train_step"] == 30
+  # Every evaluated theta is kept, with its evaluation, to choose from later.
+  kept = sorted(p.name for p in (workdir / "eval_thetas").iterdir())
+  assert kept == [f"step_{s:07d}" for s in (0, 10, 20, 30)]
+  for r in evals:
+    path = workdir / "eval_thetas" / f"step_{r['step']:07d}"
+    metadata = json.loads((path / "manifest.json").read_text())["metadata"]
+    assert metadata["meta_train_step"] == r["step"]
+    assert metadata["eval"]["eval/final_loss"] == r["eval/final_loss"]
 
 
 def test_resumed_run_is_bit_identical(lr_run, tmp_path):
