@@ -215,6 +215,10 @@ def _check_workdir(workdir: pathlib.Path, cfg: config_lib.Config) -> None:
   current = config_lib.to_dict(cfg)
   if path.exists():
     saved = json.loads(path.read_text())
+    try:  # Fields added since the run started take their defaults.
+      saved = config_lib.to_dict(config_lib.from_config(saved))
+    except config_lib.ConfigError:
+      pass  # compared as saved; a difference is reported below
     changed = [k for k in _RUN_IDENTITY if saved.get(k) != current[k]]
     if changed:
       raise config_lib.ConfigError(

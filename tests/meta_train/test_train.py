@@ -258,6 +258,20 @@ def test_resumed_run_is_bit_identical(lr_run, tmp_path):
   test_utils.assert_trees_equal(again.theta, uninterrupted.theta)
 
 
+def test_run_saved_before_a_field_existed_resumes(lr_run, tmp_path):
+  workdir, uninterrupted = lr_run
+  old = tmp_path / "old"
+  shutil.copytree(workdir / "checkpoints" / "30", old / "checkpoints" / "30")
+  saved = json.loads((workdir / "config.json").read_text())
+  del saved["lopt"]["init_from"]  # as written before init_from existed
+  (old / "config.json").write_text(json.dumps(saved))
+  cd = lr_config()
+  cd.eval.every = 0
+  resumed = train.run(cd, old, lopt=LearnedLR())
+  assert resumed.step == 30
+  test_utils.assert_trees_equal(resumed.theta, uninterrupted.theta)
+
+
 def test_workdir_of_another_run_is_refused(lr_run):
   workdir, _ = lr_run
   cd = lr_config()
