@@ -43,6 +43,9 @@ _USAGE = (
 _OPEN_DICTS = ("kwargs", "hparams")
 
 
+_INTERRUPTED = f"{_PROG}: interrupted; resume with the same command"
+
+
 class UsageError(ValueError):
   """A malformed command line or override."""
 
@@ -221,6 +224,9 @@ def launch_local_processes(argv: list[str], num: int) -> int:
     return 2
   port = _free_port()
   procs = []
+  # SIGTERM to the launcher must reach the workers (through the finally
+  # below): killed outright, it would leave them running without it.
+  _terminate_with_interrupt()
   for i in range(num):
     mine = cores[i::num]
     procs.append(
@@ -270,6 +276,15 @@ def _raise_interrupt(signum, frame):
   raise KeyboardInterrupt  # lets train.run checkpoint on its way out
 
 
+def _terminate_with_interrupt() -> None:
+  """Makes SIGTERM raise KeyboardInterrupt (unless someone else handles it)."""
+  try:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+      signal.signal(signal.SIGTERM, _raise_interrupt)
+  except ValueError:  # not the main thread: keep the default
+    pass
+
+
 def main(argv: list[str]) -> int:
   """Entry point of ``lopt meta-train``; returns the exit status."""
   if any(a in ("-h", "--help", "-help") for a in argv):
@@ -282,26 +297,25 @@ def main(argv: list[str]) -> int:
     print(f"{_PROG}: {e}", file=sys.stderr)
     return 2
   if opts["num_local_processes"] > 1:
-    return launch_local_processes(
-      _without_flag(argv, "num_local_processes"), opts["num_local_processes"]
-    )
+    try:
+      return launch_local_processes(
+        _without_flag(argv, "num_local_processes"),
+        opts["num_local_processes"],
+      )
+    except KeyboardInterrupt:
+      print(_INTERRUPTED, file=sys.stderr)
+      return 130
 
   from meta_train import train  # noqa: PLC0415 (jax/estimators: slow import)
 
-  try:
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-      signal.signal(signal.SIGTERM, _raise_interrupt)
-  except ValueError:  # not the main thread: keep the default
-    pass
+  _terminate_with_interrupt()
   try:
     train.run(opts["config"], opts["workdir"])
   except config_lib.ConfigError as e:
     print(f"{_PROG}: bad config: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print(
-      f"{_PROG}: interrupted; resume with the same command", file=sys.stderr
-    )
+    print(_INTERRUPTED, file=sys.stderr)
     return 130
   return 0
 

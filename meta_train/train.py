@@ -27,6 +27,7 @@ import time
 from typing import Any, NamedTuple
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -303,6 +304,18 @@ def make_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
   return evaluate
 
 
+def _reached_preemption(step: int) -> bool:
+  """Whether every process has reached the step at which to save and stop.
+
+  With several processes, jax.distributed turns a SIGTERM (preemption, or
+  Ctrl-C of ``--num_local_processes``) into an agreed step, so that all of
+  them save the same state and then stop.
+  """
+  if jax.process_count() == 1:
+    return False
+  return multihost_utils.reached_preemption_sync_point(step)
+
+
 def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
   """Checkpoints the state (all processes) and exports theta (process 0)."""
   checkpointing.save(manager, step, state, config_lib.to_dict(cfg))
@@ -466,6 +479,7 @@ def run(
   )
   window: list[dict[str, float]] = []
   saved_step = step
+  interrupted = False
   try:
     while step < cfg.outer.num_steps:
       g = int(pick_group(step))
@@ -502,15 +516,25 @@ def run(
         window = []
       if cfg.eval.every and (step % cfg.eval.every == 0 or last) and main:
         evaluate(step, state.theta)
-      if step % cfg.checkpoint.every == 0:
+      preempted = _reached_preemption(step)
+      if step % cfg.checkpoint.every == 0 or preempted:
         _save(manager, state, cfg, lopt, workdir, step)
         saved_step = step
+      if preempted:
+        raise KeyboardInterrupt
+  except KeyboardInterrupt:
+    interrupted = True
+    raise
   finally:
     bar.close()
     alive = not any(
       x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)
     )
-    if step != saved_step and alive:
+    # Processes interrupted otherwise than by a preemption notice stop at
+    # different points, and a multi-process save would wait for the others
+    # forever: they keep their last checkpoint instead.
+    coordinated = jax.process_count() == 1 or not interrupted
+    if step != saved_step and alive and coordinated:
       _save(manager, state, cfg, lopt, workdir, step)
     writer.close()
     manager.close()

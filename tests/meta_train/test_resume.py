@@ -160,3 +160,52 @@ def test_sigkilled_run_resumes_bit_identically(tmp_path):
   assert _without_timings(
     metrics_lib.read_jsonl(workdir / "metrics.jsonl")
   ) == _without_timings(metrics_lib.read_jsonl(reference / "metrics.jsonl"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_two_process_launcher_saves_and_stops(tmp_path):
+  """Both workers save the same agreed step, stop, and the run resumes."""
+  workdir = tmp_path / "run"
+  cmd = _meta_train_cmd(
+    workdir,
+    "--config.outer.num_steps=100000",
+    "--config.checkpoint.every=100000",
+    "--num_local_processes=2",
+  )
+  proc = subprocess.Popen(
+    cmd,
+    env=test_train.subprocess_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  metrics = workdir / "metrics.jsonl"
+  try:
+    deadline = time.monotonic() + 900
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+      assert proc.poll() is None, proc.stderr.read()[-3000:]
+      assert time.monotonic() < deadline, "the run did not start"
+      time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=50)  # the launcher's limit is 60 s
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "interrupted; resume with the same command" in stderr
+  # No periodic checkpoint was due: this one is the preemption save.
+  saved = _finished_steps(workdir)
+  assert len(saved) == 1 and saved[0] >= 3, saved
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+  _run(
+    _meta_train_cmd(
+      workdir,
+      f"--config.outer.num_steps={saved[0] + 2}",
+      "--config.checkpoint.every=100000",
+      "--num_local_processes=2",
+    )
+  )
+  _, theta, meta = learned_opt.load(workdir / "theta")
+  assert meta["meta_train_step"] == saved[0] + 2
+  test_utils.assert_tree_all_finite(theta)
