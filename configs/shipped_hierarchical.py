@@ -15,14 +15,18 @@ Command (one process per core):
   uv run lopt meta-train --config configs/shipped_hierarchical.py \\
       --workdir ~/lopt_runs/shipped_hierarchical --num_local_processes=2
 
-Expected runtime on 2 CPU cores: ~15-30 minutes compiling the 16 signature
+Expected runtime on 2 CPU cores: ~5-10 minutes compiling the 16 signature
 groups (one compilation each, spread over the first outer steps), then
-~0.1-0.2 s per outer step; 2,000 outer steps in a few hours.
+~0.3-0.4 s per outer step with two processes (measured).
 
-Expected outcome: the meta-loss starts where ``shipped_mlp.py`` ended (~0.3)
-and the held-out ``eval/final_loss`` at the shipped optimizer's value;
-whether the LSTM lowers them within this budget is what the run measures
-(WORKDIR/metrics.jsonl).
+Expected outcome (measured): the held-out ``eval/final_loss`` (4 test tasks,
+500 inner steps) goes from 0.532 (the shipped MLPLOpt) to 0.495 at step 250,
+0.473 at 2000 and 0.458-0.462 at 3250-3500, where it flattens; the
+meta-loss goes from ~0.8 (fresh inner runs) to ~0.3.
+``checkpoints/hierarchical_small_cpu`` is the kept evaluation theta of step
+3250 (``WORKDIR/eval_thetas/step_0003250``). That run's first 150 steps used
+``outer.num_steps=2000``, so its cosine schedule was slightly different; it
+then resumed with the 6000 steps set here and was stopped at step 3650.
 """
 
 import ml_collections
@@ -36,6 +40,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lopt.name = "hierarchical"
   c.lopt.init_from = "mlp_small_cpu"
   c.estimator.valid_every = 10
-  c.outer.num_steps = 2000 if arg != "smoke" else c.outer.num_steps
+  c.outer.num_steps = 6000 if arg != "smoke" else c.outer.num_steps
   c.outer.learning_rate = 1e-3
   return c

@@ -175,13 +175,17 @@ def test_save_refuses_to_overwrite(root):
     )
 
 
-def test_shipped_default_checkpoint_verifies():
-  if pretrained.DEFAULT_NAME not in pretrained.available():
-    pytest.skip(f"no shipped checkpoint {pretrained.DEFAULT_NAME!r} yet")
-  directory = pretrained.checkpoints_root() / pretrained.DEFAULT_NAME
+def test_the_default_is_shipped():
+  assert pretrained.DEFAULT_NAME in pretrained.available()
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_shipped_checkpoint_verifies_and_trains(name):
+  directory = pretrained.checkpoints_root() / name
   manifest = pretrained.verify(directory)
   assert manifest["sha256"] == _hash_by_hand(directory / "weights")
-  tx = learned_opt.load_pretrained()
+  assert manifest["evaluation"]["horizons"], "shipped without its evaluation"
+  tx = learned_opt.load_pretrained(name)
   assert isinstance(tx, optax.GradientTransformationExtraArgs)
   # It trains a held-out task: a noise-free test-split quadratic.
   task = task_suite.get_task(
