@@ -37,6 +37,13 @@ def _same_structure(target_theta, source_theta) -> bool:
   ) and shapes(target_theta) == shapes(source_theta)
 
 
+def _settings(lopt: base.LearnedOptimizer) -> dict[str, Any]:
+  """The fields that define the math (``chunk_size`` is a speed knob)."""
+  fields = dataclasses.asdict(lopt)
+  fields.pop("chunk_size", None)
+  return fields
+
+
 def _mlp_mismatches(
   target: hierarchical.HierarchicalLOpt, source: mlp_lopt.MLPLOpt
 ) -> list[str]:
@@ -111,9 +118,9 @@ def warm_start_theta(
   """
   fresh = target.init(key)
   if type(target) is type(source):
-    # chunk_size is a speed knob, not part of the math.
-    same = dataclasses.replace(source, chunk_size=target.chunk_size) == target
-    if not same or not _same_structure(fresh, source_theta):
+    if _settings(source) != _settings(target) or not _same_structure(
+      fresh, source_theta
+    ):
       raise WarmStartError(
         f"cannot warm-start {target!r} from {source!r}: same architecture "
         "but different sizes or settings. Use the source's settings "
