@@ -42,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_runs = 8
   c.eval_steps = 100
   c.clip_norm = 0.0
-  c.pretrained = "mlp_small_cpu"  # the shipped default (checkpoints/)
+  # The shipped MLPLOpt (checkpoints/), with which the run was measured.
+  c.pretrained = "mlp_small_cpu"
   # ES meta-gradients of this task have norms ~0.03-0.1 at init: SGD needs
   # far larger learning rates than Adam for comparable steps.
   c.adam_lrs = (3e-2, 1e-1, 3e-1, 1.0)

@@ -147,6 +147,7 @@ def load_source(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
   Raises:
     FileNotFoundError: if it is none of those (lists the shipped names).
   """
+  name_or_path = os.path.expanduser(name_or_path)
   try:
     lopt, theta, _ = pretrained.load_pretrained_with_info(name_or_path)
     return lopt, theta
