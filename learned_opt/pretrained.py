@@ -254,6 +254,29 @@ def load_pretrained_with_info(
   return lopt, theta, manifest
 
 
+def load_any(
+  name_or_path: str | os.PathLike,
+) -> tuple[base.LearnedOptimizer, base.MetaParams, dict[str, Any]]:
+  """A shipped name, a pretrained directory or a ``learned_opt.save`` one.
+
+  Returns:
+    ``(lopt, theta, info)``: ``info`` is the pretrained manifest, or the
+    metadata saved with a ``learned_opt.save`` checkpoint (e.g. a
+    meta-training run's ``WORKDIR/theta``).
+
+  Raises:
+    FileNotFoundError: if it is none of those (lists the shipped names).
+    CheckpointError: (a ValueError) for a corrupted checkpoint.
+  """
+  path = pathlib.Path(name_or_path).expanduser()
+  if (path / checkpoint.MANIFEST_NAME).is_file() and (
+    path / checkpoint.WEIGHTS_DIR
+  ).is_dir():
+    lopt, theta, metadata = checkpoint.load(path)
+    return lopt, theta, dict(metadata or {})
+  return load_pretrained_with_info(path if path.is_dir() else name_or_path)
+
+
 def load_pretrained(
   name: str | os.PathLike = DEFAULT_NAME,
   *,

@@ -17,13 +17,12 @@ Example:
 """
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from learned_opt import base, checkpoint, hierarchical, mlp_lopt, pretrained
+from learned_opt import base, hierarchical, mlp_lopt
 
 
 class WarmStartError(ValueError):
@@ -136,23 +135,3 @@ def warm_start_theta(
     f"{type(source).__name__}: supported are the same architecture, and "
     "MLPLOpt into HierarchicalLOpt."
   )
-
-
-def load_source(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
-  """``(lopt, theta)`` of a shipped name, a pretrained dir or a checkpoint.
-
-  Accepts what ``learned_opt.load_pretrained`` accepts and any directory
-  written by ``learned_opt.save`` (e.g. a run's ``WORKDIR/theta``).
-
-  Raises:
-    FileNotFoundError: if it is none of those (lists the shipped names).
-  """
-  name_or_path = os.path.expanduser(name_or_path)
-  try:
-    lopt, theta, _ = pretrained.load_pretrained_with_info(name_or_path)
-    return lopt, theta
-  except FileNotFoundError:
-    if not os.path.isdir(name_or_path):
-      raise
-  lopt, theta, _ = checkpoint.load(name_or_path)
-  return lopt, theta

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from learned_opt import checkpoint, pretrained
+from learned_opt import pretrained
 from meta_train import evaluation
 from task_suite import data
 from task_suite.families import mlp, quadratic, regression, test_functions
@@ -53,14 +53,10 @@ def load_optimizer(name_or_path: str) -> tuple[Any, Any, str]:
       message lists the shipped names).
     learned_opt.CheckpointError: a corrupted checkpoint.
   """
-  path = pathlib.Path(name_or_path)
-  if (path / checkpoint.MANIFEST_NAME).is_file() and (
-    path / checkpoint.WEIGHTS_DIR
-  ).is_dir():
-    lopt, theta, _ = checkpoint.load(path)
-    return lopt, theta, f"{path} ({lopt.architecture})"
-  lopt, theta, manifest = pretrained.load_pretrained_with_info(name_or_path)
-  return lopt, theta, str(manifest.get("name", name_or_path))
+  lopt, theta, info = pretrained.load_any(name_or_path)
+  if "name" in info:  # a pretrained manifest
+    return lopt, theta, str(info["name"])
+  return lopt, theta, f"{name_or_path} ({lopt.architecture})"
 
 
 def demo_tasks(names=TASK_NAMES) -> tuple[dict[str, Any], list[str]]:

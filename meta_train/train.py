@@ -34,7 +34,7 @@ import optax
 import tqdm
 
 import learned_opt
-from learned_opt import warm_start
+from learned_opt import pretrained, warm_start
 from meta_train import checkpointing, estimators
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
@@ -83,7 +83,7 @@ def initial_theta_fn(lopt: learned_opt.LearnedOptimizer, init_from: str):
   if not init_from:
     return lopt.init
   try:
-    source, source_theta = warm_start.load_source(init_from)
+    source, source_theta, _ = pretrained.load_any(init_from)
     # Checks compatibility now, on abstract values.
     jax.eval_shape(
       lambda k: warm_start.warm_start_theta(lopt, k, source, source_theta),
@@ -455,16 +455,16 @@ def run(
   )
   if cfg.eval.every and main:
     evaluator = make_evaluator(lopt, test_specs, cfg.eval.num_steps)
-    ev = lambda th: evaluator(mesh_lib.to_host(th), eval_key)
 
   def evaluate(step, theta):
-    metrics = ev(theta)
+    theta = mesh_lib.to_host(theta)  # once, for the evaluation and export
+    metrics = evaluator(theta, eval_key)
     writer.write(step, metrics)
     if cfg.eval.keep_thetas:
       checkpointing.export_theta(
         workdir / "eval_thetas" / f"step_{step:07d}",
         lopt,
-        mesh_lib.to_host(theta),
+        theta,
         {"meta_train_step": step, "eval": metrics},
       )
 

@@ -7,7 +7,7 @@ import pytest
 import test_utils
 
 import learned_opt
-from learned_opt import warm_start
+from learned_opt import pretrained, warm_start
 
 
 def _trained_like_mlp_theta(lopt, key):
@@ -88,11 +88,11 @@ def test_incompatible_source_is_named(target, source, message):
 
 
 def test_load_source_reads_shipped_names_and_checkpoints(tmp_path):
-  lopt, theta = warm_start.load_source("mlp_small_cpu")
+  lopt, theta, _ = pretrained.load_any("mlp_small_cpu")
   assert isinstance(lopt, learned_opt.MLPLOpt)
   learned_opt.save(tmp_path / "theta", lopt, theta, {})
-  lopt2, theta2 = warm_start.load_source(tmp_path / "theta")
+  lopt2, theta2, _ = pretrained.load_any(tmp_path / "theta")
   assert lopt2 == lopt
   test_utils.assert_trees_equal(theta2, theta)
   with pytest.raises(FileNotFoundError, match="available: .*mlp_small_cpu"):
-    warm_start.load_source("no_such_optimizer")
+    pretrained.load_any("no_such_optimizer")
