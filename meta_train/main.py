@@ -121,6 +121,27 @@ def apply_override(cd: ml_collections.ConfigDict, path: str, text: str):
   node[name] = _parse_value(text, node[name], path)
 
 
+def flag_pairs(argv: list[str], usage: str) -> list[tuple[str, str]]:
+  """``(name, value)`` of each ``--name=value`` or ``--name value``, in order.
+
+  Raises:
+    UsageError: for a bare argument or a flag without a value.
+  """
+  pairs, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if not arg.startswith("--"):
+      raise UsageError(f"unexpected argument {arg!r}\n{usage}")
+    name, eq, value = arg[2:].partition("=")
+    if not eq:
+      if i + 1 >= len(argv):
+        raise UsageError(f"--{name} needs a value\n{usage}")
+      i, value = i + 1, argv[i + 1]
+    i += 1
+    pairs.append((name, value))
+  return pairs
+
+
 def parse_args(argv: list[str]) -> dict[str, Any]:
   """Parses the command line into config, workdir and process count.
 
@@ -128,17 +149,8 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     UsageError: with a message naming the bad argument.
   """
   opts: dict[str, Any] = {"num_local_processes": 1, "workdir": None}
-  overrides, config_spec, i = [], None, 0
-  while i < len(argv):
-    arg = argv[i]
-    if not arg.startswith("--"):
-      raise UsageError(f"unexpected argument {arg!r}\n{_USAGE}")
-    name, eq, value = arg[2:].partition("=")
-    if not eq:
-      if i + 1 >= len(argv):
-        raise UsageError(f"--{name} needs a value\n{_USAGE}")
-      i, value = i + 1, argv[i + 1]
-    i += 1
+  overrides, config_spec = [], None
+  for name, value in flag_pairs(argv, _USAGE):
     if name == "config":
       config_spec = value
     elif name.startswith("config."):

@@ -410,7 +410,7 @@ def main(argv: list[str]) -> int:
     print(__doc__)
     return 0
   try:
-    config_spec, out, overrides = _parse_argv(argv, meta_main.UsageError)
+    config_spec, out, overrides = _parse_argv(argv)
     cd = meta_main.load_config_file(config_spec)
     cd.lock()
     for path, text in overrides:
@@ -429,21 +429,16 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-def _parse_argv(argv, usage_error):
+def _parse_argv(argv):
+  from meta_train import main as meta_main  # noqa: PLC0415 (see main)
+
+  usage_error = meta_main.UsageError
   usage = (
     f"usage: {_PROG} --config configs/self_train.py[:ARG] --out DIR "
     "[--config.x=VALUE ...]"
   )
-  config_spec, out, overrides, i = None, None, [], 0
-  while i < len(argv):
-    name, eq, value = argv[i].lstrip("-").partition("=")
-    if not argv[i].startswith("--"):
-      raise usage_error(f"unexpected argument {argv[i]!r}\n{usage}")
-    if not eq:
-      if i + 1 >= len(argv):
-        raise usage_error(f"--{name} needs a value\n{usage}")
-      i, value = i + 1, argv[i + 1]
-    i += 1
+  config_spec, out, overrides = None, None, []
+  for name, value in meta_main.flag_pairs(argv, usage):
     if name == "config":
       config_spec = value
     elif name.startswith("config."):
