@@ -20,11 +20,16 @@ Prints JSON lines, one per measurement:
 * ``part="suite_compile"``: ``lopt meta-train`` on ``configs/small_cpu.py``
   (the default suite, cheap signatures) for one outer step: the wall time of
   the first outer step (compilation included) and of the whole command.
-* ``part="processes"``: the same ES step (HierarchicalLOpt, MLP signature,
-  8 pairs) run by one process using both cores vs two processes pinned to
-  one core each (XLA single-threaded) joined by ``jax.distributed`` (gloo),
-  the population split between them. Alternated ``--repeats`` times, each as
-  fresh subprocesses; ``ratio`` = two-process / one-process median.
+* ``part="cpu_layout"``: the same ES step (HierarchicalLOpt, 8 pairs, MLP
+  signature and quadratic) in three layouts of this machine's cores: one
+  process with one device using all cores, one process with one device per
+  core (``mesh.split_host_cpu``, what ``lopt meta-train`` does on CPU), and
+  one process per core joined by ``jax.distributed`` (gloo). Alternated
+  ``--repeats`` times, each as fresh subprocesses; ratios to the first.
+
+The throughput and overhead parts run in this process with the CPU split as
+``lopt meta-train`` splits it (``--cpu-devices``, default 0: one device per
+core); each record gives its ``devices``.
 
 The CPU of the machine these numbers come from is shared with other jobs, so
 single numbers are noisy: compare medians and ratios measured in one run.
@@ -148,6 +153,7 @@ def measure(lopt_name, task_name, num_pairs, num_steps, repeats) -> dict:
     "unroll": UNROLL,
     "num_meta_params": num_theta,
     "processes": jax.process_count(),
+    "devices": jax.device_count(),
     "compile_s": round(compile_s, 2),
     "inner_steps_per_s": round(statistics.median(samples)),
     "samples": [round(s) for s in samples],
@@ -253,8 +259,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_workers(num: int, args: list[str]) -> dict:
-  """Runs ``num`` worker processes (one per core if num > 1)."""
+def _run_workers(num: int, devices: int, args: list[str]) -> dict:
+  """Runs ``num`` worker processes (one per core if num > 1).
+
+  A single worker with ``devices > 1`` makes its CPU that many devices, one
+  per core, as ``lopt meta-train`` does (``mesh.split_host_cpu``).
+  """
   cores = sorted(os.sched_getaffinity(0))
   port = _free_port()
   procs = []
@@ -270,6 +280,8 @@ def _run_workers(num: int, args: list[str]) -> dict:
         XLA_FLAGS="--xla_cpu_multi_thread_eigen=false",
       )
       preexec = functools.partial(os.sched_setaffinity, 0, mine)
+    else:
+      env["LOPT_BENCH_CPU_DEVICES"] = str(devices)
     procs.append(
       subprocess.Popen(
         [sys.executable, __file__, "--worker", *args],
@@ -293,25 +305,39 @@ def _run_workers(num: int, args: list[str]) -> dict:
   return json.loads(outs[0][0].strip().splitlines()[-1])
 
 
-def part_processes(repeats: int) -> None:
-  args = ["hierarchical", "mlp_11k", "8", str(_steps_for("mlp_11k", 8))]
-  one, two = [], []
-  for _ in range(repeats):
-    one.append(_run_workers(1, [*args, "3"])["inner_steps_per_s"])
-    two.append(_run_workers(2, [*args, "3"])["inner_steps_per_s"])
-  _emit(
-    {
-      "part": "processes",
-      "lopt": "hierarchical",
-      "task": "mlp_11k",
-      "pairs": 8,
-      "one_process_two_cores": round(statistics.median(one)),
-      "two_processes_one_core_each": round(statistics.median(two)),
-      "ratio": round(statistics.median(two) / statistics.median(one), 3),
-      "samples_one": one,
-      "samples_two": two,
-    }
-  )
+def part_cpu_layout(repeats: int) -> None:
+  """One device on all cores vs one device per core vs one process per core.
+
+  Fresh subprocesses, alternated ``repeats`` times; ratios are to the
+  one-device layout.
+  """
+  num_cores = len(os.sched_getaffinity(0))
+  layouts = {
+    "one_device_all_cores": (1, 1),
+    "one_device_per_core": (1, num_cores),
+    "one_process_per_core": (num_cores, 1),
+  }
+  for task_name in ("mlp_11k", "quadratic_8"):
+    args = ["hierarchical", task_name, "8", str(_steps_for(task_name, 8))]
+    samples = {name: [] for name in layouts}
+    for _ in range(repeats):
+      for name, (num, devices) in layouts.items():
+        record = _run_workers(num, devices, [*args, "3"])
+        samples[name].append(record["inner_steps_per_s"])
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    base = median["one_device_all_cores"]
+    _emit(
+      {
+        "part": "cpu_layout",
+        "lopt": "hierarchical",
+        "task": task_name,
+        "pairs": 8,
+        "cores": num_cores,
+        **{k: round(v) for k, v in median.items()},
+        **{f"ratio_{k}": round(v / base, 3) for k, v in median.items()},
+        "samples": samples,
+      }
+    )
 
 
 def _worker(args: list[str]) -> None:
@@ -319,8 +345,12 @@ def _worker(args: list[str]) -> None:
   from meta_train import config as config_lib
   from meta_train import mesh as mesh_lib
 
+  mesh_cfg = config_lib.MeshConfig(
+    cpu_devices=int(os.environ.get("LOPT_BENCH_CPU_DEVICES", "1"))
+  )
+  mesh_lib.split_host_cpu(mesh_cfg, int(pairs))
   # Joins the processes when the JAX_* variables are set (as train.run does).
-  mesh_lib.initialize_distributed(config_lib.MeshConfig())
+  mesh_lib.initialize_distributed(mesh_cfg)
   record = measure(lopt_name, task_name, int(pairs), int(steps), int(repeats))
   print(json.dumps(record), flush=True)
 
@@ -334,24 +364,37 @@ def main() -> None:
   parser.add_argument(
     "--parts",
     default="all",
-    help="comma-separated: throughput, overhead, suite_compile, processes "
+    help="comma-separated: throughput, overhead, suite_compile, cpu_layout "
     "(or all)",
+  )
+  parser.add_argument(
+    "--cpu-devices",
+    type=int,
+    default=0,
+    help="CPU devices of this process (0: one per core, as lopt meta-train)",
   )
   args = parser.parse_args()
   parts = (
-    ("throughput", "overhead", "suite_compile", "processes")
+    ("throughput", "overhead", "suite_compile", "cpu_layout")
     if args.parts == "all"
     else args.parts.split(",")
   )
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  from meta_train import config as config_lib
+  from meta_train import mesh as mesh_lib
+
+  # Every population here (8 and 64 pairs) divides over 1, 2 or 4 devices.
+  mesh_lib.split_host_cpu(
+    config_lib.MeshConfig(cpu_devices=args.cpu_devices), 64
+  )
   if "throughput" in parts:
     part_throughput(args.repeats)
   if "overhead" in parts:
     part_overhead(args.repeats)
   if "suite_compile" in parts:
     part_suite_compile()
-  if "processes" in parts:
-    part_processes(args.repeats)
+  if "cpu_layout" in parts:
+    part_cpu_layout(args.repeats)
 
 
 if __name__ == "__main__":

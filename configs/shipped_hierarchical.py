@@ -16,12 +16,14 @@ the short-horizon bias (DESIGN.md §8). It defaults to fine-tuning the
 shipped ``hierarchical_small_cpu``; pass ``--config.lopt.init_from=PATH`` to
 start from another theta.
 
-Commands (one process per core):
+Commands (the shipped checkpoint was trained with ``--num_local_processes=2``,
+one process per core; on CPU, one process now makes one device per core,
+which measured faster):
   export LOPT_DATA_DIR=/path/to/shared/data   # MNIST, Fashion-MNIST, text
   uv run lopt meta-train --config configs/shipped_hierarchical.py \\
-      --workdir ~/lopt_runs/stage1 --num_local_processes=2
+      --workdir ~/lopt_runs/stage1
   uv run lopt meta-train --config configs/shipped_hierarchical.py:end \\
-      --workdir ~/lopt_runs/stage2 --num_local_processes=2 \\
+      --workdir ~/lopt_runs/stage2 \\
       --config.lopt.init_from=~/lopt_runs/stage1/eval_thetas/step_0003250
 
 Expected runtime on 2 CPU cores: ~5-10 minutes compiling the 16 signature

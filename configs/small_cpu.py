@@ -1,10 +1,8 @@
 """A real meta-training run on a 2-core CPU: HierarchicalLOpt, cheap suite.
 
-Command (one process per core, the fast way on a multi-core CPU; see
-bench/meta_throughput.py):
-  uv run lopt meta-train --config configs/small_cpu.py \\
-      --workdir ~/lopt_runs/small_cpu --num_local_processes=2
-or in one process:
+Command (on CPU the process makes one JAX device per core and shards the
+population over them, the fast way on a multi-core CPU; see
+bench/meta_throughput.py, part "cpu_layout"):
   uv run lopt meta-train --config configs/small_cpu.py \\
       --workdir ~/lopt_runs/small_cpu
 
@@ -17,13 +15,15 @@ Variants, combinable with commas (e.g. ``configs/small_cpu.py:pes,long``):
   valid  meta-loss on validation batches instead of training batches;
   smoke  a few outer steps on two signature groups, to check the setup.
 
-Expected runtime: about 2.5 hours in one process on 2 idle CPU cores,
-under 2 hours with ``--num_local_processes=2``, longer on a busy machine.
-Measured here: 0.30 s per outer step on average over the 12 signature
-groups (0.014 s for quadratics and 2-D functions, up to 1.7 s for the
-~10k-parameter MLP/conv groups: 8 pairs x 20 steps x 2 = 320 inner steps per
-outer step), ~15-30 s of compilation per group on its first step, plus
-evaluations and checkpoints; 30,000 outer steps in all.
+Expected runtime: under 2 hours on 2 idle CPU cores (about 2.5 hours with
+``--config.mesh.cpu_devices=1``, one device using both cores), longer on a
+busy machine. Measured here with one device: 0.30 s per outer step on
+average over the 12 signature groups (0.014 s for quadratics and 2-D
+functions, up to 1.7 s for the ~10k-parameter MLP/conv groups: 8 pairs x 20
+steps x 2 = 320 inner steps per outer step), ~15-30 s of compilation per
+group on its first step, plus evaluations and checkpoints; 30,000 outer
+steps in all. One device per core ran the same outer steps 1.3-1.9x faster
+(0.15 vs 0.28 s per outer step on one group; 17k vs 10k inner steps/s).
 
 Expected outcome: the meta-loss (``meta_loss`` in WORKDIR/metrics.jsonl,
 about 1.0 at the start: normalized losses of barely-moving inner runs) and

@@ -232,6 +232,11 @@ class MeshConfig:
     num_processes: number of processes (0: from env/cluster).
     process_id: this process's index (-1: from env/cluster).
     cpu_collectives: CPU collectives implementation for several processes.
+    cpu_devices: JAX devices this process makes of its CPU cores when it
+      runs on CPU (``lopt meta-train``; see ``mesh.split_host_cpu``): 0 =
+      one per core, as many as divide ``estimator.num_tasks``; 1 = one
+      device using all cores. Ignored on GPU/TPU and when XLA_FLAGS or
+      JAX_NUM_CPU_DEVICES already set a CPU device count.
   """
 
   num_devices: int = 0
@@ -240,9 +245,13 @@ class MeshConfig:
   num_processes: int = 0
   process_id: int = -1
   cpu_collectives: str = "gloo"
+  cpu_devices: int = 0
 
   def __post_init__(self):
     _require(self.num_devices >= 0, "num_devices must be >= 0 (0: all)")
+    _require(
+      self.cpu_devices >= 0, "cpu_devices must be >= 0 (0: one per core)"
+    )
     _require(self.num_processes >= 0, "num_processes must be >= 0")
     _require(self.process_id >= -1, "process_id must be >= -1 (-1: from env)")
     _require(

@@ -11,12 +11,16 @@ fails before any compute.
 Re-running the same command on the same ``--workdir`` resumes from the
 latest checkpoint.
 
-On a multi-core CPU, meta-train with ``--num_local_processes=<cores>``: it
-runs that many processes joined by ``jax.distributed`` on this machine, each
-pinned to its own core with single-threaded XLA, the population split
-between them. XLA:CPU's intra-op threading is poor on the small ops of
-meta-training, so one process per core is faster than one process using all
-of them (bench/meta_throughput.py, part "processes": 1.37x on 2 cores).
+On a CPU-only machine the process makes one JAX device per core (as many as
+divide ``config.estimator.num_tasks``; ``--config.mesh.cpu_devices=N`` picks
+another count, 1 turns it off) and shards the population over them, each
+device single-threaded. XLA:CPU's intra-op threading is poor on the small ops
+of meta-training: on 2 cores this is ~1.9x faster than one device using both
+(bench/meta_throughput.py, part "cpu_layout").
+
+``--num_local_processes=N`` instead runs N processes joined by
+``jax.distributed`` on this machine, each pinned to its share of the cores
+(~1.4x on 2 cores): the way to test a multi-host setup on one machine.
 """
 
 import ast
@@ -304,7 +308,7 @@ def main(argv: list[str]) -> int:
     return 0
   try:
     opts = parse_args(argv)
-    config_lib.from_config(opts["config"])
+    cfg = config_lib.from_config(opts["config"])
   except (UsageError, config_lib.ConfigError) as e:
     print(f"{_PROG}: {e}", file=sys.stderr)
     return 2
@@ -318,8 +322,10 @@ def main(argv: list[str]) -> int:
       print(_INTERRUPTED, file=sys.stderr)
       return 130
 
-  from meta_train import train  # noqa: PLC0415 (jax/estimators: slow import)
+  # jax/estimators: slow imports, not needed for --help or bad configs.
+  from meta_train import mesh, train  # noqa: PLC0415
 
+  mesh.split_host_cpu(cfg.mesh, cfg.estimator.num_tasks)
   _terminate_with_interrupt()
   try:
     train.run(opts["config"], opts["workdir"])
