@@ -109,6 +109,10 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
   two processes joined by ``jax.distributed`` (~1.4x; bench/meta_throughput.py,
   part "cpu_layout").
 
+  Each device holds its own copy of replicated arrays (theta, the tasks'
+  datasets), so memory for those grows with the device count; set
+  ``config.mesh.cpu_devices`` lower on a many-core machine short of memory.
+
   Does nothing in a multi-process run, on a machine with a GPU/TPU plugin,
   when ``JAX_PLATFORMS`` excludes the CPU, or when XLA_FLAGS
   (``xla_force_host_platform_device_count``) or JAX_NUM_CPU_DEVICES already
@@ -116,8 +120,8 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
 
   Args:
     cfg: the mesh configuration; ``cfg.cpu_devices`` devices are made (0:
-      ``cpu_device_count`` of the cores this process may run on and the
-      population; 1: leave one device).
+      ``cfg.num_devices`` if set, else ``cpu_device_count`` of the cores
+      this process may run on and the population; 1: leave one device).
     num_tasks: the population size (``config.estimator.num_tasks``).
 
   Returns:
@@ -135,7 +139,8 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
   if not platforms and _accelerator_installed():
     return 1
   cores = len(os.sched_getaffinity(0))
-  n = cfg.cpu_devices or cpu_device_count(cores, num_tasks)
+  # A mesh of a given size gets that many devices (one: no split).
+  n = cfg.cpu_devices or cfg.num_devices or cpu_device_count(cores, num_tasks)
   if n <= 1:
     return 1
   jax.config.update("jax_num_cpu_devices", n)

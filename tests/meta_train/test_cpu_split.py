@@ -23,8 +23,10 @@ from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 
 cpu_devices, num_tasks = int(sys.argv[1]), int(sys.argv[2])
+num_devices = int(sys.argv[4])
 asked = mesh_lib.split_host_cpu(
-  config_lib.MeshConfig(cpu_devices=cpu_devices), num_tasks
+  config_lib.MeshConfig(cpu_devices=cpu_devices, num_devices=num_devices),
+  num_tasks,
 )
 print(json.dumps({
   "asked": asked,
@@ -35,7 +37,7 @@ print(json.dumps({
 """
 
 
-def _split(cpu_devices: int, num_tasks: int, **env) -> dict:
+def _split(cpu_devices: int, num_tasks: int, num_devices=0, **env) -> dict:
   cores = sorted(os.sched_getaffinity(0))
   if len(cores) < 2:
     pytest.skip("needs two cores")
@@ -48,6 +50,7 @@ def _split(cpu_devices: int, num_tasks: int, **env) -> dict:
       str(cpu_devices),
       str(num_tasks),
       ",".join(map(str, cores[:2])),
+      str(num_devices),
     ],
     env=env,
     capture_output=True,
@@ -78,6 +81,12 @@ def test_population_that_does_not_divide_keeps_one_device():
 def test_explicit_one_device_turns_it_off():
   out = _split(1, 8, XLA_FLAGS="")
   assert out == {"asked": 1, "devices": 1, "single_threaded": False}
+
+
+def test_mesh_size_sets_the_device_count():
+  assert _split(0, 8, num_devices=1, XLA_FLAGS="")["devices"] == 1
+  out = _split(0, 8, num_devices=4, XLA_FLAGS="")
+  assert out == {"asked": 4, "devices": 4, "single_threaded": True}
 
 
 def test_device_count_set_in_xla_flags_wins():
