@@ -230,7 +230,11 @@ def launch_local_processes(argv: list[str], num: int) -> int:
   Returns:
     0 if all succeeded, else the first non-zero exit status.
   """
-  cores = sorted(os.sched_getaffinity(0))
+  if hasattr(os, "sched_getaffinity"):
+    cores = sorted(os.sched_getaffinity(0))
+  else:  # macOS/Windows: no affinity; the OS places the processes
+    cores = list(range(os.cpu_count() or 1))
+  pin = getattr(os, "sched_setaffinity", None)
   if num > len(cores):
     print(
       f"{_PROG}: --num_local_processes={num} exceeds the {len(cores)} "
@@ -249,7 +253,7 @@ def launch_local_processes(argv: list[str], num: int) -> int:
       subprocess.Popen(
         [sys.executable, "-m", "meta_train.main", *argv],
         env=local_process_env(i, num, port, mine),
-        preexec_fn=lambda mine=mine: os.sched_setaffinity(0, mine),
+        preexec_fn=(lambda mine=mine: pin(0, mine)) if pin else None,
       )
     )
   status = 0

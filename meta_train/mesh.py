@@ -84,6 +84,13 @@ def initialize_distributed(cfg: config_lib.MeshConfig) -> bool:
   return True
 
 
+def usable_cores() -> int:
+  """Cores this process may run on (all of them where affinity is unknown)."""
+  if hasattr(os, "sched_getaffinity"):  # Linux; not macOS or Windows
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def cpu_device_count(num_cores: int, num_tasks: int) -> int:
   """The most devices, at most one per core, that divide the population."""
   return max(d for d in range(1, max(num_cores, 1) + 1) if num_tasks % d == 0)
@@ -138,7 +145,7 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
     return 1  # the device count must then agree over the processes
   if not platforms and _accelerator_installed():
     return 1
-  cores = len(os.sched_getaffinity(0))
+  cores = usable_cores()
   # A mesh of a given size gets that many devices (one: no split).
   n = cfg.cpu_devices or cfg.num_devices or cpu_device_count(cores, num_tasks)
   if n <= 1:

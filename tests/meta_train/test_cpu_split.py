@@ -103,3 +103,9 @@ def test_multi_process_run_is_not_split():
 def test_negative_cpu_devices_is_a_config_error():
   with pytest.raises(config_lib.ConfigError, match="cpu_devices"):
     config_lib.MeshConfig(cpu_devices=-1)
+
+
+def test_usable_cores_without_affinity_api(monkeypatch):
+  assert mesh_lib.usable_cores() == len(os.sched_getaffinity(0))
+  monkeypatch.delattr(os, "sched_getaffinity")  # as on macOS
+  assert mesh_lib.usable_cores() == os.cpu_count()
