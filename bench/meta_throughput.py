@@ -265,7 +265,9 @@ def _run_workers(num: int, devices: int, args: list[str]) -> dict:
   A single worker with ``devices > 1`` makes its CPU that many devices, one
   per core, as ``lopt meta-train`` does (``mesh.split_host_cpu``).
   """
-  cores = sorted(os.sched_getaffinity(0))
+  from meta_train import mesh as mesh_lib
+
+  cores = mesh_lib.usable_cores()
   port = _free_port()
   procs = []
   for i in range(num):
@@ -311,7 +313,9 @@ def part_cpu_layout(repeats: int) -> None:
   Fresh subprocesses, alternated ``repeats`` times; ratios are to the
   one-device layout.
   """
-  num_cores = len(os.sched_getaffinity(0))
+  from meta_train import mesh as mesh_lib
+
+  num_cores = len(mesh_lib.usable_cores())
   layouts = {
     "one_device_all_cores": (1, 1),
     "one_device_per_core": (1, num_cores),

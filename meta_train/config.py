@@ -235,8 +235,9 @@ class MeshConfig:
     cpu_devices: JAX devices this process makes of its CPU cores when it
       runs on CPU (``lopt meta-train``; see ``mesh.split_host_cpu``): 0 =
       ``num_devices`` if set, else one per core, as many as divide
-      ``estimator.num_tasks``; 1 = one device using all cores. Ignored on GPU/TPU and when XLA_FLAGS or
-      JAX_NUM_CPU_DEVICES already set a CPU device count.
+      ``estimator.num_tasks``; 1 = one device using all cores. Ignored on
+      GPU/TPU and when XLA_FLAGS or JAX_NUM_CPU_DEVICES already set a CPU
+      device count.
   """
 
   num_devices: int = 0

@@ -15,12 +15,12 @@ On a CPU-only machine the process makes one JAX device per core (as many as
 divide ``config.estimator.num_tasks``; ``--config.mesh.cpu_devices=N`` picks
 another count, 1 turns it off) and shards the population over them, each
 device single-threaded. XLA:CPU's intra-op threading is poor on the small ops
-of meta-training: on 2 cores this is ~1.9x faster than one device using both
+of meta-training: on 2 cores this is ~2x faster than one device using both
 (bench/meta_throughput.py, part "cpu_layout").
 
 ``--num_local_processes=N`` instead runs N processes joined by
 ``jax.distributed`` on this machine, each pinned to its share of the cores
-(~1.4x on 2 cores): the way to test a multi-host setup on one machine.
+(~1.65x on 2 cores): the way to test a multi-host setup on one machine.
 """
 
 import ast
@@ -230,11 +230,10 @@ def launch_local_processes(argv: list[str], num: int) -> int:
   Returns:
     0 if all succeeded, else the first non-zero exit status.
   """
-  if hasattr(os, "sched_getaffinity"):
-    cores = sorted(os.sched_getaffinity(0))
-  else:  # macOS/Windows: no affinity; the OS places the processes
-    cores = list(range(os.cpu_count() or 1))
-  pin = getattr(os, "sched_setaffinity", None)
+  from meta_train import mesh  # noqa: PLC0415 (imports jax)
+
+  cores = mesh.usable_cores()
+  pin = getattr(os, "sched_setaffinity", None)  # None: the OS places them
   if num > len(cores):
     print(
       f"{_PROG}: --num_local_processes={num} exceeds the {len(cores)} "

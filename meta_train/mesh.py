@@ -84,11 +84,11 @@ def initialize_distributed(cfg: config_lib.MeshConfig) -> bool:
   return True
 
 
-def usable_cores() -> int:
+def usable_cores() -> list[int]:
   """Cores this process may run on (all of them where affinity is unknown)."""
   if hasattr(os, "sched_getaffinity"):  # Linux; not macOS or Windows
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
+    return sorted(os.sched_getaffinity(0))
+  return list(range(os.cpu_count() or 1))
 
 
 def cpu_device_count(num_cores: int, num_tasks: int) -> int:
@@ -112,9 +112,9 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
   The population axis is sharded over all devices, so with one device per
   core every core runs its share of the population in parallel, each with
   single-threaded XLA. On 2 cores this ran ES on an 11k-parameter MLP
-  signature ~1.9x faster than one device using both cores, and faster than
-  two processes joined by ``jax.distributed`` (~1.4x; bench/meta_throughput.py,
-  part "cpu_layout").
+  signature ~2x faster than one device using both cores, and faster than
+  two processes joined by ``jax.distributed`` (~1.65x;
+  bench/meta_throughput.py, part "cpu_layout").
 
   Each device holds its own copy of replicated arrays (theta, the tasks'
   datasets), so memory for those grows with the device count; set
@@ -145,7 +145,7 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
     return 1  # the device count must then agree over the processes
   if not platforms and _accelerator_installed():
     return 1
-  cores = usable_cores()
+  cores = len(usable_cores())
   # A mesh of a given size gets that many devices (one: no split).
   n = cfg.cpu_devices or cfg.num_devices or cpu_device_count(cores, num_tasks)
   if n <= 1:
