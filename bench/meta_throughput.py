@@ -99,7 +99,7 @@ def build_step(lopt_name: str, task_name: str, num_pairs: int):
     min_horizon=200,
     max_horizon=2000,
   )
-  est = estimators.make_estimator(lopt, cfg)
+  est = estimators.make_estimator(lopt, cfg, mesh.size)
   outer_tx = learned_opt.baseline("adam", learning_rate=1e-3)
   key = mesh_lib.put(jax.random.key(0), rep)
 

@@ -5,7 +5,11 @@ Every optimizer is used through optax: ``lopt.optimizer(theta)`` or
 whose ``update`` takes the training loss as ``value``.
 """
 
-from learned_opt.base import LearnedOptimizer, check_params  # noqa: F401
+from learned_opt.base import (  # noqa: F401
+  LearnedOptimizer,
+  check_params,
+  for_vmapped_instances,
+)
 from learned_opt.baselines import BASELINE_NAMES, baseline  # noqa: F401
 from learned_opt.checkpoint import (  # noqa: F401
   CheckpointError,

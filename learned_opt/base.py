@@ -85,6 +85,46 @@ class LearnedOptimizer(abc.ABC):
     return sum(int(x.size) for x in jax.tree.leaves(shapes))
 
 
+# Entries one pass of the per-parameter MLP should cover across all vmapped
+# instances: the vmapped arrays of a chunk are then ~[instances, 32, 2048/n]
+# floats, which stay in a core's L2 cache. Measured on a 2-core CPU, 11k-param
+# MLP, 8 ES pairs on 2 devices (8 instances per device): chunk 256 ran ~1.4x
+# the inner steps/s of chunk 1024; with 64 instances per device chunk 128 ran
+# ~1.2x chunk 1024, and smaller chunks lost to per-iteration overhead.
+_VMAPPED_ENTRIES_PER_CHUNK = 2048
+_MIN_VMAPPED_CHUNK = 128
+
+
+def for_vmapped_instances(lopt: Any, num_instances: int) -> Any:
+  """``lopt`` with its ``chunk_size`` suited to ``num_instances`` under vmap.
+
+  ``chunk_size`` is a speed knob of the per-parameter passes, not part of the
+  math (results agree to float rounding). It is tuned for one instance; a
+  population vmapped over ``num_instances`` inner runs per device wants
+  chunks ``num_instances`` times smaller (a power of two, at least 128, never
+  larger than ``lopt.chunk_size``). Optimizers without a ``chunk_size``
+  field are returned unchanged.
+
+  Args:
+    lopt: a learned optimizer (any object; only dataclasses with an int
+      ``chunk_size`` field are changed).
+    num_instances: inner runs vmapped together on one device.
+
+  Returns:
+    ``lopt``, or a copy with a smaller ``chunk_size``.
+  """
+  if num_instances < 1:
+    raise ValueError(f"num_instances must be >= 1, got {num_instances}.")
+  chunk = getattr(lopt, "chunk_size", None)
+  if not dataclasses.is_dataclass(lopt) or not isinstance(chunk, int):
+    return lopt
+  target = max(_VMAPPED_ENTRIES_PER_CHUNK // num_instances, 1)
+  target = max(1 << (target.bit_length() - 1), _MIN_VMAPPED_CHUNK)
+  if target >= chunk:
+    return lopt
+  return dataclasses.replace(lopt, chunk_size=target)
+
+
 def check_params(params: Params, where: str = "optimizer") -> None:
   """Raises a clear error for parameter trees no optimizer can update.
 

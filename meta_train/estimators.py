@@ -141,8 +141,13 @@ def _make_tbptt(optimizer_fn, cfg: EstimatorConfig) -> Estimator:
 _REGISTRY = {"es": _make_es, "pes": _make_pes, "tbptt": _make_tbptt}
 
 
+def population_size(cfg: EstimatorConfig) -> int:
+  """Inner runs the estimator vmaps: ES/PES run 2 per antithetic pair."""
+  return cfg.num_tasks * (1 if cfg.name == "tbptt" else 2)
+
+
 def make_estimator(
-  lopt: lopt_base.LearnedOptimizer, cfg: EstimatorConfig
+  lopt: lopt_base.LearnedOptimizer, cfg: EstimatorConfig, num_devices: int = 1
 ) -> Estimator:
   """The estimator ``cfg.name`` for the learned optimizer ``lopt``.
 
@@ -150,6 +155,9 @@ def make_estimator(
     lopt: the learned optimizer (anything with ``optimizer(theta)``
       returning an ``optax.GradientTransformationExtraArgs``).
     cfg: estimator settings.
+    num_devices: devices the population is sharded over; with the
+      population it sets the instances vmapped per device, for which the
+      optimizer's chunk size is tuned (``learned_opt.for_vmapped_instances``).
 
   Returns:
     The ``Estimator``.
@@ -167,4 +175,6 @@ def make_estimator(
       f"{type(lopt).__name__}; wrap a plain optax transform with a "
       "LearnedOptimizer subclass whose optimizer() returns it."
     )
+  per_device = max(population_size(cfg) // max(num_devices, 1), 1)
+  lopt = lopt_base.for_vmapped_instances(lopt, per_device)
   return _REGISTRY[cfg.name](lopt.optimizer, cfg)

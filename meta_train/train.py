@@ -372,7 +372,7 @@ def run(
     for g in groups
   ]
   probs = np.array([len(g) for g in groups], np.float64)
-  estimator = estimators.make_estimator(lopt, cfg.estimator)
+  estimator = estimators.make_estimator(lopt, cfg.estimator, mesh.size)
   if outer_tx is None:
     outer_tx = make_outer_optimizer(cfg.outer)
 

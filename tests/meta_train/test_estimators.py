@@ -457,3 +457,35 @@ def test_unknown_estimator_lists_the_valid_names():
 def test_make_estimator_needs_an_optimizer_factory():
   with pytest.raises(TypeError, match="optimizer"):
     estimators.make_estimator(object(), estimators.EstimatorConfig())
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkedLRSGD(LearnedLRSGD):
+  """``LearnedLRSGD`` that records the chunk size it builds transforms with."""
+
+  architecture: ClassVar[str] = "test_chunked_lr_sgd"
+  chunk_size: int = 1024
+  built: list = dataclasses.field(default_factory=list, compare=False)
+
+  def optimizer(self, theta):
+    self.built.append(self.chunk_size)
+    return super().optimizer(theta)
+
+
+@pytest.mark.parametrize(
+  "name, num_tasks, num_devices, want",
+  [("es", 4, 1, 256), ("es", 4, 8, 1024), ("pes", 8, 2, 256),
+   ("tbptt", 8, 1, 256), ("tbptt", 64, 1, 128)],
+)  # fmt: skip
+def test_estimators_tune_the_chunk_size_to_the_instances_per_device(
+  name, num_tasks, num_devices, want
+):
+  built = []
+  lopt = ChunkedLRSGD(built=built)
+  cfg = estimators.EstimatorConfig(name=name, num_tasks=num_tasks)
+  assert estimators.population_size(cfg) == num_tasks * (
+    1 if name == "tbptt" else 2
+  )
+  est = estimators.make_estimator(lopt, cfg, num_devices)
+  jax.eval_shape(est.init, lopt.init(None), blowup_tasks(), jax.random.key(0))
+  assert built and set(built) == {want}
