@@ -14,6 +14,10 @@ Prints JSON lines, one per measurement:
   compilation; the median over ``--repeats`` timed windows, with every
   window's value in ``samples``. ``compile_s`` is the first call (compile +
   one step).
+* ``part="chunk_size"``: HierarchicalLOpt on the MLP signature with 8 and
+  64 pairs, the optimizer's chunk size tuned to the instances vmapped per
+  device (what meta-training does, ``learned_opt.for_vmapped_instances``) vs
+  its single-instance default, both compiled in this process and alternated.
 * ``part="overhead"``: the whole outer step of ``train.run`` (estimate,
   clip, Adam, non-finite guard, metrics fetch) vs the estimator's
   ``estimate`` alone, on the cheapest signature (where overhead shows most).
@@ -27,7 +31,7 @@ Prints JSON lines, one per measurement:
   one process per core joined by ``jax.distributed`` (gloo). Alternated
   ``--repeats`` times, each as fresh subprocesses; ratios to the first.
 
-The throughput and overhead parts run in this process with the CPU split as
+The throughput, chunk_size and overhead parts run in this process with the CPU split as
 ``lopt meta-train`` splits it (``--cpu-devices``, default 0: one device per
 core); each record gives its ``devices``.
 
@@ -76,7 +80,9 @@ def _specs():
   }
 
 
-def build_step(lopt_name: str, task_name: str, num_pairs: int):
+def build_step(
+  lopt_name: str, task_name: str, num_pairs: int, tune_chunk_size: bool = True
+):
   """The jitted outer step of train.run for one signature, and its inputs."""
   import jax
 
@@ -99,7 +105,7 @@ def build_step(lopt_name: str, task_name: str, num_pairs: int):
     min_horizon=200,
     max_horizon=2000,
   )
-  est = estimators.make_estimator(lopt, cfg, mesh.size)
+  est = estimators.make_estimator(lopt, cfg, mesh.size, tune_chunk_size)
   outer_tx = learned_opt.baseline("adam", learning_rate=1e-3)
   key = mesh_lib.put(jax.random.key(0), rep)
 
@@ -218,6 +224,62 @@ def part_throughput(repeats: int) -> None:
           repeats,
         )
         _emit({"part": "throughput", **record})
+
+
+def part_chunk_size(repeats: int) -> None:
+  """Chunk size tuned to the vmapped instances vs the optimizer's default.
+
+  Both outer steps are compiled in this process and their timed windows
+  alternate, so load from other processes hits them alike.
+  """
+  import jax
+
+  import learned_opt
+  from meta_train import mesh as mesh_lib
+
+  lopt_name, task_name = "hierarchical", "mlp_11k"
+  default = learned_opt.HierarchicalLOpt().chunk_size
+  for num_pairs in (8, 64):
+    per_device = 2 * num_pairs // mesh_lib.make_mesh().size
+    tuned = learned_opt.for_vmapped_instances(
+      learned_opt.HierarchicalLOpt(), per_device
+    ).chunk_size
+    num_steps = _steps_for(task_name, num_pairs)
+    runs = {}
+    for name, tune in (("default", False), ("tuned", True)):
+      step, key, state, tasks, _, _ = build_step(
+        lopt_name, task_name, num_pairs, tune_chunk_size=tune
+      )
+      state, metrics = step(key, state, tasks, 0)
+      jax.block_until_ready(metrics)
+      runs[name] = [step, key, state, tasks, []]
+    for _ in range(repeats):
+      for run in runs.values():
+        step, key, state, tasks, samples = run
+        t0 = time.perf_counter()
+        for _ in range(num_steps):
+          state, metrics = step(key, state, tasks, 0)
+          jax.device_get(metrics["meta_loss"].addressable_data(0))
+        wall = time.perf_counter() - t0
+        samples.append(num_steps * 2 * num_pairs * UNROLL / wall)
+        run[2] = state
+    median = {k: statistics.median(r[4]) for k, r in runs.items()}
+    _emit(
+      {
+        "part": "chunk_size",
+        "lopt": lopt_name,
+        "task": task_name,
+        "pairs": num_pairs,
+        "devices": jax.device_count(),
+        "instances_per_device": per_device,
+        "default_chunk": default,
+        "tuned_chunk": tuned,
+        "default_inner_steps_per_s": round(median["default"]),
+        "tuned_inner_steps_per_s": round(median["tuned"]),
+        "ratio_tuned_to_default": round(median["tuned"] / median["default"], 3),
+        "samples": {k: [round(x) for x in r[4]] for k, r in runs.items()},
+      }
+    )
 
 
 def part_suite_compile() -> None:
@@ -368,8 +430,8 @@ def main() -> None:
   parser.add_argument(
     "--parts",
     default="all",
-    help="comma-separated: throughput, overhead, suite_compile, cpu_layout "
-    "(or all)",
+    help="comma-separated: throughput, chunk_size, overhead, suite_compile, "
+    "cpu_layout (or all)",
   )
   parser.add_argument(
     "--cpu-devices",
@@ -379,7 +441,7 @@ def main() -> None:
   )
   args = parser.parse_args()
   parts = (
-    ("throughput", "overhead", "suite_compile", "cpu_layout")
+    ("throughput", "chunk_size", "overhead", "suite_compile", "cpu_layout")
     if args.parts == "all"
     else args.parts.split(",")
   )
@@ -393,6 +455,8 @@ def main() -> None:
   )
   if "throughput" in parts:
     part_throughput(args.repeats)
+  if "chunk_size" in parts:
+    part_chunk_size(args.repeats)
   if "overhead" in parts:
     part_overhead(args.repeats)
   if "suite_compile" in parts:

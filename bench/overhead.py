@@ -10,7 +10,10 @@ per (model, optimizer) with the ratio to Adam and the optimizer-state bytes
 per parameter. Wall-clock time (``step_ms``, ``ratio_to_adam``) is the
 figure of merit; process CPU time (``cpu_ms``, ``cpu_ratio_to_adam``) is
 also reported because it is less sensitive to other processes on a shared
-machine.
+machine. A last record per model, ``hierarchical_mlp_matmuls_only``, times
+the per-parameter MLP's matmuls alone over as many entries (see
+``make_matmul_floor``): the part of the ratio no restructuring around the
+MLP can remove.
 
 Usage:
   uv run python bench/overhead.py [--sizes 10k,100k,1M] [--repeats 15]
@@ -32,11 +35,14 @@ import jax.numpy as jnp
 import optax
 
 import learned_opt
+from learned_opt import features, networks
 
 BATCH = 128
 NUM_CLASSES = 10
 # name -> (input dim, hidden width); two hidden layers.
 MODELS = {"10k": (64, 72), "100k": (128, 256), "1M": (1024, 640)}
+# The record of make_matmul_floor's lower bound.
+MATMUL_FLOOR = "hierarchical_mlp_matmuls_only"
 
 
 def make_task(name: str):
@@ -79,6 +85,32 @@ def optimizers():
   }
 
 
+def make_matmul_floor(num_params: int):
+  """(step, carry) of the per-parameter MLP's matmuls alone: a lower bound.
+
+  ``HierarchicalLOpt``'s 3 MLP layers (with ReLU) over ``num_params``
+  entries of fixed random features, chunked as in the optimizer, and nothing
+  else: no features, accumulators, LSTM, model or update. Its ratio to Adam
+  is what the per-parameter MLP's arithmetic alone costs on this machine.
+  """
+  lopt = learned_opt.HierarchicalLOpt()
+  k_theta, k_x = jax.random.split(jax.random.key(1))
+  layers = lopt.init(k_theta)["mlp"]
+  num_features = len(features.per_param_feature_names(lopt.decays))
+  w_entry = layers[0]["w"][:num_features].T  # [H, F]
+  bias = layers[0]["b"]
+  x = jax.random.normal(k_x, (num_features, num_params))
+
+  def step(params, x, batch):
+    del batch
+    out, h_sum = networks.mlp_entries(
+      layers, w_entry, bias, (x,), lambda c: c, 2, lopt.chunk_size
+    )
+    return params, x, out[0, 0] + h_sum[0]
+
+  return jax.jit(step), x
+
+
 def time_block(step, carry, batch, iters):
   """Runs ``iters`` steps; returns per-step (wall, process CPU) seconds."""
   params, state = carry
@@ -106,6 +138,12 @@ def bench_model(name, repeats, min_block_s):
     iters = max(1, round(min_block_s / max(dt, 1e-6)))
     runs[opt_name] = dict(step=step, carry=carry, iters=iters, times=[],
                           cpu=[], state_bytes=state_bytes)  # fmt: skip
+  floor_step, floor_x = make_matmul_floor(num_params)
+  _, carry = time_block(floor_step, (params, floor_x), batch, 3)
+  (dt, _), carry = time_block(floor_step, carry, batch, 3)
+  runs[MATMUL_FLOOR] = dict(step=floor_step, carry=carry, times=[], cpu=[],
+                            iters=max(1, round(min_block_s / max(dt, 1e-6))),
+                            state_bytes=0)  # fmt: skip
   for _ in range(repeats):
     for run in runs.values():
       (dt, cpu), run["carry"] = time_block(

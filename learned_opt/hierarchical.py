@@ -82,6 +82,8 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     last_layer_scale: init scale of the MLP's last layer (small steps).
     chunk_size: entries per chunk of the per-parameter MLP; a speed knob
       (cache-sized chunks), not part of the math.
+      Meta-training lowers it for its vmapped population
+      (``base.for_vmapped_instances``).
   """
 
   architecture: ClassVar[str] = "hierarchical"

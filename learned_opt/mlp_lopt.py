@@ -272,6 +272,8 @@ class MLPLOpt(base.LearnedOptimizer):
     last_layer_scale: init scale of the last layer (small = small steps).
     chunk_size: entries per chunk of the per-parameter passes; a speed knob
       (cache-sized chunks), not part of the math.
+      Meta-training lowers it for its vmapped population
+      (``base.for_vmapped_instances``).
   """
 
   architecture: ClassVar[str] = "mlp"

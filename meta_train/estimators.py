@@ -147,7 +147,10 @@ def population_size(cfg: EstimatorConfig) -> int:
 
 
 def make_estimator(
-  lopt: lopt_base.LearnedOptimizer, cfg: EstimatorConfig, num_devices: int = 1
+  lopt: lopt_base.LearnedOptimizer,
+  cfg: EstimatorConfig,
+  num_devices: int = 1,
+  tune_chunk_size: bool = True,
 ) -> Estimator:
   """The estimator ``cfg.name`` for the learned optimizer ``lopt``.
 
@@ -158,6 +161,7 @@ def make_estimator(
     num_devices: devices the population is sharded over; with the
       population it sets the instances vmapped per device, for which the
       optimizer's chunk size is tuned (``learned_opt.for_vmapped_instances``).
+    tune_chunk_size: False keeps ``lopt.chunk_size`` as it is.
 
   Returns:
     The ``Estimator``.
@@ -175,6 +179,7 @@ def make_estimator(
       f"{type(lopt).__name__}; wrap a plain optax transform with a "
       "LearnedOptimizer subclass whose optimizer() returns it."
     )
-  per_device = max(population_size(cfg) // max(num_devices, 1), 1)
-  lopt = lopt_base.for_vmapped_instances(lopt, per_device)
+  if tune_chunk_size:
+    per_device = max(population_size(cfg) // max(num_devices, 1), 1)
+    lopt = lopt_base.for_vmapped_instances(lopt, per_device)
   return _REGISTRY[cfg.name](lopt.optimizer, cfg)

@@ -489,3 +489,12 @@ def test_estimators_tune_the_chunk_size_to_the_instances_per_device(
   est = estimators.make_estimator(lopt, cfg, num_devices)
   jax.eval_shape(est.init, lopt.init(None), blowup_tasks(), jax.random.key(0))
   assert built and set(built) == {want}
+
+
+def test_make_estimator_can_keep_the_chunk_size():
+  built = []
+  lopt = ChunkedLRSGD(built=built)
+  cfg = estimators.EstimatorConfig(name="es", num_tasks=64)
+  est = estimators.make_estimator(lopt, cfg, tune_chunk_size=False)
+  jax.eval_shape(est.init, lopt.init(None), blowup_tasks(), jax.random.key(0))
+  assert built and set(built) == {1024}
