@@ -31,9 +31,9 @@ Prints JSON lines, one per measurement:
   one process per core joined by ``jax.distributed`` (gloo). Alternated
   ``--repeats`` times, each as fresh subprocesses; ratios to the first.
 
-The throughput, chunk_size and overhead parts run in this process with the CPU split as
-``lopt meta-train`` splits it (``--cpu-devices``, default 0: one device per
-core); each record gives its ``devices``.
+The throughput, chunk_size and overhead parts run in this process with the
+CPU split as ``lopt meta-train`` splits it (``--cpu-devices``, default 0: one
+device per core); each record gives its ``devices``.
 
 The CPU of the machine these numbers come from is shared with other jobs, so
 single numbers are noisy: compare medians and ratios measured in one run.
@@ -129,6 +129,19 @@ def build_step(
   return step, key, state, tasks, lopt.num_meta_params(), est
 
 
+def time_window(step, key, state, tasks, num_pairs, num_steps):
+  """``(inner steps/s, state)`` over ``num_steps`` outer steps."""
+  import jax
+
+  t0 = time.perf_counter()
+  for _ in range(num_steps):
+    state, metrics = step(key, state, tasks, 0)
+    # train.run fetches the metrics every step; so does the benchmark.
+    jax.device_get(metrics["meta_loss"].addressable_data(0))
+  wall = time.perf_counter() - t0
+  return num_steps * 2 * num_pairs * UNROLL / wall, state
+
+
 def measure(lopt_name, task_name, num_pairs, num_steps, repeats) -> dict:
   """Compile time and inner steps/s of the outer step (median of windows)."""
   import jax
@@ -141,17 +154,12 @@ def measure(lopt_name, task_name, num_pairs, num_steps, repeats) -> dict:
   state, metrics = step(key, state, tasks, 0)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
-  inner_per_outer = 2 * num_pairs * UNROLL
   samples = []
   for _ in range(repeats):
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("window")
-    t0 = time.perf_counter()
-    for _ in range(num_steps):
-      state, metrics = step(key, state, tasks, 0)
-      # train.run fetches the metrics every step; so does the benchmark.
-      jax.device_get(metrics["meta_loss"].addressable_data(0))
-    samples.append(num_steps * inner_per_outer / (time.perf_counter() - t0))
+    rate, state = time_window(step, key, state, tasks, num_pairs, num_steps)
+    samples.append(rate)
   return {
     "lopt": lopt_name,
     "task": task_name,
@@ -235,15 +243,13 @@ def part_chunk_size(repeats: int) -> None:
   import jax
 
   import learned_opt
-  from meta_train import mesh as mesh_lib
 
   lopt_name, task_name = "hierarchical", "mlp_11k"
-  default = learned_opt.HierarchicalLOpt().chunk_size
+  lopt = learned_opt.HierarchicalLOpt()
+  num_devices = jax.device_count()
   for num_pairs in (8, 64):
-    per_device = 2 * num_pairs // mesh_lib.make_mesh().size
-    tuned = learned_opt.for_vmapped_instances(
-      learned_opt.HierarchicalLOpt(), per_device
-    ).chunk_size
+    per_device = 2 * num_pairs // num_devices
+    tuned = learned_opt.for_vmapped_instances(lopt, per_device).chunk_size
     num_steps = _steps_for(task_name, num_pairs)
     runs = {}
     for name, tune in (("default", False), ("tuned", True)):
@@ -256,13 +262,10 @@ def part_chunk_size(repeats: int) -> None:
     for _ in range(repeats):
       for run in runs.values():
         step, key, state, tasks, samples = run
-        t0 = time.perf_counter()
-        for _ in range(num_steps):
-          state, metrics = step(key, state, tasks, 0)
-          jax.device_get(metrics["meta_loss"].addressable_data(0))
-        wall = time.perf_counter() - t0
-        samples.append(num_steps * 2 * num_pairs * UNROLL / wall)
-        run[2] = state
+        rate, run[2] = time_window(
+          step, key, state, tasks, num_pairs, num_steps
+        )
+        samples.append(rate)
     median = {k: statistics.median(r[4]) for k, r in runs.items()}
     _emit(
       {
@@ -270,9 +273,9 @@ def part_chunk_size(repeats: int) -> None:
         "lopt": lopt_name,
         "task": task_name,
         "pairs": num_pairs,
-        "devices": jax.device_count(),
+        "devices": num_devices,
         "instances_per_device": per_device,
-        "default_chunk": default,
+        "default_chunk": lopt.chunk_size,
         "tuned_chunk": tuned,
         "default_inner_steps_per_s": round(median["default"]),
         "tuned_inner_steps_per_s": round(median["tuned"]),

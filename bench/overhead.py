@@ -123,6 +123,13 @@ def time_block(step, carry, batch, iters):
   return (wall, cpu), (params, state)
 
 
+def warm_up(step, carry, batch, min_block_s):
+  """Compiles ``step``; returns the carry and steps per ~min_block_s block."""
+  _, carry = time_block(step, carry, batch, 2)
+  (dt, _), carry = time_block(step, carry, batch, 3)
+  return carry, max(1, round(min_block_s / max(dt, 1e-6)))
+
+
 def bench_model(name, repeats, min_block_s):
   params, batch, loss_fn = make_task(name)
   num_params = sum(x.size for x in jax.tree.leaves(params))
@@ -132,18 +139,13 @@ def bench_model(name, repeats, min_block_s):
     state = tx.init(p)
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
     step = make_step(tx, loss_fn)
-    # Warm-up (compile), then size blocks to about min_block_s.
-    _, carry = time_block(step, (p, state), batch, 2)
-    (dt, _), carry = time_block(step, carry, batch, 3)
-    iters = max(1, round(min_block_s / max(dt, 1e-6)))
+    carry, iters = warm_up(step, (p, state), batch, min_block_s)
     runs[opt_name] = dict(step=step, carry=carry, iters=iters, times=[],
                           cpu=[], state_bytes=state_bytes)  # fmt: skip
   floor_step, floor_x = make_matmul_floor(num_params)
-  _, carry = time_block(floor_step, (params, floor_x), batch, 3)
-  (dt, _), carry = time_block(floor_step, carry, batch, 3)
-  runs[MATMUL_FLOOR] = dict(step=floor_step, carry=carry, times=[], cpu=[],
-                            iters=max(1, round(min_block_s / max(dt, 1e-6))),
-                            state_bytes=0)  # fmt: skip
+  carry, iters = warm_up(floor_step, (params, floor_x), batch, min_block_s)
+  runs[MATMUL_FLOOR] = dict(step=floor_step, carry=carry, iters=iters,
+                            times=[], cpu=[], state_bytes=0)  # fmt: skip
   for _ in range(repeats):
     for run in runs.values():
       (dt, cpu), run["carry"] = time_block(

@@ -88,9 +88,9 @@ class LearnedOptimizer(abc.ABC):
 # Entries one pass of the per-parameter MLP should cover across all vmapped
 # instances: the vmapped arrays of a chunk are then ~[instances, 32, 2048/n]
 # floats, which stay in a core's L2 cache. Measured on a 2-core CPU, 11k-param
-# MLP, 8 ES pairs on 2 devices (8 instances per device): chunk 256 ran ~1.4x
-# the inner steps/s of chunk 1024; with 64 instances per device chunk 128 ran
-# ~1.2x chunk 1024, and smaller chunks lost to per-iteration overhead.
+# MLP, ES on 2 devices, same process: with 8 instances per device chunk 256
+# ran 1.07-1.25x the inner steps/s of chunk 1024; with 64 per device chunk 128
+# ran 1.15-1.35x; smaller chunks lost to per-iteration overhead.
 _VMAPPED_ENTRIES_PER_CHUNK = 2048
 _MIN_VMAPPED_CHUNK = 128
 
