@@ -29,6 +29,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from learned_opt import segments
+
 DEFAULT_DECAYS = (0.5, 0.9, 0.99, 0.999, 0.9999)
 STEP_TIMESCALES = (1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5)
 CLIP_DECAY = 0.99  # EMA decay of the per-tensor mean squared gradient
@@ -254,7 +256,11 @@ def entry_sums(
 
 
 def segment_entry_sums(
-  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array, onehot: jax.Array
+  g: jax.Array,
+  p: jax.Array,
+  m: jax.Array,
+  v: jax.Array,
+  segment_sizes: Sequence[int],
 ) -> EntrySums:
   """Stacked ``EntrySums`` of several small tensors packed on one axis.
 
@@ -263,7 +269,7 @@ def segment_entry_sums(
     p: ``[N]`` parameters.
     m: ``[D, N]`` first moments.
     v: ``[D, N]`` second moments.
-    onehot: ``[N, k]`` segment membership of each entry.
+    segment_sizes: the ``k`` tensors' numbers of entries, in order.
 
   Returns:
     ``EntrySums`` with a leading ``[k]`` axis.
@@ -271,7 +277,7 @@ def segment_entry_sums(
   d = m.shape[0]
   raw = per_param_features(g, p, m, v)  # [F, N]
   rows = jnp.concatenate([jnp.square(raw), m, v, p[None]], axis=0)
-  sums = (rows @ onehot).T  # [k, F + 2D + 1]
+  sums = segments.segment_sum(rows, segment_sizes).T  # [k, F + 2D + 1]
   f = raw.shape[0]
   return EntrySums(
     sums[:, :f], sums[:, f : f + d], sums[:, f + d : f + 2 * d], sums[:, -1]

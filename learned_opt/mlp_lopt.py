@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from learned_opt import base, features, networks
+from learned_opt import base, features, networks, segments
 
 
 class MLPLOptState(NamedTuple):
@@ -65,7 +65,7 @@ class Unit(NamedTuple):
 
   tensors: tuple[int, ...]  # leaf indices
   offsets: tuple[int, ...]  # start of each tensor on the entry axis
-  onehot: Any  # [N, k] segment membership (np.ndarray), None if k == 1
+  segment_sizes: tuple[int, ...] | None  # entries of each tensor; None: k == 1
   g: jax.Array  # [N] clipped gradients
   p: jax.Array  # [N] parameters
   m: jax.Array  # [D, N] new first moments
@@ -101,16 +101,18 @@ def _in_leaf_order(units, per_unit: list[jax.Array]) -> jax.Array:
   return cat if np.all(inverse == np.arange(len(order))) else cat[inverse]
 
 
-def _segment_sum(x: jax.Array, onehot) -> jax.Array:
+def _segment_sum(x: jax.Array, segment_sizes) -> jax.Array:
   """``[..., N] -> [..., k]`` sums per tensor of a unit."""
-  if onehot is None:
+  if segment_sizes is None:
     return jnp.sum(x, axis=-1, keepdims=True)
-  return x @ onehot
+  return segments.segment_sum(x, segment_sizes)
 
 
-def _expand(x: jax.Array, onehot) -> jax.Array:
+def _expand(x: jax.Array, segment_sizes) -> jax.Array:
   """``[..., k] -> [..., N]`` (or broadcastable): each entry's tensor value."""
-  return x if onehot is None else x @ onehot.T
+  return (
+    x if segment_sizes is None else segments.segment_expand(x, segment_sizes)
+  )
 
 
 def prepare(
@@ -144,31 +146,27 @@ def prepare(
   units, ema, sums = [], [], []
   for idx in plan_units(sizes, chunk_size):
     offsets = tuple(np.cumsum([0] + [sizes[t] for t in idx[:-1]]).tolist())
-    onehot = None
-    if len(idx) > 1:
-      onehot = np.zeros((sum(sizes[t] for t in idx), len(idx)), np.float32)
-      for j, (t, start) in enumerate(zip(idx, offsets)):
-        onehot[start : start + sizes[t], j] = 1.0
+    segment_sizes = tuple(sizes[t] for t in idx) if len(idx) > 1 else None
     cat = lambda xs, idx=idx: jnp.concatenate([flat(xs, t) for t in idx], 1)
     g, p, mu, vu = cat(grads)[0], cat(params)[0], cat(m), cat(v)
-    mean_sq = _segment_sum(jnp.square(g), onehot) / np.asarray(
+    mean_sq = _segment_sum(jnp.square(g), segment_sizes) / np.asarray(
       [sizes[t] for t in idx], np.float32
     )  # [k]
     limit, unit_ema = features.clip_limits(
       mean_sq, grad_sq_ema[np.asarray(idx)], count
     )
-    limit = _expand(limit, onehot)
+    limit = _expand(limit, segment_sizes)
     g = jnp.clip(g, -limit, limit)
     mu, vu = features.update_moments(mu, vu, g, decays)
-    if onehot is None:
+    if segment_sizes is None:
       # Chunked like the MLP: cache-sized passes were ~2x faster on CPU.
       _, s = networks.chunked(
         lambda *c: (None, features.entry_sums(*c)), (g, p, mu, vu), chunk_size
       )
       s = jax.tree.map(lambda x: x[None], s)
     else:
-      s = features.segment_entry_sums(g, p, mu, vu, onehot)
-    units.append(Unit(idx, offsets, onehot, g, p, mu, vu))
+      s = features.segment_entry_sums(g, p, mu, vu, segment_sizes)
+    units.append(Unit(idx, offsets, segment_sizes, g, p, mu, vu))
     ema.append(unit_ema)
     sums.append(s)
   return Prepared(
@@ -199,7 +197,7 @@ def per_param_steps(
   steps, h_sums = [None] * len(x.sizes), []
   for u in x.units:
     inputs = (u.g, u.p, u.m, u.v)
-    if u.onehot is None:
+    if u.segment_sizes is None:
       (t,) = u.tensors
       out, h_sum = networks.mlp_entries(
         layers, w_entry[t], bias[t], inputs, features.per_param_features, 2,
@@ -210,7 +208,7 @@ def per_param_steps(
       idx = np.asarray(u.tensors)
       out, h_sum = networks.mlp_packed(
         layers, scales[idx], bias[idx], inputs, features.per_param_features,
-        u.onehot, 2,
+        u.segment_sizes, 2,
       )  # fmt: skip
       h_sums.append(h_sum.T)
     step = step_rule(out, lopt.exp_mult, lopt.step_mult)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from learned_opt import segments
+
 Layer = dict[str, jax.Array]
 
 
@@ -133,14 +135,14 @@ def mlp_packed(
   bias: jax.Array,
   entry_inputs: Sequence[jax.Array],
   features_fn: Callable[..., jax.Array],
-  onehot: jax.Array,
+  segment_sizes: Sequence[int],
   num_step_outputs: int,
 ) -> tuple[jax.Array, jax.Array]:
   """``mlp_entries`` for k small tensors packed on one entry axis.
 
   One pass of a handful of ops serves all of them (per-tensor op overhead
   dominated small models): each entry's per-tensor scales and bias come from
-  its segment through the one-hot matrix.
+  its segment (``segments.segment_expand``).
 
   Args:
     layers: MLP layers (``w: [in, out]``).
@@ -148,7 +150,7 @@ def mlp_packed(
     bias: ``[k, H]`` each tensor's first-layer bias.
     entry_inputs: arrays whose last axis has the ``N`` packed entries.
     features_fn: maps ``entry_inputs`` to ``[F, N]`` raw features.
-    onehot: ``[N, k]`` segment membership of each entry.
+    segment_sizes: the ``k`` tensors' numbers of entries, in order.
     num_step_outputs: outputs computed per entry.
 
   Returns:
@@ -157,14 +159,14 @@ def mlp_packed(
   """
   first, *rest = layers
   f = scales.shape[1]
-  expand = lambda x: x.T @ onehot.T  # [k, X] -> [X, N]
+  expand = lambda x: segments.segment_expand(x.T, segment_sizes)  # [X, N]
   x = features_fn(*entry_inputs) * expand(scales)
   h = jax.nn.relu(first["w"][:f].T @ x + expand(bias))
   for layer in rest[:-1]:
     h = jax.nn.relu(layer["w"].T @ h + layer["b"][:, None])
   k = num_step_outputs
   out = rest[-1]["w"][:, :k].T @ h + rest[-1]["b"][:k, None]
-  return out, h @ onehot
+  return out, segments.segment_sum(h, segment_sizes)
 
 
 def averaged_outputs(

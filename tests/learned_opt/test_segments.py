@@ -1,0 +1,45 @@
+"""Segment sums and broadcasts equal their one-hot matrix forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from learned_opt import segments
+
+
+def onehot(sizes):
+  ids = np.repeat(np.arange(len(sizes)), sizes)
+  return (ids[:, None] == np.arange(len(sizes))[None]).astype(np.float32)
+
+
+@pytest.mark.parametrize("sizes", [(5,), (72, 72, 720, 10), (1, 3, 1)])
+def test_segment_sum_matches_onehot_matmul(sizes):
+  x = jax.random.normal(jax.random.key(0), (3, 4, sum(sizes)))
+  got = jax.jit(segments.segment_sum, static_argnums=1)(x, sizes)
+  np.testing.assert_allclose(got, x @ onehot(sizes), rtol=1e-5, atol=1e-5)
+  assert got.shape == (3, 4, len(sizes))
+
+
+@pytest.mark.parametrize("sizes", [(5,), (72, 72, 720, 10), (1, 3, 1)])
+def test_segment_expand_matches_onehot_matmul(sizes):
+  x = jax.random.normal(jax.random.key(1), (2, len(sizes)))
+  got = jax.jit(segments.segment_expand, static_argnums=1)(x, sizes)
+  np.testing.assert_array_equal(got, x @ onehot(sizes).T)
+
+
+def test_segments_under_vmap():
+  sizes = (2, 6, 1)
+  x = jax.random.normal(jax.random.key(2), (8, 4, 9))
+  got = jax.vmap(lambda a: segments.segment_sum(a, sizes))(x)
+  np.testing.assert_allclose(got, x @ onehot(sizes), rtol=1e-5, atol=1e-5)
+  v = jnp.arange(8.0 * 3).reshape(8, 3)
+  back = jax.vmap(lambda a: segments.segment_expand(a, sizes))(v)
+  np.testing.assert_array_equal(back, v @ onehot(sizes).T)
+
+
+def test_mismatched_sizes_raise():
+  with pytest.raises(ValueError, match="cover 5"):
+    segments.segment_sum(jnp.ones(6), (2, 3))
+  with pytest.raises(ValueError, match="2 segments"):
+    segments.segment_expand(jnp.ones(3), (2, 3))
