@@ -159,7 +159,10 @@ def save(
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
   try:
-    _orbax().PyTreeCheckpointer().save(tmp / WEIGHTS_DIR, jax.device_get(theta))
+    # Closed on exit: an unclosed checkpointer's asyncio resources were
+    # finalized later, during unrelated code, with "Event loop is closed".
+    with _orbax().PyTreeCheckpointer() as checkpointer:
+      checkpointer.save(tmp / WEIGHTS_DIR, jax.device_get(theta))
     manifest = json.loads(manifest_text)
     manifest["files"] = _file_hashes(tmp / WEIGHTS_DIR)
     with open(tmp / MANIFEST_NAME, "w") as f:
@@ -317,10 +320,11 @@ def load(
     lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target
   )
   try:
-    theta = ocp.PyTreeCheckpointer().restore(
-      path / WEIGHTS_DIR,
-      args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args),
-    )
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      theta = checkpointer.restore(
+        path / WEIGHTS_DIR,
+        args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args),
+      )
   except Exception as e:  # orbax/tensorstore raise many kinds
     raise CheckpointError(
       f"orbax could not read the weights of {path} ({type(e).__name__}: "
