@@ -24,7 +24,11 @@ def segment_sum(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
     x: values with the packed entries on the last axis.
     sizes: the ``k`` segments' lengths, in order (they sum to ``N``).
   """
-  _check(x, sizes)
+  if x.shape[-1] != sum(sizes):
+    raise ValueError(
+      f"segment_sum: x has {x.shape[-1]} entries on its last axis but the "
+      f"segments {tuple(sizes)} cover {sum(sizes)}."
+    )
   bounds = np.cumsum([0, *sizes])
   return jnp.stack(
     [jnp.sum(x[..., a:b], axis=-1) for a, b in zip(bounds[:-1], bounds[1:])],
@@ -46,11 +50,3 @@ def segment_expand(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
     )
   index = np.repeat(np.arange(len(sizes)), sizes)
   return jnp.take(x, index, axis=-1)
-
-
-def _check(x: jax.Array, sizes: Sequence[int]) -> None:
-  if x.shape[-1] != sum(sizes):
-    raise ValueError(
-      f"segment_sum: x has {x.shape[-1]} entries on its last axis but the "
-      f"segments {tuple(sizes)} cover {sum(sizes)}."
-    )
