@@ -12,8 +12,10 @@ figure of merit; process CPU time (``cpu_ms``, ``cpu_ratio_to_adam``) is
 also reported because it is less sensitive to other processes on a shared
 machine, and so is the ratio of the fastest blocks (``best_step_ms``,
 ``best_ratio_to_adam``): on a busy machine other jobs only ever slow a block
-down, so the minimum is the least disturbed estimate. A last record per model, ``hierarchical_mlp_matmuls_only``, times
-the per-parameter MLP's matmuls alone over as many entries (see
+down, so the minimum is the least disturbed estimate.
+
+A last record per model, ``hierarchical_mlp_matmuls_only``, times the
+per-parameter MLP's matmuls alone over as many entries (see
 ``make_matmul_floor``): the part of the ratio no restructuring around the
 MLP can remove.
 
