@@ -7,7 +7,8 @@ over the entries of a tensor.
 Layouts:
   * a parameter tensor ``p`` of shape ``S`` has accumulators ``m`` and ``v`` of
     shape ``(D,) + S`` (``D`` = number of decays), float32: ``2 * D`` floats
-    of state per parameter and nothing else per parameter;
+    of state per parameter and nothing else per parameter (the optimizers
+    store them flattened, ``[D, N]``: ``mlp_lopt.init_moments`` says why);
   * per-parameter features are feature-major ``[F, N]`` with ``N = p.size``
     entries and ``F = len(per_param_feature_names(decays))`` rows, *raw* (not
     yet normalized): the normalization of feature ``i`` is the per-tensor

@@ -43,8 +43,8 @@ class HierarchicalLOptState(NamedTuple):
   """State of ``HierarchicalLOpt``; T = number of parameter tensors."""
 
   count: jax.Array  # [] int32, updates done so far
-  m: Any  # params-like tree, leaves [D, *p.shape] float32
-  v: Any  # params-like tree, leaves [D, *p.shape] float32
+  m: Any  # params-like tree, leaves [D, p.size] float32 (init_moments)
+  v: Any  # params-like tree, leaves [D, p.size] float32
   grad_sq_ema: jax.Array  # [T] clipping EMA of each tensor (leaf order)
   lstm_h: jax.Array  # [T, lstm_hidden_size]
   lstm_c: jax.Array  # [T, lstm_hidden_size]

@@ -130,7 +130,9 @@ def test_accumulators_in_state_match_closed_form():
   weights = [(1 - decays) * decays ** (k - 1 - i) for i in range(k)]
   m = sum(w * g[..., None] for w, g in zip(weights, gs))
   v = sum(w * g[..., None] ** 2 for w, g in zip(weights, gs))
-  m_state, v_state = (np.moveaxis(x["w"], 0, -1) for x in (state.m, state.v))
+  m_state, v_state = (
+    np.moveaxis(x["w"].reshape(-1, 2, 3), 0, -1) for x in (state.m, state.v)
+  )
   np.testing.assert_allclose(m_state, m, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(v_state, v, rtol=1e-5, atol=1e-7)
 
@@ -184,7 +186,7 @@ def test_vmap_over_theta_population():
   test_utils.assert_tree_all_finite(updates)
   assert updates["w"].shape == (3, 4, 3)
   assert not np.allclose(updates["w"][0], updates["w"][1])
-  assert new_state.m["scalar"].shape == (3, 5)
+  assert new_state.m["scalar"].shape == (3, 5, 1)
 
 
 def test_grad_wrt_theta_through_unroll():
