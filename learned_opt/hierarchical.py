@@ -179,7 +179,9 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         lstm_h=tile(theta["init"]["h"]),
         lstm_c=tile(theta["init"]["c"]),
         mlp_avg=tile(theta["init"]["mlp_avg"]),
-        global_features=theta["init"]["global"],
+        # A copy: a state donated to a jitted step must not take theta's
+        # own buffer with it.
+        global_features=jnp.copy(theta["init"]["global"]),
         loss=features.init_loss_state(),
       )
 

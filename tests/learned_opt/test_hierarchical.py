@@ -228,12 +228,14 @@ def test_grad_wrt_theta_through_unroll():
   assert float(optax.tree.norm(grads["init"])) > 0
 
 
-def test_donated_state_is_updated_in_place():
+def test_donated_state_is_updated_in_place_and_theta_survives():
   # A jitted step with the state donated must not hold a second copy of the
   # accumulators: with [D, *shape] accumulator leaves XLA:CPU wrote the new
   # ones to a temporary as large as the state and then copied them over.
+  # Nor may donating the state delete any of theta's buffers.
   lopt = hierarchical.HierarchicalLOpt(chunk_size=256)
-  tx = lopt.optimizer(lopt.init(jax.random.key(0)))
+  theta = lopt.init(jax.random.key(0))
+  tx = lopt.optimizer(theta)
   params = {"w": jnp.ones((16, 64, 32)), "b": jnp.ones((16,))}
   state = tx.init(params)
 
@@ -241,10 +243,12 @@ def test_donated_state_is_updated_in_place():
     updates, state = tx.update(params, state, params, value=1.0)
     return optax.apply_updates(params, updates), state
 
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state).compile()
-  memory = compiled.memory_analysis()
+  jitted = jax.jit(step, donate_argnums=(0, 1))
+  memory = jitted.lower(params, state).compile().memory_analysis()
   if memory is None:
     pytest.skip("this backend reports no memory analysis")
   accumulator_bytes = sum(x.nbytes for x in jax.tree.leaves((state.m, state.v)))
   assert memory.alias_size_in_bytes >= accumulator_bytes
   assert memory.temp_size_in_bytes < accumulator_bytes / 2
+  jitted(params, state)
+  assert not any(x.is_deleted() for x in jax.tree.leaves(theta))
