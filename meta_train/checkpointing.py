@@ -30,6 +30,10 @@ STATE = "state"
 CONFIG = "config"
 
 
+class RestoreError(ValueError):
+  """A checkpoint does not fit the state this code builds for its run."""
+
+
 def make_manager(
   directory: str | os.PathLike, keep: int
 ) -> ocp.CheckpointManager:
@@ -116,6 +120,8 @@ def restore(
 
   Raises:
     FileNotFoundError: if there is no checkpoint.
+    RestoreError: if the stored state does not fit ``target`` (another
+      structure or shapes, e.g. written by another version of this code).
   """
   if step is None:
     step = latest_step(manager)
@@ -128,15 +134,24 @@ def restore(
     )
 
   abstract_target = jax.tree.map(abstract, _keys_to_data(target))
-  restored = manager.restore(
-    step,
-    args=ocp.args.Composite(
-      **{
-        STATE: ocp.args.StandardRestore(abstract_target),
-        CONFIG: ocp.args.JsonRestore(),
-      }
-    ),
-  )
+  try:
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        **{
+          STATE: ocp.args.StandardRestore(abstract_target),
+          CONFIG: ocp.args.JsonRestore(),
+        }
+      ),
+    )
+  except (ValueError, KeyError, TypeError) as e:
+    raise RestoreError(
+      f"checkpoint {step} in {manager.directory} does not fit the state "
+      f"this code builds for the run ({type(e).__name__}: {e}). A run "
+      "written by another version of this code can hold a state of another "
+      "layout: resume it with that version, or start again in a new "
+      "--workdir."
+    ) from e
   state = jax.tree.map(
     lambda t, x: (
       jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))

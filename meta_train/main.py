@@ -326,7 +326,7 @@ def main(argv: list[str]) -> int:
       return 130
 
   # jax/estimators: slow imports, not needed for --help or bad configs.
-  from meta_train import mesh, train  # noqa: PLC0415
+  from meta_train import checkpointing, mesh, train  # noqa: PLC0415
 
   mesh.split_host_cpu(cfg.mesh, cfg.estimator.num_tasks)
   _terminate_with_interrupt()
@@ -334,6 +334,9 @@ def main(argv: list[str]) -> int:
     train.run(opts["config"], opts["workdir"])
   except config_lib.ConfigError as e:
     print(f"{_PROG}: bad config: {e}", file=sys.stderr)
+    return 2
+  except checkpointing.RestoreError as e:
+    print(f"{_PROG}: cannot resume: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print(_INTERRUPTED, file=sys.stderr)

@@ -74,6 +74,20 @@ def test_restore_without_checkpoint_raises(tmp_path):
   manager.close()
 
 
+def test_restore_into_another_layout_names_the_fix(tmp_path):
+  # E.g. a workdir written before the optimizers' accumulators became flat:
+  # the same config now builds inner states of other shapes.
+  manager = checkpointing.make_manager(tmp_path, keep=1)
+  checkpointing.save(manager, 1, _state(1), {"seed": 1})
+  other = _state(0)._replace(theta={"w": jnp.zeros((6,))})
+  with pytest.raises(checkpointing.RestoreError, match="new --workdir"):
+    checkpointing.restore(manager, other)
+  # The checkpoint itself is untouched and still restores.
+  state, _ = checkpointing.restore(manager, _state(0))
+  test_utils.assert_trees_equal(state.theta, _state(1).theta)
+  manager.close()
+
+
 def _meta_train_cmd(workdir: pathlib.Path, *overrides: str) -> list[str]:
   return [
     sys.executable,
