@@ -138,9 +138,8 @@ def optimizer(lopt, theta) -> optax.GradientTransformationExtraArgs:
     lstm = theta["lstm"]
     gates = x @ lstm["wx"] + state["h"] @ lstm["wh"] + lstm["b"]
     gi, gf, gg, go = jnp.split(gates, 4, axis=1)
-    c = jax.nn.sigmoid(gf + 1.0) * state["c"] + jax.nn.sigmoid(gi) * jnp.tanh(
-      gg
-    )
+    kept = jax.nn.sigmoid(gf + 1.0) * state["c"]
+    c = kept + jax.nn.sigmoid(gi) * jnp.tanh(gg)
     h = jax.nn.sigmoid(go) * jnp.tanh(c)
     lstm_outs = h @ theta["lstm_out"]["w"] + theta["lstm_out"]["b"]
     glob = h @ theta["global_head"]["w"] + theta["global_head"]["b"]
