@@ -54,8 +54,14 @@ def make_manager(
     # must be fully written before the next step reuses them.
     enable_async_checkpointing=False,
   )
+  # Handlers named up front, so that a freshly opened manager can read a
+  # checkpoint's metadata before restoring it (``_layout_mismatch``).
+  handlers = {
+    STATE: ocp.StandardCheckpointHandler(),
+    CONFIG: ocp.JsonCheckpointHandler(),
+  }
   return ocp.CheckpointManager(
-    os.path.abspath(directory), options=options, item_names=(STATE, CONFIG)
+    os.path.abspath(directory), options=options, item_handlers=handlers
   )
 
 
@@ -104,6 +110,33 @@ def save(
   manager.wait_until_finished()
 
 
+def _layout_mismatch(
+  manager: ocp.CheckpointManager, step: int, target: Any
+) -> str | None:
+  """How the stored state's leaves differ from ``target``'s, or None."""
+  try:
+    stored = ocp.tree.to_flat_dict(manager.item_metadata(step)[STATE].tree)
+  except Exception:  # unreadable metadata: left to the restore to report
+    return None
+  wanted = ocp.tree.to_flat_dict(target)
+  name = lambda path: "/".join(path)
+  if stored.keys() != wanted.keys():
+    extra = sorted(map(name, stored.keys() - wanted.keys()))
+    missing = sorted(map(name, wanted.keys() - stored.keys()))
+    return (
+      f"stored leaves not in this state: {extra[:3]}; leaves of this state "
+      f"not stored: {missing[:3]}"
+    )
+  for path, leaf in wanted.items():
+    shape = tuple(getattr(stored[path], "shape", None) or ())
+    if shape != tuple(leaf.shape):
+      return (
+        f"{name(path)} is stored with shape {shape}, this code builds "
+        f"{tuple(leaf.shape)}"
+      )
+  return None
+
+
 def restore(
   manager: ocp.CheckpointManager, target: Any, step: int | None = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -134,7 +167,12 @@ def restore(
     )
 
   abstract_target = jax.tree.map(abstract, _keys_to_data(target))
+  # Checked before reading: a restore that fails midway leaves orbax's
+  # in-flight reads behind, and its error does not say what to do.
+  mismatch = _layout_mismatch(manager, step, abstract_target)
   try:
+    if mismatch:
+      raise ValueError(mismatch)
     restored = manager.restore(
       step,
       args=ocp.args.Composite(
@@ -147,10 +185,9 @@ def restore(
   except (ValueError, KeyError, TypeError) as e:
     raise RestoreError(
       f"checkpoint {step} in {manager.directory} does not fit the state "
-      f"this code builds for the run ({type(e).__name__}: {e}). A run "
-      "written by another version of this code can hold a state of another "
-      "layout: resume it with that version, or start again in a new "
-      "--workdir."
+      f"this code builds for the run ({e}). A run written by another "
+      "version of this code can hold a state of another layout: resume it "
+      "with that version, or start again in a new --workdir."
     ) from e
   state = jax.tree.map(
     lambda t, x: (

@@ -79,9 +79,19 @@ def test_restore_into_another_layout_names_the_fix(tmp_path):
   # the same config now builds inner states of other shapes.
   manager = checkpointing.make_manager(tmp_path, keep=1)
   checkpointing.save(manager, 1, _state(1), {"seed": 1})
+  manager.close()
+  # Reopened, as a resumed run does.
+  manager = checkpointing.make_manager(tmp_path, keep=1)
   other = _state(0)._replace(theta={"w": jnp.zeros((6,))})
-  with pytest.raises(checkpointing.RestoreError, match="new --workdir"):
+  with pytest.raises(
+    checkpointing.RestoreError,
+    match=r"theta/w is stored with shape \(2, 3\), this code builds \(6,\)"
+    r".*new --workdir",
+  ):
     checkpointing.restore(manager, other)
+  renamed = _state(0)._replace(theta={"v": jnp.zeros((2, 3))})
+  with pytest.raises(checkpointing.RestoreError, match="theta/w.*theta/v"):
+    checkpointing.restore(manager, renamed)
   # The checkpoint itself is untouched and still restores.
   state, _ = checkpointing.restore(manager, _state(0))
   test_utils.assert_trees_equal(state.theta, _state(1).theta)
