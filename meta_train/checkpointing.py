@@ -167,12 +167,21 @@ def restore(
     )
 
   abstract_target = jax.tree.map(abstract, _keys_to_data(target))
+
+  def refused(reason) -> RestoreError:
+    return RestoreError(
+      f"checkpoint {step} in {manager.directory} does not fit the state "
+      f"this code builds for the run ({reason}). A run written by another "
+      "version of this code can hold a state of another layout: resume it "
+      "with that version, or start again in a new --workdir."
+    )
+
   # Checked before reading: a restore that fails midway leaves orbax's
   # in-flight reads behind, and its error does not say what to do.
   mismatch = _layout_mismatch(manager, step, abstract_target)
+  if mismatch:
+    raise refused(mismatch)
   try:
-    if mismatch:
-      raise ValueError(mismatch)
     restored = manager.restore(
       step,
       args=ocp.args.Composite(
@@ -183,12 +192,7 @@ def restore(
       ),
     )
   except (ValueError, KeyError, TypeError) as e:
-    raise RestoreError(
-      f"checkpoint {step} in {manager.directory} does not fit the state "
-      f"this code builds for the run ({e}). A run written by another "
-      "version of this code can hold a state of another layout: resume it "
-      "with that version, or start again in a new --workdir."
-    ) from e
+    raise refused(e) from e
   state = jax.tree.map(
     lambda t, x: (
       jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
