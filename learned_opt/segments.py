@@ -1,13 +1,21 @@
 """Sums and broadcasts over contiguous segments of an entry axis.
 
 Several small tensors packed on one entry axis (``mlp_lopt.plan_units``)
-occupy contiguous ranges known at trace time, so per-segment sums are static
-slices and per-entry copies of per-segment values are a constant-index gather.
-A one-hot ``[N, k]`` matmul computes the same, but XLA:CPU runs such thin
-matmuls slowly (~110 us for the segment sums of 874 packed entries of the
-10k-parameter model of ``bench/overhead.py``) and embeds the ``N x k``
-matrix in the program; with slices and gathers that model's hierarchical
-step was 5-7% faster.
+occupy contiguous ranges known at trace time.
+
+* Per-segment sums are static slices. A one-hot ``[N, k]`` matmul computes
+  the same, but XLA:CPU runs such thin matmuls slowly (~110 us for the
+  segment sums of 874 packed entries of the 10k-parameter model of
+  ``bench/overhead.py``); with slices that model's hierarchical step was
+  5-7% faster.
+* Per-entry copies of per-segment values are a ``[k] @ [k, N]`` one-hot
+  matmul at full float32 precision (exact: each output is one value times
+  1). A constant-index gather computes the same, but XLA:CPU fused the
+  per-segment values' computation into the gather and redid it for every
+  entry (~4.5 ns per entry for the first layer's bias); the matmul
+  materializes them first, and the 10k model's step was ~5% faster. Above
+  ``_MAX_ONEHOT_ENTRIES`` one-hot entries (many tiny tensors in one unit),
+  the gather is used, so that no large constant enters the program.
 """
 
 from collections.abc import Sequence
@@ -15,6 +23,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+_MAX_ONEHOT_ENTRIES = 1 << 16
 
 
 def segment_sum(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
@@ -39,6 +49,10 @@ def segment_sum(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
 def segment_expand(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
   """``[..., k] -> [..., N]``: every entry gets its segment's value.
 
+  As a one-hot matmul, a non-finite value of one segment makes the whole
+  row NaN (``0 * inf``). The optimizers' per-tensor values are non-finite
+  only when that tensor's gradients or parameters already are.
+
   Args:
     x: one value per segment on the last axis.
     sizes: the ``k`` segments' lengths, in order.
@@ -48,5 +62,10 @@ def segment_expand(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
       f"segment_expand: x has {x.shape[-1]} values on its last axis but "
       f"there are {len(sizes)} segments."
     )
-  index = np.repeat(np.arange(len(sizes)), sizes)
-  return jnp.take(x, index, axis=-1)
+  if len(sizes) * sum(sizes) > _MAX_ONEHOT_ENTRIES:
+    index = np.repeat(np.arange(len(sizes)), sizes)
+    return jnp.take(x, index, axis=-1)
+  onehot = np.repeat(np.eye(len(sizes), dtype=np.float32), sizes, axis=1)
+  return jnp.matmul(
+    x.astype(jnp.float32), onehot, precision=jax.lax.Precision.HIGHEST
+  ).astype(x.dtype)

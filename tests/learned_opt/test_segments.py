@@ -26,6 +26,18 @@ def test_segment_expand_matches_onehot_matmul(sizes):
   x = jax.random.normal(jax.random.key(1), (2, len(sizes)))
   got = jax.jit(segments.segment_expand, static_argnums=1)(x, sizes)
   np.testing.assert_array_equal(got, x @ onehot(sizes).T)
+  # Exact copies, not rounded products.
+  np.testing.assert_array_equal(got, np.repeat(np.asarray(x), sizes, axis=-1))
+
+
+def test_segment_expand_of_many_segments_uses_no_large_constant():
+  sizes = (1,) * 300  # 300 x 300 one-hot entries: over the limit
+  x = jnp.arange(2.0 * 300).reshape(2, 300)
+  lowered = jax.jit(segments.segment_expand, static_argnums=1).lower(x, sizes)
+  np.testing.assert_array_equal(
+    jax.jit(segments.segment_expand, static_argnums=1)(x, sizes), x
+  )
+  assert "dot" not in lowered.as_text()
 
 
 def test_segments_under_vmap():
