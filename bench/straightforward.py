@@ -14,9 +14,13 @@ optimizers' updates differ, and ``tests/test_bench_straightforward.py``
 checks that they agree over several steps.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
+
+import learned_opt
 
 TIMESCALES = (1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5)
 
@@ -163,3 +167,14 @@ def optimizer(lopt, theta) -> optax.GradientTransformationExtraArgs:
     return treedef.unflatten(updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class StraightforwardHierarchicalLOpt(learned_opt.HierarchicalLOpt):
+  """``HierarchicalLOpt`` (same theta) whose transform is ``optimizer``.
+
+  What ``bench/meta_throughput.py`` meta-trains as the yardstick of issue 4.
+  """
+
+  def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
+    return optimizer(self, theta)
