@@ -217,43 +217,73 @@ def stack_sums(sums: list[EntrySums]) -> EntrySums:
   return jax.tree.map(lambda *x: jnp.stack(x), *sums)
 
 
-def entry_sums(
-  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array
-) -> EntrySums:
-  """``EntrySums`` of one tensor (or chunk), with fusible reductions.
+class EntryTerms(NamedTuple):
+  """Per-entry terms whose sums over the entries give ``EntrySums``.
 
-  ``(m * rsqrt(v + eps))^2 = m^2 / (v + eps)`` etc., so XLA fuses every sum
-  into passes over ``g, p, m, v`` and never writes ``[F, N]`` features.
+  Separate leaves (entries on the last axis), not one stacked ``[R, N]``
+  array: a chunk loop adds them into accumulators of their own, and a
+  stacked array would be a concatenation, which XLA:CPU fuses badly.
+  """
+
+  g_sq: jax.Array  # [N]
+  p_sq: jax.Array  # [N]
+  log_p_sq: jax.Array  # [N]
+  m_sq: jax.Array  # [D, N]
+  v_sq: jax.Array  # [D, N]
+  m_sq_over_v: jax.Array  # [D, N]
+  inv_v: jax.Array  # [D, N]
+  m: jax.Array  # [D, N]
+  v: jax.Array  # [D, N]
+  p: jax.Array  # [N]
+
+
+def entry_terms(
+  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array
+) -> EntryTerms:
+  """``EntryTerms`` of one tensor (or chunk).
+
+  ``(m * rsqrt(v + eps))^2 = m^2 / (v + eps)`` etc., so the sums never need
+  the ``[F, N]`` features.
 
   Args:
     g: clipped gradient, float32, shape ``S``.
     p: parameter, float32, shape ``S``.
     m: first moments, ``(D,) + S``.
     v: second moments, ``(D,) + S``.
-
-  Returns:
-    The sums; add the sums of chunks to get a tensor's.
   """
   n, d = g.size, m.shape[0]
   m, v = m.reshape(d, n), v.reshape(d, n)
+  g, p = g.reshape(n), p.reshape(n)
   inv_v = 1.0 / (v + _V_EPS)
-  p = p.reshape(n)
-  sq = jnp.concatenate(
-    [
-      jnp.stack(
-        [
-          jnp.sum(jnp.square(g)),
-          jnp.sum(jnp.square(p)),
-          jnp.sum(jnp.square(jnp.log(jnp.abs(p) + _LOG_EPS))),
-        ]
-      ),
-      jnp.sum(jnp.square(m), axis=1),
-      jnp.sum(jnp.square(v), axis=1),
-      jnp.sum(jnp.square(m) * inv_v, axis=1),
-      jnp.sum(inv_v, axis=1),
-    ]
+  m_sq = jnp.square(m)
+  return EntryTerms(
+    g_sq=jnp.square(g),
+    p_sq=jnp.square(p),
+    log_p_sq=jnp.square(jnp.log(jnp.abs(p) + _LOG_EPS)),
+    m_sq=m_sq,
+    v_sq=jnp.square(v),
+    m_sq_over_v=m_sq * inv_v,
+    inv_v=inv_v,
+    m=m,
+    v=v,
+    p=p,
   )
-  return EntrySums(sq, jnp.sum(m, axis=1), jnp.sum(v, axis=1), jnp.sum(p))
+
+
+def sums_from_terms(term_sums: EntryTerms) -> EntrySums:
+  """``EntrySums`` from ``EntryTerms`` summed over the entries."""
+  t = term_sums
+  head = jnp.stack([t.g_sq, t.p_sq, t.log_p_sq])
+  sq = jnp.concatenate([head, t.m_sq, t.v_sq, t.m_sq_over_v, t.inv_v])
+  return EntrySums(sq, t.m, t.v, t.p)
+
+
+def entry_sums(
+  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array
+) -> EntrySums:
+  """``EntrySums`` of one tensor (or chunk); arguments as ``entry_terms``."""
+  terms = entry_terms(g, p, m, v)
+  return sums_from_terms(jax.tree.map(lambda x: jnp.sum(x, axis=-1), terms))
 
 
 def segment_entry_sums(

@@ -159,10 +159,11 @@ def prepare(
     mu, vu = features.update_moments(mu, vu, g, decays)
     if segment_sizes is None:
       # Chunked like the MLP: cache-sized passes were ~2x faster on CPU.
-      _, s = networks.chunked(
-        lambda *c: (None, features.entry_sums(*c)), (g, p, mu, vu), chunk_size
-      )
-      s = jax.tree.map(lambda x: x[None], s)
+      _, terms = networks.chunked(
+        lambda *c: (None, features.entry_terms(*c)), (g, p, mu, vu),
+        chunk_size,
+      )  # fmt: skip
+      s = jax.tree.map(lambda x: x[None], features.sums_from_terms(terms))
     else:
       s = features.segment_entry_sums(g, p, mu, vu, segment_sizes)
     units.append(Unit(idx, offsets, segment_sizes, g, p, mu, vu))
