@@ -146,7 +146,7 @@ def make_matmul_floor(num_params: int):
   def step(params, x, batch):
     del batch
     out, h_sum = networks.mlp_entries(
-      layers, w_entry, bias, (x,), lambda c: c, 2, lopt.chunk_size
+      layers, w_entry, bias, (x,), lambda c, buffer: c, 2, lopt.chunk_size
     )
     return params, x, out[0, 0] + h_sum[0]
 

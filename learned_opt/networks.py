@@ -106,7 +106,8 @@ def mlp_entries(
     w_entry: ``[H, F]`` this tensor's folded first-layer weights.
     bias: ``[H]`` its first-layer bias.
     entry_inputs: arrays whose last axis has the ``N`` entries.
-    features_fn: maps (chunks of) ``entry_inputs`` to ``[F, C]`` raw features.
+    features_fn: maps (chunks of) ``entry_inputs`` and ``buffer=`` (an
+      ``[F, C]`` array to overwrite) to ``[F, C]`` raw features.
     num_step_outputs: outputs computed per entry.
     chunk_size: entries per chunk.
 
@@ -120,13 +121,16 @@ def mlp_entries(
   w_step, b_step = rest[-1]["w"][:, :k].T, rest[-1]["b"][:k, None]
   bias = bias[:, None]
 
-  def chunk_fn(*chunk):
-    h = jax.nn.relu(w_entry @ features_fn(*chunk) + bias)  # [H, C]
+  def chunk_fn(buffer, *chunk):
+    x = features_fn(*chunk, buffer=buffer)  # [F, C]
+    h = jax.nn.relu(w_entry @ x + bias)  # [H, C]
     for w, b in hidden:
       h = jax.nn.relu(w @ h + b)
-    return w_step @ h + b_step, h  # [k, C], [H, C] to sum over entries
+    return w_step @ h + b_step, h, x  # [k, C], [H, C] to sum over entries
 
-  return chunked(chunk_fn, entry_inputs, chunk_size)
+  # Each chunk's features overwrite the previous chunk's in one buffer.
+  buffer = jnp.zeros((w_entry.shape[-1], chunk_size), jnp.float32)
+  return chunked(chunk_fn, entry_inputs, chunk_size, buffer)
 
 
 def mlp_packed(
@@ -159,7 +163,11 @@ def mlp_packed(
   """
   first, *rest = layers
   f = scales.shape[1]
-  expand = lambda x: segments.segment_expand(x.T, segment_sizes)  # [X, N]
+  # Scales and biases are finite (rsqrt of sums; clipped features), so
+  # they may go through the one-hot matmul.
+  expand = lambda x: segments.segment_expand(
+    x.T, segment_sizes, materialize=True
+  )  # [X, N]
   x = features_fn(*entry_inputs) * expand(scales)
   h = jax.nn.relu(first["w"][:f].T @ x + expand(bias))
   for layer in rest[:-1]:
@@ -177,7 +185,7 @@ def averaged_outputs(
   return linear({"w": last["w"][:, k:], "b": last["b"][k:]}, h_mean)
 
 
-def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int):
+def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int, buffer=None):
   """Runs ``fn`` over chunks of the inputs' last axis.
 
   Full chunks add their per-entry terms elementwise into chunk-sized
@@ -187,10 +195,14 @@ def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int):
   Args:
     fn: ``fn(*chunk) -> (out, terms)``: ``out`` is ``[k, c]`` per-entry
       values (or None), ``terms`` a pytree of per-entry values (entries on
-      the last axis) to sum over the entries.
+      the last axis) to sum over the entries. With a ``buffer``:
+      ``fn(buffer, *chunk) -> (out, terms, buffer)``.
     inputs: arrays whose last axis has the same length ``N``.
     chunk_size: entries per chunk; ``N`` need not be a multiple (a static
       remainder chunk handles the rest).
+    buffer: optional scratch array ``[..., chunk_size]`` that each chunk
+      gets and returns (the loop carries it, so its memory is reused); a
+      smaller chunk gets its leading entries.
 
   Returns:
     ``(out for all N entries as [k, N] (or None), terms summed over all
@@ -198,34 +210,40 @@ def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int):
   """
   total = lambda terms: jax.tree.map(lambda x: jnp.sum(x, axis=-1), terms)
   n = inputs[0].shape[-1]
+
+  def run(buffer, chunk):
+    if buffer is None:
+      return (*fn(*chunk), None)
+    return fn(buffer[..., : chunk[0].shape[-1]], *chunk)
+
   if n <= chunk_size:
-    out, terms = fn(*inputs)
+    out, terms, _ = run(buffer, inputs)
     return out, total(terms)
   num_full, rem = divmod(n, chunk_size)
   # The first chunk runs outside the loop: it gives the carry's shapes.
-  out0, acc = fn(*[x[..., :chunk_size] for x in inputs])
+  out0, acc, buffer = run(buffer, [x[..., :chunk_size] for x in inputs])
   out = None
   if out0 is not None:
     out = jnp.zeros(out0.shape[:-1] + (n,), out0.dtype)
     out = jax.lax.dynamic_update_slice_in_dim(out, out0, 0, axis=-1)
 
   def body(i, carry):
-    out, acc = carry
+    out, acc, buffer = carry
     start = i * chunk_size
     chunk = [
       jax.lax.dynamic_slice_in_dim(x, start, chunk_size, axis=x.ndim - 1)
       for x in inputs
     ]
-    o, terms = fn(*chunk)
+    o, terms, buffer = run(buffer, chunk)
     if out is not None:
       out = jax.lax.dynamic_update_slice_in_dim(out, o, start, axis=-1)
-    return out, jax.tree.map(jnp.add, acc, terms)
+    return out, jax.tree.map(jnp.add, acc, terms), buffer
 
-  out, acc = jax.lax.fori_loop(1, num_full, body, (out, acc))
+  out, acc, buffer = jax.lax.fori_loop(1, num_full, body, (out, acc, buffer))
   sums = total(acc)
   if rem:
     start = num_full * chunk_size
-    o, terms = fn(*[x[..., start:] for x in inputs])
+    o, terms, _ = run(buffer, [x[..., start:] for x in inputs])
     if out is not None:
       out = jax.lax.dynamic_update_slice_in_dim(out, o, start, axis=-1)
     sums = jax.tree.map(jnp.add, sums, total(terms))

@@ -8,14 +8,15 @@ occupy contiguous ranges known at trace time.
   segment sums of 874 packed entries of the 10k-parameter model of
   ``bench/overhead.py``); with slices that model's hierarchical step was
   5-7% faster.
-* Per-entry copies of per-segment values are a ``[k] @ [k, N]`` one-hot
-  matmul at full float32 precision (exact: each output is one value times
-  1). A constant-index gather computes the same, but XLA:CPU fused the
-  per-segment values' computation into the gather and redid it for every
-  entry (~4.5 ns per entry for the first layer's bias); the matmul
-  materializes them first, and the 10k model's step was ~5% faster. Above
-  ``_MAX_ONEHOT_ENTRIES`` one-hot entries (many tiny tensors in one unit),
-  the gather is used, so that no large constant enters the program.
+* Per-entry copies of per-segment values are a constant-index gather, or
+  (``materialize=True``) a ``[k] @ [k, N]`` one-hot matmul at full float32
+  precision (exact: each output is one value times 1). With the gather,
+  XLA:CPU fused the per-segment values' computation into it and redid it
+  for every entry (~4.5 ns per entry for the first layer's bias); the
+  matmul materializes them first, and the 10k model's step was ~5% faster.
+  Above ``_MAX_ONEHOT_ENTRIES`` one-hot entries (many tiny tensors in one
+  unit) the gather is used anyway, so that no large constant enters the
+  program.
 """
 
 from collections.abc import Sequence
@@ -46,23 +47,24 @@ def segment_sum(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
   )
 
 
-def segment_expand(x: jax.Array, sizes: Sequence[int]) -> jax.Array:
+def segment_expand(
+  x: jax.Array, sizes: Sequence[int], *, materialize: bool = False
+) -> jax.Array:
   """``[..., k] -> [..., N]``: every entry gets its segment's value.
-
-  As a one-hot matmul, a non-finite value of one segment makes the whole
-  row NaN (``0 * inf``). The optimizers' per-tensor values are non-finite
-  only when that tensor's gradients or parameters already are.
 
   Args:
     x: one value per segment on the last axis.
     sizes: the ``k`` segments' lengths, in order.
+    materialize: compute ``x`` once, as the input of a one-hot matmul (see
+      the module docstring). Only for finite values: ``0 * inf`` would make
+      the other segments' entries NaN.
   """
   if x.shape[-1] != len(sizes):
     raise ValueError(
       f"segment_expand: x has {x.shape[-1]} values on its last axis but "
       f"there are {len(sizes)} segments."
     )
-  if len(sizes) * sum(sizes) > _MAX_ONEHOT_ENTRIES:
+  if not materialize or len(sizes) * sum(sizes) > _MAX_ONEHOT_ENTRIES:
     index = np.repeat(np.arange(len(sizes)), sizes)
     return jnp.take(x, index, axis=-1)
   onehot = np.repeat(np.eye(len(sizes), dtype=np.float32), sizes, axis=1)

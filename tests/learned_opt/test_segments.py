@@ -1,5 +1,7 @@
 """Segment sums and broadcasts equal their one-hot matrix forms."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,20 +26,28 @@ def test_segment_sum_matches_onehot_matmul(sizes):
 @pytest.mark.parametrize("sizes", [(5,), (72, 72, 720, 10), (1, 3, 1)])
 def test_segment_expand_matches_onehot_matmul(sizes):
   x = jax.random.normal(jax.random.key(1), (2, len(sizes)))
-  got = jax.jit(segments.segment_expand, static_argnums=1)(x, sizes)
-  np.testing.assert_array_equal(got, x @ onehot(sizes).T)
-  # Exact copies, not rounded products.
-  np.testing.assert_array_equal(got, np.repeat(np.asarray(x), sizes, axis=-1))
+  for materialize in (False, True):
+    expand = functools.partial(segments.segment_expand, materialize=materialize)
+    got = jax.jit(expand, static_argnums=1)(x, sizes)
+    # Exact copies, not rounded products.
+    np.testing.assert_array_equal(got, np.repeat(np.asarray(x), sizes, -1))
+
+
+def test_plain_segment_expand_keeps_segments_apart():
+  x = jnp.array([1.0, jnp.inf, 2.0])
+  got = segments.segment_expand(x, (2, 1, 3))
+  np.testing.assert_array_equal(got, [1.0, 1.0, np.inf, 2.0, 2.0, 2.0])
 
 
 def test_segment_expand_of_many_segments_uses_no_large_constant():
   sizes = (1,) * 300  # 300 x 300 one-hot entries: over the limit
   x = jnp.arange(2.0 * 300).reshape(2, 300)
-  lowered = jax.jit(segments.segment_expand, static_argnums=1).lower(x, sizes)
-  np.testing.assert_array_equal(
-    jax.jit(segments.segment_expand, static_argnums=1)(x, sizes), x
+  expand = jax.jit(
+    functools.partial(segments.segment_expand, materialize=True),
+    static_argnums=1,
   )
-  assert "dot" not in lowered.as_text()
+  np.testing.assert_array_equal(expand(x, sizes), x)
+  assert "dot" not in expand.lower(x, sizes).as_text()
 
 
 def test_segments_under_vmap():
