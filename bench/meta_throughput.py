@@ -247,6 +247,32 @@ def part_throughput(repeats: int) -> None:
         _emit({"part": "throughput", **record})
 
 
+def alternated_rates(builds: dict, num_pairs: int, num_steps: int, repeats):
+  """Inner steps/s of several outer steps, their timed windows alternated.
+
+  Args:
+    builds: name -> ``build_step(...)`` result; each step is run once
+      (compiled) before timing.
+
+  Returns:
+    name -> the ``repeats`` windows' rates, so that load from other
+    processes hits every variant alike.
+  """
+  import jax
+
+  runs = {}
+  for name, (step, key, state, tasks, _, _) in builds.items():
+    state, metrics = step(key, state, tasks, 0)
+    jax.block_until_ready(metrics)
+    runs[name] = [step, key, state, tasks]
+  samples = {name: [] for name in runs}
+  for _ in range(repeats):
+    for name, run in runs.items():
+      rate, run[2] = time_window(*run, num_pairs, num_steps)
+      samples[name].append(rate)
+  return samples
+
+
 def part_straightforward(repeats: int) -> None:
   """Ours vs the straightforward HierarchicalLOpt, windows alternated."""
   import jax
@@ -260,18 +286,14 @@ def part_straightforward(repeats: int) -> None:
   }
   for task_name in ("mlp_11k", "quadratic_8"):
     num_pairs = 8
-    num_steps = _steps_for(task_name, num_pairs)
-    runs = {}
-    for name, lopt in lopts.items():
-      step, key, state, tasks, _, _ = build_step(lopt, task_name, num_pairs)
-      state, metrics = step(key, state, tasks, 0)
-      jax.block_until_ready(metrics)
-      runs[name] = [step, key, state, tasks, []]
-    for _ in range(repeats):
-      for run in runs.values():
-        rate, run[2] = time_window(*run[:4], num_pairs, num_steps)
-        run[4].append(rate)
-    median = {k: statistics.median(r[4]) for k, r in runs.items()}
+    builds = {
+      name: build_step(lopt, task_name, num_pairs)
+      for name, lopt in lopts.items()
+    }
+    samples = alternated_rates(
+      builds, num_pairs, _steps_for(task_name, num_pairs), repeats
+    )
+    median = {k: statistics.median(v) for k, v in samples.items()}
     _emit(
       {
         "part": "straightforward",
@@ -282,7 +304,7 @@ def part_straightforward(repeats: int) -> None:
         "inner_steps_per_s": round(median["hierarchical"]),
         "straightforward_inner_steps_per_s": round(median["straightforward"]),
         "ratio": round(median["hierarchical"] / median["straightforward"], 2),
-        "samples": {k: [round(x) for x in r[4]] for k, r in runs.items()},
+        "samples": {k: [round(x) for x in v] for k, v in samples.items()},
       }
     )
 
@@ -303,23 +325,14 @@ def part_chunk_size(repeats: int) -> None:
   for num_pairs in (8, 64):
     per_device = 2 * num_pairs // num_devices
     tuned = learned_opt.for_vmapped_instances(lopt, per_device).chunk_size
-    num_steps = _steps_for(task_name, num_pairs)
-    runs = {}
-    for name, tune in (("default", False), ("tuned", True)):
-      step, key, state, tasks, _, _ = build_step(
-        lopt_name, task_name, num_pairs, tune_chunk_size=tune
-      )
-      state, metrics = step(key, state, tasks, 0)
-      jax.block_until_ready(metrics)
-      runs[name] = [step, key, state, tasks, []]
-    for _ in range(repeats):
-      for run in runs.values():
-        step, key, state, tasks, samples = run
-        rate, run[2] = time_window(
-          step, key, state, tasks, num_pairs, num_steps
-        )
-        samples.append(rate)
-    median = {k: statistics.median(r[4]) for k, r in runs.items()}
+    builds = {
+      name: build_step(lopt_name, task_name, num_pairs, tune_chunk_size=tune)
+      for name, tune in (("default", False), ("tuned", True))
+    }
+    samples = alternated_rates(
+      builds, num_pairs, _steps_for(task_name, num_pairs), repeats
+    )
+    median = {k: statistics.median(v) for k, v in samples.items()}
     _emit(
       {
         "part": "chunk_size",
@@ -333,7 +346,7 @@ def part_chunk_size(repeats: int) -> None:
         "default_inner_steps_per_s": round(median["default"]),
         "tuned_inner_steps_per_s": round(median["tuned"]),
         "ratio_tuned_to_default": round(median["tuned"] / median["default"], 3),
-        "samples": {k: [round(x) for x in r[4]] for k, r in runs.items()},
+        "samples": {k: [round(x) for x in v] for k, v in samples.items()},
       }
     )
 
