@@ -233,7 +233,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       ],
       axis=1,
     )
-    steps, h_mean = mlp_lopt.per_param_steps(theta["mlp"], x, shared, self)
+    updates, h_mean = mlp_lopt.per_param_updates(theta["mlp"], x, shared, self)
     m, v = x.moments()
     new_state = HierarchicalLOptState(
       count=state.count + 1,
@@ -246,5 +246,5 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       global_features=new_global,
       loss=loss_state,
     )
-    updates = treedef.unflatten(mlp_lopt.as_updates(steps, ps))
+    updates = treedef.unflatten(mlp_lopt.shaped_like(updates, ps))
     return updates, mlp_lopt.cast_state(new_state, state)

@@ -7,7 +7,7 @@ with the default decays) and outputs only the direction and magnitude:
 ``step = o0 * exp(exp_mult * o1) * step_mult``, ``p_new = p - step``.
 
 This module also holds the per-parameter machinery both optimizers share
-(``prepare`` and ``per_param_steps``).
+(``prepare`` and ``per_param_updates``).
 
 Example:
   >>> lopt = MLPLOpt()
@@ -178,10 +178,10 @@ def prepare(
   )
 
 
-def per_param_steps(
+def per_param_updates(
   layers, x: Prepared, shared: jax.Array, lopt
 ) -> tuple[list[jax.Array], jax.Array]:
-  """The MLP's steps for every tensor, and its mean last hidden activations.
+  """Every tensor's update ``-step``, and the MLP's mean last hidden activations.
 
   Args:
     layers: the per-parameter MLP's layers.
@@ -190,32 +190,36 @@ def per_param_steps(
     lopt: the optimizer (for ``exp_mult``, ``step_mult``, ``chunk_size``).
 
   Returns:
-    ``(per tensor [N] steps, [T, H] mean last hidden activations)``.
+    ``(per tensor [N] float32 updates, [T, H] mean last hidden
+    activations)``.
   """
   scales = features.scales_from_sums(x.sums, x.sizes)  # [T, F]
   w_entry, bias = networks.fold_first_layer(layers[0], scales, shared)
-  steps, h_sums = [None] * len(x.sizes), []
+  # Applied per chunk, inside the MLP's loop.
+  negated_step = lambda out: (
+    -step_rule(out, lopt.exp_mult, lopt.step_mult)[None]
+  )
+  updates, h_sums = [None] * len(x.sizes), []
   for u in x.units:
     inputs = (u.g, u.p, u.m, u.v)
     if u.segment_sizes is None:
       (t,) = u.tensors
       out, h_sum = networks.mlp_entries(
         layers, w_entry[t], bias[t], inputs, features.per_param_features, 2,
-        lopt.chunk_size,
+        lopt.chunk_size, negated_step,
       )  # fmt: skip
       h_sums.append(h_sum[None])
     else:
       idx = np.asarray(u.tensors)
       out, h_sum = networks.mlp_packed(
         layers, scales[idx], bias[idx], inputs, features.per_param_features,
-        u.segment_sizes, 2,
+        u.segment_sizes, 2, negated_step,
       )  # fmt: skip
       h_sums.append(h_sum.T)
-    step = step_rule(out, lopt.exp_mult, lopt.step_mult)
     for t, start in zip(u.tensors, u.offsets):
-      steps[t] = step[start : start + x.sizes[t]]
+      updates[t] = out[0, start : start + x.sizes[t]]
   sizes = jnp.asarray(x.sizes, jnp.float32)[:, None]
-  return steps, _in_leaf_order(x.units, h_sums) / sizes
+  return updates, _in_leaf_order(x.units, h_sums) / sizes
 
 
 def step_rule(out: jax.Array, exp_mult: float, step_mult: float) -> jax.Array:
@@ -223,11 +227,11 @@ def step_rule(out: jax.Array, exp_mult: float, step_mult: float) -> jax.Array:
   return out[0] * jnp.exp(exp_mult * out[1]) * step_mult
 
 
-def as_updates(steps, params) -> list[jax.Array]:
-  """``-step`` in each parameter's shape and dtype."""
+def shaped_like(updates, params) -> list[jax.Array]:
+  """Flat updates in each parameter's shape and dtype."""
   return [
-    (-s).reshape(jnp.shape(p)).astype(jnp.result_type(p))
-    for s, p in zip(steps, params)
+    u.reshape(jnp.shape(p)).astype(jnp.result_type(p))
+    for u, p in zip(updates, params)
   ]
 
 
@@ -358,13 +362,13 @@ class MLPLOpt(base.LearnedOptimizer):
         ],
         axis=1,
       )  # [T, 14]
-      steps, _ = per_param_steps(theta["mlp"], x, shared, self)
+      updates, _ = per_param_updates(theta["mlp"], x, shared, self)
       m, v = x.moments()
       new_state = MLPLOptState(
         state.count + 1, treedef.unflatten(m), treedef.unflatten(v),
         x.grad_sq_ema,
       )  # fmt: skip
-      updates = treedef.unflatten(as_updates(steps, ps))
+      updates = treedef.unflatten(shaped_like(updates, ps))
       return updates, cast_state(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -88,6 +88,7 @@ def mlp_entries(
   features_fn: Callable[..., jax.Array],
   num_step_outputs: int,
   chunk_size: int,
+  output_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """The per-parameter MLP over one tensor's entries, feature-major.
 
@@ -110,10 +111,15 @@ def mlp_entries(
       ``[F, C]`` array to overwrite) to ``[F, C]`` raw features.
     num_step_outputs: outputs computed per entry.
     chunk_size: entries per chunk.
+    output_fn: applied to each chunk's ``[num_step_outputs, C]`` outputs
+      (e.g. the step rule), so that the loop writes only its result (a
+      separate pass over all outputs after the loop: ~6% slower over 1M
+      entries).
 
   Returns:
-    ``([num_step_outputs, N] per-entry outputs, [H] sum over the entries of
-    the last hidden activation)``.
+    ``([R, N] per-entry results of output_fn (default: the
+    ``[num_step_outputs, N]`` outputs), [H] sum over the entries of the last
+    hidden activation)``.
   """
   rest = layers[1:]
   hidden = [(layer["w"].T, layer["b"][:, None]) for layer in rest[:-1]]
@@ -121,12 +127,18 @@ def mlp_entries(
   w_step, b_step = rest[-1]["w"][:, :k].T, rest[-1]["b"][:k, None]
   bias = bias[:, None]
 
+  finish = (lambda out: out) if output_fn is None else output_fn
+
   def chunk_fn(buffer, *chunk):
     x = features_fn(*chunk, buffer=buffer)  # [F, C]
     h = jax.nn.relu(w_entry @ x + bias)  # [H, C]
     for w, b in hidden:
       h = jax.nn.relu(w @ h + b)
-    return w_step @ h + b_step, h, x  # [k, C], [H, C] to sum over entries
+    # The chunk's sum of h as a matmul with ones: the MLP over 1M entries
+    # was ~10% faster on XLA:CPU than with h added into a chunk-sized
+    # accumulator.
+    h_sum = h @ jnp.ones((h.shape[-1], 1), h.dtype)  # [H, 1]
+    return finish(w_step @ h + b_step), h_sum, x
 
   # Each chunk's features overwrite the previous chunk's in one buffer.
   buffer = jnp.zeros((w_entry.shape[-1], chunk_size), jnp.float32)
@@ -141,6 +153,7 @@ def mlp_packed(
   features_fn: Callable[..., jax.Array],
   segment_sizes: Sequence[int],
   num_step_outputs: int,
+  output_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """``mlp_entries`` for k small tensors packed on one entry axis.
 
@@ -156,10 +169,11 @@ def mlp_packed(
     features_fn: maps ``entry_inputs`` to ``[F, N]`` raw features.
     segment_sizes: the ``k`` tensors' numbers of entries, in order.
     num_step_outputs: outputs computed per entry.
+    output_fn: applied to the ``[num_step_outputs, N]`` outputs.
 
   Returns:
-    ``([num_step_outputs, N] per-entry outputs, [H, k] per-tensor sums of
-    the last hidden activation)``.
+    ``([R, N] per-entry results of output_fn (default: the outputs), [H, k]
+    per-tensor sums of the last hidden activation)``.
   """
   first, *rest = layers
   f = scales.shape[1]
@@ -174,6 +188,8 @@ def mlp_packed(
     h = jax.nn.relu(layer["w"].T @ h + layer["b"][:, None])
   k = num_step_outputs
   out = rest[-1]["w"][:, :k].T @ h + rest[-1]["b"][:k, None]
+  if output_fn is not None:
+    out = output_fn(out)
   return out, segments.segment_sum(h, segment_sizes)
 
 
