@@ -141,10 +141,7 @@ def mlp_entries(
     return finish(w_step @ h + b_step), h_sum, x
 
   # Each chunk's features overwrite the previous chunk's in one buffer.
-  n = entry_inputs[0].shape[-1]
-  buffer = jnp.zeros(
-    (w_entry.shape[-1], chunk_length(n, chunk_size)), jnp.float32
-  )
+  buffer = jnp.zeros((w_entry.shape[-1], chunk_size), jnp.float32)
   return chunked(chunk_fn, entry_inputs, chunk_size, buffer)
 
 
@@ -204,23 +201,6 @@ def averaged_outputs(
   return linear({"w": last["w"][:, k:], "b": last["b"][k:]}, h_mean)
 
 
-def chunk_length(n: int, chunk_size: int) -> int:
-  """Entries per chunk for ``n`` entries and a target ``chunk_size``.
-
-  ``chunk_size``, unless it leaves a remainder and a divisor of ``n`` no
-  larger than 1.5 ``chunk_size`` gives as few or fewer chunks: a remainder
-  chunk is another copy of every per-chunk op, and op overhead dominated
-  small tensors (e.g. 4,608 entries go in 3 chunks of 1,536, not in 4 of
-  1,024 and one of 512).
-  """
-  if n <= chunk_size or n % chunk_size == 0:
-    return min(n, chunk_size)
-  for num_chunks in range(-(-n // (3 * chunk_size // 2)), n // chunk_size + 2):
-    if n % num_chunks == 0:
-      return n // num_chunks
-  return chunk_size
-
-
 def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int, buffer=None):
   """Runs ``fn`` over chunks of the inputs' last axis.
 
@@ -234,11 +214,11 @@ def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int, buffer=None):
       the last axis) to sum over the entries. With a ``buffer``:
       ``fn(buffer, *chunk) -> (out, terms, buffer)``.
     inputs: arrays whose last axis has the same length ``N``.
-    chunk_size: target entries per chunk (``chunk_length``); ``N`` need
-      not be a multiple (a static remainder chunk handles the rest).
-    buffer: optional scratch array ``[..., chunk_length(N, chunk_size)]``
-      that each chunk gets and returns (the loop carries it, so its memory
-      is reused); a smaller chunk gets its leading entries.
+    chunk_size: entries per chunk; ``N`` need not be a multiple (a static
+      remainder chunk handles the rest).
+    buffer: optional scratch array ``[..., chunk_size]`` that each chunk
+      gets and returns (the loop carries it, so its memory is reused); a
+      smaller chunk gets its leading entries.
 
   Returns:
     ``(out for all N entries as [k, N] (or None), terms summed over all
@@ -246,7 +226,6 @@ def chunked(fn, inputs: Sequence[jax.Array], chunk_size: int, buffer=None):
   """
   total = lambda terms: jax.tree.map(lambda x: jnp.sum(x, axis=-1), terms)
   n = inputs[0].shape[-1]
-  chunk_size = chunk_length(n, chunk_size)
 
   def run(buffer, chunk):
     if buffer is None:

@@ -191,7 +191,7 @@ def example_params():
     "mlp/~/linear_0": {"w": f32(4, 3), "b": f32(3).astype(ml_dtypes.bfloat16)},
     "scalar": f32(),
     "nested": {
-      "rank3_bf16": f32(7, 1, 1).astype(ml_dtypes.bfloat16),
+      "rank3_bf16": f32(2, 1, 3).astype(ml_dtypes.bfloat16),
       "conv": f32(2, 2, 1, 3),
     },
   }

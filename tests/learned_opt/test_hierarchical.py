@@ -11,9 +11,8 @@ import test_utils
 from learned_opt import hierarchical
 
 # Chunks of 4 entries, so the example tensors cover every path: 12 entries
-# (a loop over chunks), 7 (one chunk and a remainder: no divisor of 7 is a
-# chunk length, networks.chunk_length), and small tensors packed together
-# (3 + 1 entries, not adjacent in leaf order).
+# (a loop over chunks), 6 (one chunk and a remainder), and small tensors
+# packed together (3 + 1 entries, not adjacent in leaf order).
 LOPT = hierarchical.HierarchicalLOpt(chunk_size=4)
 THETA = LOPT.init(jax.random.key(0))
 PARAMS = jax.tree.map(jnp.asarray, reference.example_params())
