@@ -181,7 +181,7 @@ def prepare(
 def per_param_updates(
   layers, x: Prepared, shared: jax.Array, lopt
 ) -> tuple[list[jax.Array], jax.Array]:
-  """Every tensor's update ``-step``, and the MLP's mean last hidden activations.
+  """Every tensor's update ``-step``, and the mean last hidden activations.
 
   Args:
     layers: the per-parameter MLP's layers.

@@ -127,7 +127,7 @@ def mlp_entries(
   w_step, b_step = rest[-1]["w"][:, :k].T, rest[-1]["b"][:k, None]
   bias = bias[:, None]
 
-  finish = (lambda out: out) if output_fn is None else output_fn
+  finish = output_fn or (lambda out: out)
 
   def chunk_fn(buffer, *chunk):
     x = features_fn(*chunk, buffer=buffer)  # [F, C]
