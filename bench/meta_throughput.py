@@ -24,6 +24,13 @@ Prints JSON lines, one per measurement:
   8 pairs, timed windows alternated in this process; ``ratio`` is ours over
   the straightforward one. Issue 4's target (1,600/s on the MLP signature)
   is twice what it quotes for a straightforward implementation (~800/s).
+* ``part="floor"``: what the learned optimizer costs inside meta-training.
+  The same ES step (8 pairs) with HierarchicalLOpt, MLPLOpt,
+  HierarchicalLOpt with an LSTM of 16 instead of 64, and SGD with a
+  meta-learned learning rate (one meta-parameter: the cost of the task and
+  the estimator alone), timed windows alternated in this process.
+  ``optimizer_share`` is the fraction of an inner step's time spent in the
+  learned optimizer: ``1 - rate / floor_rate``.
 * ``part="overhead"``: the whole outer step of ``train.run`` (estimate,
   clip, Adam, non-finite guard, metrics fetch) vs the estimator's
   ``estimate`` alone, on the cheapest signature (where overhead shows most).
@@ -273,6 +280,17 @@ def alternated_rates(builds: dict, num_pairs: int, num_steps: int, repeats):
   return samples
 
 
+def alternated_medians(lopts: dict, task_name: str, num_pairs: int, repeats):
+  """``(median rates, samples)`` of the ES step with each of ``lopts``."""
+  builds = {
+    name: build_step(lopt, task_name, num_pairs) for name, lopt in lopts.items()
+  }
+  samples = alternated_rates(
+    builds, num_pairs, _steps_for(task_name, num_pairs), repeats
+  )
+  return {k: statistics.median(v) for k, v in samples.items()}, samples
+
+
 def part_straightforward(repeats: int) -> None:
   """Ours vs the straightforward HierarchicalLOpt, windows alternated."""
   import jax
@@ -286,14 +304,7 @@ def part_straightforward(repeats: int) -> None:
   }
   for task_name in ("mlp_11k", "quadratic_8"):
     num_pairs = 8
-    builds = {
-      name: build_step(lopt, task_name, num_pairs)
-      for name, lopt in lopts.items()
-    }
-    samples = alternated_rates(
-      builds, num_pairs, _steps_for(task_name, num_pairs), repeats
-    )
-    median = {k: statistics.median(v) for k, v in samples.items()}
+    median, samples = alternated_medians(lopts, task_name, num_pairs, repeats)
     _emit(
       {
         "part": "straightforward",
@@ -307,6 +318,63 @@ def part_straightforward(repeats: int) -> None:
         "samples": {k: [round(x) for x in v] for k, v in samples.items()},
       }
     )
+
+
+def _learned_lr_sgd():
+  """SGD whose log learning rate is the only meta-parameter."""
+  import dataclasses
+  from typing import ClassVar
+
+  import jax.numpy as jnp
+  import optax
+
+  import learned_opt
+
+  @dataclasses.dataclass(frozen=True)
+  class LearnedLRSGD(learned_opt.LearnedOptimizer):
+    architecture: ClassVar[str] = "bench_learned_lr_sgd"
+
+    def init(self, key):
+      del key
+      return {"log_lr": jnp.log(jnp.asarray(1e-2, jnp.float32))}
+
+    def optimizer(self, theta):
+      return optax.with_extra_args_support(optax.sgd(jnp.exp(theta["log_lr"])))
+
+  return LearnedLRSGD()
+
+
+def part_floor(repeats: int) -> None:
+  """The ES step with several optimizers, down to a learned-LR SGD."""
+  import jax
+
+  import learned_opt
+
+  lopts = {
+    "hierarchical": learned_opt.HierarchicalLOpt(),
+    "hierarchical_lstm16": learned_opt.HierarchicalLOpt(lstm_hidden_size=16),
+    "mlp": learned_opt.MLPLOpt(),
+    "learned_lr_sgd": _learned_lr_sgd(),
+  }
+  for task_name in ("mlp_11k", "quadratic_8"):
+    num_pairs = 8
+    median, samples = alternated_medians(lopts, task_name, num_pairs, repeats)
+    floor = median["learned_lr_sgd"]
+    for name in lopts:
+      _emit(
+        {
+          "part": "floor",
+          "lopt": name,
+          "task": task_name,
+          "pairs": num_pairs,
+          "unroll": UNROLL,
+          "devices": jax.device_count(),
+          "inner_steps_per_s": round(median[name]),
+          "floor_inner_steps_per_s": round(floor),
+          "optimizer_share": round(1.0 - median[name] / floor, 3),
+          "samples": [round(x) for x in samples[name]],
+        }
+      )
 
 
 def part_chunk_size(repeats: int) -> None:
@@ -499,8 +567,8 @@ def main() -> None:
   parser.add_argument(
     "--parts",
     default="all",
-    help="comma-separated: throughput, straightforward, chunk_size, overhead, "
-    "suite_compile, cpu_layout (or all)",
+    help="comma-separated: throughput, straightforward, floor, chunk_size, "
+    "overhead, suite_compile, cpu_layout (or all)",
   )
   parser.add_argument(
     "--cpu-devices",
@@ -513,6 +581,7 @@ def main() -> None:
     (
       "throughput",
       "straightforward",
+      "floor",
       "chunk_size",
       "overhead",
       "suite_compile",
@@ -533,6 +602,8 @@ def main() -> None:
     part_throughput(args.repeats)
   if "straightforward" in parts:
     part_straightforward(args.repeats)
+  if "floor" in parts:
+    part_floor(args.repeats)
   if "chunk_size" in parts:
     part_chunk_size(args.repeats)
   if "overhead" in parts:
