@@ -37,20 +37,26 @@ def _mlp(layers, x):
 
 def _loss_features(state, value, valid_value):
   """Bias-corrected EMAs of the train and validation losses, as z-scores."""
+  # A non-finite loss is not folded in (and reads as +-5 below).
+  ok = jnp.isfinite(value)
+  x = jnp.where(ok, value, state["loss_mean"])
   n = state["loss_count"] + 1
   w = jnp.where(n == 1, 1.0, 0.1 / jnp.maximum(1 - 0.9**n, 1e-7))
-  mean = state["loss_mean"] + w * (value - state["loss_mean"])
-  var = state["loss_var"] + w * ((value - mean) ** 2 - state["loss_var"])
+  mean = state["loss_mean"] + w * (x - state["loss_mean"])
+  var = state["loss_var"] + w * ((x - mean) ** 2 - state["loss_var"])
+  var = jnp.where(ok, var, state["loss_var"])
+  n = jnp.where(ok, n, state["loss_count"])
   valid, valid_count = state["valid"], state["valid_count"]
   if valid_value is not None:
-    ok = jnp.isfinite(valid_value)
+    seen = jnp.isfinite(valid_value)
     k = valid_count + 1
     wv = jnp.where(k == 1, 1.0, 0.05 / jnp.maximum(1 - 0.95**k, 1e-7))
-    valid = jnp.where(ok, valid + wv * (valid_value - valid), valid)
-    valid_count = jnp.where(ok, k, valid_count)
+    valid = jnp.where(seen, valid + wv * (valid_value - valid), valid)
+    valid_count = jnp.where(seen, k, valid_count)
   std = jnp.sqrt(var + 1e-8)
   z = lambda x: jnp.clip((x - mean) / std, -5.0, 5.0)
-  feats = jnp.stack([z(value), jnp.where(valid_count > 0, z(valid), 0.0)])
+  z_train = jnp.where(ok, z(x), jnp.where(value == -jnp.inf, -5.0, 5.0))
+  feats = jnp.stack([z_train, jnp.where(valid_count > 0, z(valid), 0.0)])
   new = dict(loss_count=n, loss_mean=mean, loss_var=var, valid=valid,
              valid_count=valid_count)  # fmt: skip
   return feats, new

@@ -14,6 +14,11 @@ The extra arguments of ``update`` are optax's own convention:
   "no validation loss at this step", so a traced loop can supply it on some
   steps only without changing the call signature.
 
+A non-finite loss is not folded into the learned optimizers' loss
+statistics, so one bad step does not leave their state NaN. Non-finite
+gradients do (as they do Adam's moments): wrap the transform in
+``optax.apply_if_finite`` to skip such steps.
+
 Example:
   >>> lopt = learned_opt.MLPLOpt()
   >>> theta = lopt.init(jax.random.key(0))

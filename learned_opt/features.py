@@ -471,7 +471,7 @@ class LossState(NamedTuple):
   current mean) suffers no ``E[x^2] - E[x]^2`` cancellation.
   """
 
-  count: jax.Array  # [] int32, training losses seen
+  count: jax.Array  # [] int32, finite training losses seen
   mean: jax.Array  # [] bias-corrected EMA (decay 0.9) of the training loss
   var: jax.Array  # [] bias-corrected EMA (0.9) of its squared deviation
   valid_count: jax.Array  # [] int32, validation losses seen
@@ -495,7 +495,11 @@ def _ema_weight(decay: float, count: jax.Array) -> jax.Array:
 def update_loss_state(
   state: LossState, value: jax.Array, valid_value: jax.Array | None
 ) -> LossState:
-  """Folds in this step's training loss and (unless NaN/None) validation loss.
+  """Folds in this step's training and (if given) validation loss.
+
+  A non-finite loss is not folded in: one NaN or inf would otherwise stay in
+  the EMAs and make every later update NaN, even with the step itself
+  skipped (e.g. by ``optax.apply_if_finite``, which only checks gradients).
 
   Args:
     state: the statistics so far.
@@ -506,19 +510,25 @@ def update_loss_state(
     The new statistics.
   """
   value = jnp.asarray(value, jnp.float32)
+  ok = jnp.isfinite(value)
+  # where() on the input too, so a non-finite loss never reaches the EMAs
+  # or their gradients.
+  x = jnp.where(ok, value, state.mean)
   w = _ema_weight(TRAIN_LOSS_DECAY, state.count)
-  mean = state.mean + w * (value - state.mean)
-  var = state.var + w * (jnp.square(value - mean) - state.var)
+  mean = state.mean + w * (x - state.mean)
+  var = jnp.where(ok, state.var + w * (jnp.square(x - mean) - state.var),
+                  state.var)  # fmt: skip
   valid_count, valid = state.valid_count, state.valid
   if valid_value is not None:
     vv = jnp.asarray(valid_value, jnp.float32)
-    seen = ~jnp.isnan(vv)
+    seen = jnp.isfinite(vv)
     wv = _ema_weight(VALID_LOSS_DECAY, valid_count)
-    # where() on the input too, so a NaN never reaches the EMA or its grads.
+    # where() on the input too, so it never reaches the EMA or its grads.
     new_valid = valid + wv * (jnp.where(seen, vv, valid) - valid)
     valid = jnp.where(seen, new_valid, valid)
     valid_count = valid_count + seen.astype(jnp.int32)
-  return LossState(state.count + 1, mean, var, valid_count, valid)
+  count = state.count + ok.astype(jnp.int32)
+  return LossState(count, mean, var, valid_count, valid)
 
 
 def loss_features(state: LossState, value: jax.Array) -> jax.Array:
@@ -531,10 +541,16 @@ def loss_features(state: LossState, value: jax.Array) -> jax.Array:
 
   Returns:
     ``[train_z, valid_z]``; the validation feature is 0 until a validation
-    loss has been seen.
+    loss has been seen. A NaN or +inf training loss gives +5 (a diverging
+    run), -inf gives -5.
   """
   inv_std = jax.lax.rsqrt(state.var + 1e-8)
   value = jnp.asarray(value, jnp.float32)
-  train_z = jnp.clip((value - state.mean) * inv_std, -5.0, 5.0)
+  ok = jnp.isfinite(value)
+  train_z = jnp.where(
+    ok,
+    jnp.clip((jnp.where(ok, value, state.mean) - state.mean) * inv_std, -5, 5),
+    jnp.where(value == -jnp.inf, -5.0, 5.0),
+  )
   valid_z = jnp.clip((state.valid - state.mean) * inv_std, -5.0, 5.0)
   return jnp.stack([train_z, jnp.where(state.valid_count > 0, valid_z, 0.0)])

@@ -47,6 +47,7 @@ def init_state(lopt, theta, params_leaves):
     "m": [np.zeros(np.shape(p) + (d,)) for p in params_leaves],
     "v": [np.zeros(np.shape(p) + (d,)) for p in params_leaves],
     "ema": [0.0 for _ in params_leaves],
+    "loss_count": 0,
     "loss_mean": 0.0,
     "loss_var": 0.0,
     "valid": 0.0,
@@ -92,19 +93,23 @@ def _mlp_inputs(lopt, g, p, m, v, t, num_tensors, lstm_out):
 
 
 def _loss_features(state, value, valid_value):
-  """Bias-corrected EMAs as running weighted averages (w_1 = 1)."""
-  n = state["count"] + 1
-  w = 1.0 if n == 1 else 0.1 / (1 - 0.9**n)
-  state["loss_mean"] += w * (value - state["loss_mean"])
-  state["loss_var"] += w * ((value - state["loss_mean"]) ** 2
-                            - state["loss_var"])  # fmt: skip
-  if valid_value is not None and not np.isnan(valid_value):
+  """Bias-corrected EMAs as running weighted averages (w_1 = 1).
+
+  Non-finite losses are not folded in; such a train loss reads as +-5.
+  """
+  if np.isfinite(value):
+    n = state["loss_count"] = state["loss_count"] + 1
+    w = 1.0 if n == 1 else 0.1 / (1 - 0.9**n)
+    state["loss_mean"] += w * (value - state["loss_mean"])
+    state["loss_var"] += w * ((value - state["loss_mean"]) ** 2
+                              - state["loss_var"])  # fmt: skip
+  if valid_value is not None and np.isfinite(valid_value):
     state["valid_count"] += 1
     k = state["valid_count"]
     wv = 1.0 if k == 1 else 0.05 / (1 - 0.95**k)
     state["valid"] += wv * (valid_value - state["valid"])
   mean, std = state["loss_mean"], np.sqrt(state["loss_var"] + 1e-8)
-  z = lambda x: np.clip((x - mean) / std, -5, 5)
+  z = lambda x: np.clip(np.nan_to_num((x - mean) / std, nan=5.0), -5, 5)
   return [z(value), z(state["valid"]) if state["valid_count"] else 0.0]
 
 

@@ -160,3 +160,19 @@ def test_loss_features():
   z_train, z_valid = np.asarray(feats(state, 1.6))
   assert z_valid == 5.0  # a validation loss far above the train EMA, clipped
   assert int(state.valid_count) == 1 and int(state.count) == 6
+
+
+def test_non_finite_losses_are_not_folded_in():
+  update = jax.jit(features.update_loss_state)
+  feats = jax.jit(features.loss_features)
+  state = features.init_loss_state()
+  for x in (3.0, 2.5, 2.0):
+    state = update(state, x, 2.2)
+  for bad, z_train in ((jnp.nan, 5.0), (jnp.inf, 5.0), (-jnp.inf, -5.0)):
+    after = update(state, bad, bad)
+    jax.tree.map(np.testing.assert_array_equal, after, state)
+    z = np.asarray(feats(after, bad))
+    assert z[0] == z_train and z[1] == np.asarray(feats(state, 2.0))[1]
+    # No NaN reaches the gradients either (they flow into theta's).
+    grad = jax.grad(lambda v: feats(update(state, v, None), v)[0])(bad)
+    assert float(grad) == 0.0

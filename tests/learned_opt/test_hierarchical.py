@@ -105,6 +105,41 @@ def test_validation_loss_updates_only_its_ema():
   assert int(s2.loss.count) == 2
 
 
+def test_a_non_finite_loss_does_not_poison_the_state():
+  # Loss EMAs that took in one NaN or inf would make every later update NaN,
+  # even where the step itself is skipped (optax.apply_if_finite only looks
+  # at the gradients).
+  state = _init(THETA, PARAMS)
+  grads = _grads(PARAMS, 1)
+  _, s1 = _update(THETA, grads, state, PARAMS, 2.0, 3.0)
+  for bad in (NAN, float("inf")):
+    updates, s2 = _update(THETA, grads, s1, PARAMS, bad, bad)
+    test_utils.assert_tree_all_finite(updates)
+    test_utils.assert_tree_all_finite(s2)
+    jax.tree.map(np.testing.assert_array_equal, s2.loss, s1.loss)
+    updates, s3 = _update(THETA, grads, s2, PARAMS, 2.0, NAN)
+    test_utils.assert_tree_all_finite(updates)
+    assert int(s3.loss.count) == 2
+
+
+def test_apply_if_finite_skips_a_step_with_non_finite_gradients():
+  # The README's remedy for NaN gradients: the step is skipped and the
+  # learned optimizer's state is left as it was.
+  tx = optax.apply_if_finite(LOPT.optimizer(THETA), max_consecutive_errors=2)
+  update = jax.jit(lambda g, s, v: tx.update(g, s, PARAMS, value=v))
+  state = tx.init(PARAMS)
+  grads = _grads(PARAMS, 1)
+  _, s1 = update(grads, state, 2.0)
+  bad = jax.tree.map(lambda g: g.at[(0,) * g.ndim].set(NAN), grads)
+  updates, s2 = update(bad, s1, 2.0)
+  assert int(s2.notfinite_count) == 1
+  jax.tree.map(np.testing.assert_array_equal, s2.inner_state, s1.inner_state)
+  assert all(not np.any(u) for u in jax.tree.leaves(updates))
+  updates, s3 = update(grads, s2, 2.0)
+  test_utils.assert_tree_all_finite(updates)
+  assert int(s3.notfinite_count) == 0
+
+
 def test_update_without_value_raises():
   tx = LOPT.optimizer(THETA)
   params = {"w": jnp.ones(2)}
