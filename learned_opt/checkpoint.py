@@ -104,6 +104,23 @@ def _check_fits(lopt: base.LearnedOptimizer, leaves, where: str) -> None:
   )
 
 
+def _check_finite(theta: Any, path: pathlib.Path) -> None:
+  """Raises if a leaf of ``theta`` (host arrays) holds NaN or inf."""
+  bad = [
+    jax.tree_util.keystr(p)
+    for p, leaf in jax.tree_util.tree_leaves_with_path(theta)
+    if not np.all(np.isfinite(leaf))
+  ]
+  if bad:
+    # A diverged theta is never a usable optimizer, and writing it would
+    # replace a good checkpoint at the same path.
+    raise CheckpointError(
+      f"save: theta has NaN or inf values (in {', '.join(bad[:3])}"
+      f"{', ...' if len(bad) > 3 else ''}); nothing was written to {path}. "
+      "Save the last finite theta instead."
+    )
+
+
 def save(
   path: str | os.PathLike,
   lopt: base.LearnedOptimizer,
@@ -127,7 +144,8 @@ def save(
 
   Raises:
     TypeError: if ``lopt`` is not a ``LearnedOptimizer``.
-    CheckpointError: (a ``ValueError``) if theta does not fit ``lopt``.
+    CheckpointError: (a ``ValueError``) if theta does not fit ``lopt`` or
+      holds NaN or inf values.
     ValueError: if metadata is not JSON data.
     FileExistsError: if ``path`` exists and is not a checkpoint.
   """
@@ -137,6 +155,8 @@ def save(
       f"save needs a LearnedOptimizer as lopt, got {type(lopt).__name__}."
     )
   _check_fits(lopt, _leaf_specs(theta), "save")
+  theta = jax.device_get(theta)
+  _check_finite(theta, path)
   try:
     manifest_text = json.dumps(
       {
@@ -162,7 +182,7 @@ def save(
     # Closed on exit: an unclosed checkpointer's asyncio resources were
     # finalized later, during unrelated code, with "Event loop is closed".
     with _orbax().PyTreeCheckpointer() as checkpointer:
-      checkpointer.save(tmp / WEIGHTS_DIR, jax.device_get(theta))
+      checkpointer.save(tmp / WEIGHTS_DIR, theta)
     manifest = json.loads(manifest_text)
     manifest["files"] = _file_hashes(tmp / WEIGHTS_DIR)
     with open(tmp / MANIFEST_NAME, "w") as f:

@@ -261,6 +261,21 @@ def test_save_rejects_bad_input(tmp_path):
   assert (other / "notes.txt").read_text() == "keep me"
 
 
+def test_save_refuses_a_non_finite_theta_and_keeps_the_old_one(tmp_path):
+  lopt = _TinyLOpt()
+  path = tmp_path / "c"
+  good = lopt.init(jax.random.key(1))
+  checkpoint.save(path, lopt, good, {"v": 1})
+  for bad_value in (jnp.nan, jnp.inf):
+    bad = dict(good, w=good["w"].at[1, 0].set(bad_value))
+    with pytest.raises(checkpoint.CheckpointError, match=r"NaN or inf.*'w'"):
+      checkpoint.save(path, lopt, bad, {"v": 2})
+  _, theta, metadata = checkpoint.load(path, lopt)
+  assert metadata == {"v": 1}
+  test_utils.assert_trees_equal(theta, good)
+  assert [p.name for p in tmp_path.iterdir()] == ["c"]
+
+
 def _fail(*args, **kwargs):
   raise RuntimeError("disk full (simulated)")
 
