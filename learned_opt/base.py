@@ -16,8 +16,8 @@ The extra arguments of ``update`` are optax's own convention:
 
 A non-finite loss is not folded into the learned optimizers' loss
 statistics, so one bad step does not leave their state NaN. Non-finite
-gradients do (as they do Adam's moments): wrap the transform in
-``optax.apply_if_finite`` to skip such steps.
+gradients still reach the moments, as they reach Adam's: wrap the transform
+in ``optax.apply_if_finite`` to skip such steps.
 
 Example:
   >>> lopt = learned_opt.MLPLOpt()
