@@ -8,7 +8,7 @@ Layouts:
   * a parameter tensor ``p`` of shape ``S`` has accumulators ``m`` and ``v`` of
     shape ``(D,) + S`` (``D`` = number of decays), float32: ``2 * D`` floats
     of state per parameter and nothing else per parameter (the optimizers
-    store them flattened, ``[D, N]``: ``mlp_lopt.init_moments`` says why);
+    store them flattened, ``[D, N]``: ``per_param.init_moments`` says why);
   * per-parameter features are feature-major ``[F, N]`` with ``N = p.size``
     entries and ``F = len(per_param_feature_names(decays))`` rows, *raw* (not
     yet normalized): the normalization of feature ``i`` is the per-tensor
@@ -141,23 +141,6 @@ def clip_limits(
   return CLIP_MULTIPLE * jnp.sqrt(jnp.maximum(corrected, 1e-30)), ema
 
 
-def clip_gradient(
-  g: jax.Array, grad_sq_ema: jax.Array, count: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """``g`` clipped elementwise to ``clip_limits`` (one tensor).
-
-  Args:
-    g: the raw gradient of one tensor, float32.
-    grad_sq_ema: its EMA of ``mean(g^2)`` so far (a scalar).
-    count: number of updates done before this one (int32 scalar).
-
-  Returns:
-    The clipped gradient and the new EMA.
-  """
-  limit, ema = clip_limits(jnp.mean(jnp.square(g)), grad_sq_ema, count)
-  return jnp.clip(g, -limit, limit), ema
-
-
 # ------------------------------------------------------------------- features
 
 
@@ -222,11 +205,6 @@ class EntrySums(NamedTuple):
   p: jax.Array  # [] sum of p
 
 
-def stack_sums(sums: list[EntrySums]) -> EntrySums:
-  """``EntrySums`` of T tensors stacked on a leading axis."""
-  return jax.tree.map(lambda *x: jnp.stack(x), *sums)
-
-
 class EntryTerms(NamedTuple):
   """Per-entry terms whose sums over the entries give ``EntrySums``.
 
@@ -288,14 +266,6 @@ def sums_from_terms(term_sums: EntryTerms) -> EntrySums:
   return EntrySums(sq, t.m, t.v, t.p)
 
 
-def entry_sums(
-  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array
-) -> EntrySums:
-  """``EntrySums`` of one tensor (or chunk); arguments as ``entry_terms``."""
-  terms = entry_terms(g, p, m, v)
-  return sums_from_terms(jax.tree.map(lambda x: jnp.sum(x, axis=-1), terms))
-
-
 def segment_entry_sums(
   g: jax.Array,
   p: jax.Array,
@@ -325,32 +295,10 @@ def segment_entry_sums(
   )
 
 
-def normalization_scales(x: jax.Array) -> jax.Array:
-  """Per-feature scales ``rsqrt(1e-5 + mean(x^2))`` of ``[F, N]`` features."""
-  return jax.lax.rsqrt(_NORM_EPS + jnp.mean(jnp.square(x), axis=1))
-
-
 def scales_from_sums(sums: EntrySums, sizes: Sequence[int]) -> jax.Array:
   """``[T, F]`` normalization scales from stacked sums and tensor sizes."""
   n = jnp.asarray(sizes, jnp.float32)[:, None]
   return jax.lax.rsqrt(_NORM_EPS + sums.sq / n)
-
-
-def per_param_feature_scales(
-  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array
-) -> jax.Array:
-  """The normalization scales of one tensor's features, unmaterialized.
-
-  Args:
-    g: clipped gradient, float32, shape ``S``.
-    p: parameter, float32, shape ``S``.
-    m: first moments, ``(D,) + S``.
-    v: second moments, ``(D,) + S``.
-
-  Returns:
-    ``[3 + 4*D]`` scales in the order of ``per_param_feature_names``.
-  """
-  return scales_from_sums(stack_sums([entry_sums(g, p, m, v)]), [g.size])[0]
 
 
 def step_features(count: jax.Array) -> jax.Array:
@@ -383,13 +331,6 @@ def tensor_features_from_sums(
   )
   log_norm = clipped_log(_norm_from_sq(sums.sq[:, 1]))
   return jnp.stack([static[:, 0], log_norm, static[:, 1]], axis=1)
-
-
-def tensor_features(p: jax.Array, num_tensors: int) -> jax.Array:
-  """The 3 tensor features of one whole tensor among ``num_tensors``."""
-  sq = jnp.zeros([2]).at[1].set(jnp.sum(jnp.square(p)))
-  sums = EntrySums(sq[None], None, None, None)
-  return tensor_features_from_sums(sums, [p.size], num_tensors)[0]
 
 
 def lstm_stats_from_sums(
@@ -437,24 +378,6 @@ def lstm_stats_from_sums(
   ]
   head = jnp.stack(stats, axis=1)  # [T, 11]
   return jnp.concatenate([head, jnp.asarray(static, jnp.float32)], axis=1)
-
-
-def lstm_tensor_stats(
-  g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array
-) -> jax.Array:
-  """``lstm_stats_from_sums`` of one whole tensor (see there).
-
-  Args:
-    g: clipped gradient, float32.
-    p: parameter, float32.
-    m: first moments, ``(D,) + p.shape``.
-    v: second moments, ``(D,) + p.shape``.
-
-  Returns:
-    ``[16]`` float32, in the order of ``LSTM_STAT_NAMES[:16]``.
-  """
-  sums = stack_sums([entry_sums(g, p, m, v)])
-  return lstm_stats_from_sums(sums, [jnp.shape(p)])[0]
 
 
 # ---------------------------------------------------------------- loss features

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from learned_opt import base, features, mlp_lopt, networks
+from learned_opt import base, features, networks, per_param
 
 
 class HierarchicalLOptState(NamedTuple):
@@ -170,7 +170,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       check_ranks(params, f"{name}.init")
       num_tensors = len(jax.tree.leaves(params))
       tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
-      m, v = mlp_lopt.init_moments(params, len(self.decays))
+      m, v = per_param.init_moments(params, len(self.decays))
       return HierarchicalLOptState(
         count=jnp.zeros([], jnp.int32),
         m=m,
@@ -190,7 +190,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     ):
       del extra
       base.require_value(value, name)
-      mlp_lopt.require_params(params, name)
+      per_param.require_params(params, name)
       base.check_params(params, f"{name}.update")
       check_ranks(params, f"{name}.update")
       return self._update(theta, grads, state, params, value, valid_value)
@@ -198,13 +198,13 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
   def _update(self, theta, grads, state, params, value, valid_value):
-    treedef, ps, (gs, ms, vs) = mlp_lopt.flatten_like(
+    treedef, ps, (gs, ms, vs) = per_param.flatten_like(
       params, grads, state.m, state.v
     )
     num_tensors = len(ps)
     loss_state = features.update_loss_state(state.loss, value, valid_value)
     loss_feats = features.loss_features(loss_state, value)  # [2]
-    x = mlp_lopt.prepare(
+    x = per_param.prepare(
       gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
       self.chunk_size,
     )  # fmt: skip
@@ -233,7 +233,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       ],
       axis=1,
     )
-    updates, h_mean = mlp_lopt.per_param_updates(theta["mlp"], x, shared, self)
+    updates, h_mean = per_param.per_param_updates(theta["mlp"], x, shared, self)
     m, v = x.moments()
     new_state = HierarchicalLOptState(
       count=state.count + 1,
@@ -246,5 +246,5 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       global_features=new_global,
       loss=loss_state,
     )
-    updates = treedef.unflatten(mlp_lopt.shaped_like(updates, ps))
-    return updates, mlp_lopt.cast_state(new_state, state)
+    updates = treedef.unflatten(per_param.shaped_like(updates, ps))
+    return updates, per_param.cast_state(new_state, state)

@@ -1,6 +1,6 @@
 """Sums and broadcasts over contiguous segments of an entry axis.
 
-Several small tensors packed on one entry axis (``mlp_lopt.plan_units``)
+Several small tensors packed on one entry axis (``per_param.plan_units``)
 occupy contiguous ranges known at trace time.
 
 * Per-segment sums are static slices. A one-hot ``[N, k]`` matmul computes

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import single_tensor
 
 from learned_opt import features
 
@@ -13,7 +14,7 @@ DECAYS = features.DEFAULT_DECAYS
 @jax.jit
 def _all_features(g, p, m, v, grad_sq_ema, count):
   """Everything one tensor contributes, as the optimizers compute it."""
-  g, ema = features.clip_gradient(g, grad_sq_ema, count)
+  g, ema = single_tensor.clip_gradient(g, grad_sq_ema, count)
   m, v = features.update_moments(m, v, g, DECAYS)
   raw = features.per_param_features(g, p, m, v)
   return {
@@ -22,11 +23,11 @@ def _all_features(g, p, m, v, grad_sq_ema, count):
     "m": m,
     "v": v,
     "raw": raw,
-    "normalized": raw * features.normalization_scales(raw)[:, None],
-    "fused_scales": features.per_param_feature_scales(g, p, m, v),
-    "scales": features.normalization_scales(raw),
-    "stats": features.lstm_tensor_stats(g, p, m, v),
-    "tensor": features.tensor_features(p, 3),
+    "normalized": raw * single_tensor.normalization_scales(raw)[:, None],
+    "fused_scales": single_tensor.per_param_feature_scales(g, p, m, v),
+    "scales": single_tensor.normalization_scales(raw),
+    "stats": single_tensor.lstm_tensor_stats(g, p, m, v),
+    "tensor": single_tensor.tensor_features(p, 3),
     "step": features.step_features(count),
   }
 
@@ -51,11 +52,13 @@ def test_names_and_widths_are_consistent():
     acc = jax.ShapeDtypeStruct((len(decays), 4, 3), jnp.float32)
     out = jax.eval_shape(features.per_param_features, p, p, acc, acc)
     assert out.shape == (len(names), 12) == (3 + 4 * len(decays), 12)
-    scales = jax.eval_shape(features.per_param_feature_scales, p, p, acc, acc)
+    scales = jax.eval_shape(
+      single_tensor.per_param_feature_scales, p, p, acc, acc
+    )
     assert scales.shape == (len(names),)
   p = jax.ShapeDtypeStruct((2, 5), jnp.float32)
   acc = jax.ShapeDtypeStruct((5, 2, 5), jnp.float32)
-  stats = jax.eval_shape(features.lstm_tensor_stats, p, p, acc, acc)
+  stats = jax.eval_shape(single_tensor.lstm_tensor_stats, p, p, acc, acc)
   loss = features.loss_features(features.init_loss_state(), 0.0)
   assert stats.shape[0] + loss.shape[0] == len(features.LSTM_STAT_NAMES)
 
@@ -132,10 +135,10 @@ def test_step_and_tensor_features():
   )
   p = jnp.full((2, 8), 0.5)
   np.testing.assert_allclose(
-    features.tensor_features(p, 4), [np.log(4) - 1, np.log(2.0), np.log(16)],
+    single_tensor.tensor_features(p, 4), [np.log(4) - 1, np.log(2.0), np.log(16)],
     rtol=1e-6,
   )  # fmt: skip
-  stats = features.lstm_tensor_stats(
+  stats = single_tensor.lstm_tensor_stats(
     p, p, jnp.zeros((5, 2, 8)), jnp.zeros((5, 2, 8))
   )
   names = features.LSTM_STAT_NAMES
