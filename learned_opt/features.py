@@ -59,6 +59,12 @@ def per_param_feature_names(
 
 
 STEP_FEATURE_NAMES = tuple(f"sin_t_over_{tau:g}pi" for tau in STEP_TIMESCALES)
+# Fractions of the run at which the progress features switch sign (VeLO
+# feeds its LSTM a similar tanh embedding of the fraction of training done).
+PROGRESS_THRESHOLDS = (0.03, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+PROGRESS_FEATURE_NAMES = tuple(
+  f"tanh_10_frac_minus_{c:g}" for c in PROGRESS_THRESHOLDS
+)
 TENSOR_FEATURE_NAMES = ("log_num_tensors_minus_1", "log_norm_p", "log_size")
 LOSS_FEATURE_NAMES = ("train_loss_z", "valid_loss_z")
 LSTM_STAT_NAMES = (
@@ -305,6 +311,27 @@ def step_features(count: jax.Array) -> jax.Array:
   """``sin(t / (tau * pi))`` for the 11 timescales; ``t`` = updates so far."""
   tau = jnp.asarray(STEP_TIMESCALES, jnp.float32)
   return jnp.sin(count.astype(jnp.float32) / (tau * jnp.pi))
+
+
+def progress_features(count: jax.Array, num_steps: jax.Array) -> jax.Array:
+  """``tanh(10 (t / num_steps - c))`` for the ``PROGRESS_THRESHOLDS`` c.
+
+  They tell an optimizer how much of its run is done, so that it can anneal
+  its steps towards the end (the paper's step features, sines of ``t``,
+  carry no notion of the run's length). Past ``num_steps`` they saturate.
+
+  Args:
+    count: updates done so far (int scalar).
+    num_steps: the run's total number of updates (int or float, > 0).
+
+  Returns:
+    ``[len(PROGRESS_THRESHOLDS)]`` float32.
+  """
+  frac = count.astype(jnp.float32) / jnp.maximum(
+    jnp.asarray(num_steps, jnp.float32), 1.0
+  )
+  c = jnp.asarray(PROGRESS_THRESHOLDS, jnp.float32)
+  return jnp.tanh(10.0 * (frac - c))
 
 
 def _norm_from_sq(sq: jax.Array) -> jax.Array:

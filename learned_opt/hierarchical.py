@@ -84,6 +84,15 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       (cache-sized chunks), not part of the math.
       Meta-training lowers it for its vmapped population
       (``base.for_vmapped_instances``).
+    step_scale: ``"absolute"`` (the paper's rule) or ``"param_rms"``: each
+      tensor's steps are relative to its RMS (``per_param.param_scales``)
+      and multiplied by ``exp`` of a per-tensor LSTM head (``lr_head`` in
+      theta, zero at init), so the LSTM sets each tensor's step size.
+    param_scale_floor: ``"param_rms"`` only: a tensor's scale is at least
+      this fraction of the RMS of all parameters (zero-initialized biases).
+    progress_features: feed the fraction of the run done to the LSTM and
+      the MLP (``features.progress_features``); ``optimizer`` then needs
+      ``num_steps``.
   """
 
   architecture: ClassVar[str] = "hierarchical"
@@ -99,6 +108,9 @@ class HierarchicalLOpt(base.LearnedOptimizer):
   exp_mult: float = 1e-3
   last_layer_scale: float = 0.01
   chunk_size: int = 1024
+  step_scale: str = "absolute"
+  param_scale_floor: float = 0.1
+  progress_features: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "decays", tuple(float(d) for d in self.decays))
@@ -108,6 +120,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         f"{name}: decays must be a non-empty sequence of values in (0, 1), "
         f"got {self.decays}."
       )
+    per_param.check_step_options(self)
     sizes = ("mlp_hidden_size", "mlp_num_hidden_layers", "lstm_hidden_size",
              "chunk_size")  # fmt: skip
     for field in sizes:
@@ -125,6 +138,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       + len(features.STEP_FEATURE_NAMES)
       + len(features.TENSOR_FEATURE_NAMES)
       + self.lstm_to_mlp
+      + per_param.num_shared_extra(self)
     )
 
   @property
@@ -134,6 +148,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       len(features.LSTM_STAT_NAMES)
       + self.num_global_features
       + self.mlp_to_lstm
+      + per_param.num_shared_extra(self)
     )
 
   def init(self, key: jax.Array) -> dict[str, Any]:
@@ -148,7 +163,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     sizes = (self.num_mlp_inputs, *hidden, 2 + self.mlp_to_lstm)
     h = self.lstm_hidden_size
     zeros = lambda n: jnp.zeros([n], jnp.float32)
-    return {
+    theta = {
       "mlp": networks.init_mlp(k_mlp, sizes, self.last_layer_scale),
       "lstm": networks.init_lstm(k_lstm, self.num_lstm_inputs, h),
       "lstm_out": networks.init_linear(k_out, h, self.lstm_to_mlp),
@@ -160,10 +175,21 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         "mlp_avg": zeros(self.mlp_to_lstm),
       },
     }
+    if self.step_scale == "param_rms":
+      # exp(0) = 1: at init every tensor's step is its RMS times the rule.
+      theta["lr_head"] = {"w": jnp.zeros([h, 1]), "b": zeros(1)}
+    return theta
 
-  def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
-    """The optax transform applying this optimizer with ``theta``."""
+  def optimizer(
+    self, theta, num_steps: int | None = None
+  ) -> optax.GradientTransformationExtraArgs:
+    """The optax transform applying this optimizer with ``theta``.
+
+    ``num_steps`` (the run's length) is needed with ``progress_features``;
+    ``update(..., num_steps=N)`` overrides it.
+    """
     name = type(self).__name__
+    default_num_steps = num_steps
 
     def init_fn(params):
       base.check_params(params, f"{name}.init")
@@ -186,24 +212,30 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       )
 
     def update_fn(
-      grads, state, params=None, *, value=None, valid_value=None, **extra
-    ):
+      grads, state, params=None, *, value=None, valid_value=None,
+      num_steps=None, **extra,
+    ):  # fmt: skip
       del extra
       base.require_value(value, name)
       per_param.require_params(params, name)
       base.check_params(params, f"{name}.update")
       check_ranks(params, f"{name}.update")
-      return self._update(theta, grads, state, params, value, valid_value)
+      if num_steps is None:
+        num_steps = default_num_steps
+      return self._update(
+        theta, grads, state, params, value, valid_value, num_steps
+      )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
-  def _update(self, theta, grads, state, params, value, valid_value):
+  def _update(self, theta, grads, state, params, value, valid_value, num_steps):
     treedef, ps, (gs, ms, vs) = per_param.flatten_like(
       params, grads, state.m, state.v
     )
     num_tensors = len(ps)
     loss_state = features.update_loss_state(state.loss, value, valid_value)
     loss_feats = features.loss_features(loss_state, value)  # [2]
+    progress = per_param.progress_inputs(self, state.count, num_steps)  # [P]
     x = per_param.prepare(
       gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
       self.chunk_size,
@@ -216,6 +248,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         tile(loss_feats),  # [T, 2]
         tile(state.global_features),  # [T, 18]
         state.mlp_avg,  # [T, 16]
+        tile(progress),  # [T, P]
       ],
       axis=1,
     )
@@ -230,10 +263,17 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         tile(features.step_features(state.count)),  # [T, 11]
         features.tensor_features_from_sums(x.sums, x.sizes),  # [T, 3]
         to_mlp,
+        tile(progress),
       ],
       axis=1,
     )
-    updates, h_mean = per_param.per_param_updates(theta["mlp"], x, shared, self)
+    tensor_scale = per_param.step_scales(self, x)
+    if tensor_scale is not None:
+      lr_head = networks.linear(theta["lr_head"], h)[:, 0]
+      tensor_scale = tensor_scale * jnp.exp(lr_head)
+    updates, h_mean = per_param.per_param_updates(
+      theta["mlp"], x, shared, self, tensor_scale
+    )
     m, v = x.moments()
     new_state = HierarchicalLOptState(
       count=state.count + 1,

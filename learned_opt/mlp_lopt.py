@@ -43,13 +43,21 @@ class MLPLOpt(base.LearnedOptimizer):
     decays: decays of the momentum and second-moment accumulators.
     hidden_size: width of each hidden layer.
     num_hidden_layers: number of hidden ReLU layers.
-    step_mult: the step is ``o0 * exp(exp_mult * o1) * step_mult``.
+    step_mult: the step is ``o0 * exp(exp_mult * o1) * step_mult`` (times
+      the tensor's scale, see ``step_scale``).
     exp_mult: see ``step_mult``.
     last_layer_scale: init scale of the last layer (small = small steps).
     chunk_size: entries per chunk of the per-parameter passes; a speed knob
       (cache-sized chunks), not part of the math.
       Meta-training lowers it for its vmapped population
       (``base.for_vmapped_instances``).
+    step_scale: ``"absolute"`` (the paper's rule) or ``"param_rms"``: steps
+      are relative to each tensor's RMS (``per_param.param_scales``).
+    param_scale_floor: ``"param_rms"`` only: a tensor's scale is at least
+      this fraction of the RMS of all parameters (zero-initialized biases).
+    progress_features: feed the fraction of the run done
+      (``features.progress_features``); ``optimizer`` then needs
+      ``num_steps``.
   """
 
   architecture: ClassVar[str] = "mlp"
@@ -61,6 +69,9 @@ class MLPLOpt(base.LearnedOptimizer):
   exp_mult: float = 1e-3
   last_layer_scale: float = 0.01
   chunk_size: int = 1024
+  step_scale: str = "absolute"
+  param_scale_floor: float = 0.1
+  progress_features: bool = False
 
   def __post_init__(self):
     # config() stores tuples as lists; keep the dataclass hashable.
@@ -70,6 +81,7 @@ class MLPLOpt(base.LearnedOptimizer):
         f"{type(self).__name__}: decays must be a non-empty sequence of "
         f"values in (0, 1), got {self.decays}."
       )
+    per_param.check_step_options(self)
     if min(self.hidden_size, self.num_hidden_layers, self.chunk_size) < 1:
       raise ValueError(
         f"{type(self).__name__}: hidden_size, num_hidden_layers and "
@@ -84,6 +96,7 @@ class MLPLOpt(base.LearnedOptimizer):
       len(features.per_param_feature_names(self.decays))
       + len(features.STEP_FEATURE_NAMES)
       + len(features.TENSOR_FEATURE_NAMES)
+      + per_param.num_shared_extra(self)
     )
 
   def init(self, key: jax.Array) -> dict[str, Any]:
@@ -92,9 +105,16 @@ class MLPLOpt(base.LearnedOptimizer):
     layers = networks.init_mlp(key, sizes + (2,), self.last_layer_scale)
     return {"mlp": layers}
 
-  def optimizer(self, theta) -> optax.GradientTransformationExtraArgs:
-    """The optax transform applying this optimizer with ``theta``."""
+  def optimizer(
+    self, theta, num_steps: int | None = None
+  ) -> optax.GradientTransformationExtraArgs:
+    """The optax transform applying this optimizer with ``theta``.
+
+    ``num_steps`` (the run's length) is needed with ``progress_features``;
+    ``update(..., num_steps=N)`` overrides it.
+    """
     name = type(self).__name__
+    default_num_steps = num_steps
 
     def init_fn(params):
       base.check_params(params, f"{name}.init")
@@ -108,8 +128,9 @@ class MLPLOpt(base.LearnedOptimizer):
       )
 
     def update_fn(
-      grads, state, params=None, *, value=None, valid_value=None, **extra
-    ):
+      grads, state, params=None, *, value=None, valid_value=None,
+      num_steps=None, **extra,
+    ):  # fmt: skip
       del valid_value, extra  # the MLP has no loss features
       base.require_value(value, name)
       per_param.require_params(params, name)
@@ -121,15 +142,21 @@ class MLPLOpt(base.LearnedOptimizer):
         gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
         self.chunk_size,
       )  # fmt: skip
-      step_feats = features.step_features(state.count)  # [11]
+      progress = per_param.progress_inputs(
+        self, state.count, default_num_steps if num_steps is None else num_steps
+      )
+      tile = lambda a: jnp.broadcast_to(a, (len(ps), a.shape[0]))
       shared = jnp.concatenate(
         [
-          jnp.broadcast_to(step_feats, (len(ps), step_feats.shape[0])),
-          features.tensor_features_from_sums(x.sums, x.sizes),
+          tile(features.step_features(state.count)),  # [T, 11]
+          features.tensor_features_from_sums(x.sums, x.sizes),  # [T, 3]
+          tile(progress),  # [T, P]
         ],
         axis=1,
-      )  # [T, 14]
-      updates, _ = per_param.per_param_updates(theta["mlp"], x, shared, self)
+      )
+      updates, _ = per_param.per_param_updates(
+        theta["mlp"], x, shared, self, per_param.step_scales(self, x)
+      )
       m, v = x.moments()
       new_state = MLPLOptState(
         state.count + 1, treedef.unflatten(m), treedef.unflatten(v),

@@ -14,6 +14,7 @@ second-moment accumulators, and run one small MLP over every entry
 """
 
 from collections.abc import Sequence
+import functools
 from typing import NamedTuple
 
 import jax
@@ -165,7 +166,11 @@ def prepare(
 
 
 def per_param_updates(
-  layers, x: Prepared, shared: jax.Array, lopt
+  layers,
+  x: Prepared,
+  shared: jax.Array,
+  lopt,
+  tensor_scale: jax.Array | None = None,
 ) -> tuple[list[jax.Array], jax.Array]:
   """Every tensor's update ``-step``, and the mean last hidden activations.
 
@@ -174,6 +179,8 @@ def per_param_updates(
     x: the prepared inputs.
     shared: ``[T, K]`` inputs shared by the entries of each tensor.
     lopt: the optimizer (for ``exp_mult``, ``step_mult``, ``chunk_size``).
+    tensor_scale: ``[T]`` multipliers of each tensor's steps (None: 1),
+      applied inside the MLP's loop (no extra pass over the entries).
 
   Returns:
     ``(per tensor [N] float32 updates, [T, H] mean last hidden
@@ -182,24 +189,34 @@ def per_param_updates(
   scales = features.scales_from_sums(x.sums, x.sizes)  # [T, F]
   w_entry, bias = networks.fold_first_layer(layers[0], scales, shared)
   # Applied per chunk, inside the MLP's loop.
-  negated_step = lambda out: (
-    -step_rule(out, lopt.exp_mult, lopt.step_mult)[None]
+  mult = -1.0 if tensor_scale is None else -tensor_scale  # [T] or scalar
+  negated_step = lambda out, mult: (
+    step_rule(out, lopt.exp_mult, lopt.step_mult)[None] * mult
   )
+
+  def unit_mult(u):
+    if tensor_scale is None:
+      return mult
+    if u.segment_sizes is None:
+      return mult[u.tensors[0]]
+    return _expand(mult[np.asarray(u.tensors)], u.segment_sizes)[None]
+
   updates, h_sums = [None] * len(x.sizes), []
   for u in x.units:
     inputs = (u.g, u.p, u.m, u.v)
+    output_fn = functools.partial(negated_step, mult=unit_mult(u))
     if u.segment_sizes is None:
       (t,) = u.tensors
       out, h_sum = networks.mlp_entries(
         layers, w_entry[t], bias[t], inputs, features.per_param_features, 2,
-        lopt.chunk_size, negated_step,
+        lopt.chunk_size, output_fn,
       )  # fmt: skip
       h_sums.append(h_sum[None])
     else:
       idx = np.asarray(u.tensors)
       out, h_sum = networks.mlp_packed(
         layers, scales[idx], bias[idx], inputs, features.per_param_features,
-        u.segment_sizes, 2, negated_step,
+        u.segment_sizes, 2, output_fn,
       )  # fmt: skip
       h_sums.append(h_sum.T)
     for t, start in zip(u.tensors, u.offsets):
@@ -211,6 +228,34 @@ def per_param_updates(
 def step_rule(out: jax.Array, exp_mult: float, step_mult: float) -> jax.Array:
   """``o0 * exp(exp_mult * o1) * step_mult`` from ``[2, N]`` outputs."""
   return out[0] * jnp.exp(exp_mult * out[1]) * step_mult
+
+
+STEP_SCALES = ("absolute", "param_rms")
+
+
+def param_scales(
+  sums: features.EntrySums, sizes: Sequence[int], floor_fraction: float
+) -> jax.Array:
+  """``[T]`` step scales of the ``"param_rms"`` rule: each tensor's RMS.
+
+  A tensor whose RMS is below ``floor_fraction`` times the RMS of all the
+  parameters takes that floor instead: biases start at zero, and a step
+  proportional to their own RMS would keep them there.
+
+  Args:
+    sums: stacked ``EntrySums`` of the T tensors (``sq[:, 1]``: sum of p^2).
+    sizes: their numbers of entries.
+    floor_fraction: the floor, relative to the RMS of all parameters.
+  """
+  n = jnp.asarray(sizes, jnp.float32)
+  sq = sums.sq[:, 1]
+  # The 1e-24 keeps sqrt's gradient finite at 0; an all-zero model takes
+  # steps of 1e-12 times the rule's.
+  rms = lambda total, count: jnp.sqrt(
+    jnp.maximum(total / jnp.maximum(count, 1.0), 1e-24)
+  )
+  overall = rms(jnp.sum(sq), jnp.sum(n))
+  return jnp.maximum(rms(sq, n), floor_fraction * overall)
 
 
 def shaped_like(updates, params) -> list[jax.Array]:
@@ -247,6 +292,45 @@ def init_moments(params, num_decays: int):
     params,
   )
   return zeros(), zeros()
+
+
+def check_step_options(lopt) -> None:
+  """Raises for an unknown ``step_scale`` or a negative floor."""
+  name = type(lopt).__name__
+  if lopt.step_scale not in STEP_SCALES:
+    raise ValueError(
+      f"{name}: step_scale must be one of {STEP_SCALES}, got "
+      f"{lopt.step_scale!r}."
+    )
+  if not lopt.param_scale_floor >= 0:
+    raise ValueError(
+      f"{name}: param_scale_floor must be >= 0, got {lopt.param_scale_floor}."
+    )
+
+
+def num_shared_extra(lopt) -> int:
+  """Per-tensor inputs the options add to the MLP (and to the LSTM)."""
+  return len(features.PROGRESS_FEATURE_NAMES) if lopt.progress_features else 0
+
+
+def progress_inputs(lopt, count, num_steps) -> jax.Array:
+  """``[P]`` progress features (``[0]`` when the option is off)."""
+  if not lopt.progress_features:
+    return jnp.zeros([0], jnp.float32)
+  if num_steps is None:
+    raise ValueError(
+      f"{type(lopt).__name__}(progress_features=True) needs the run's total "
+      "number of steps: lopt.optimizer(theta, num_steps=N), or "
+      "tx.update(..., num_steps=N)."
+    )
+  return features.progress_features(count, num_steps)
+
+
+def step_scales(lopt, x: Prepared) -> jax.Array | None:
+  """``[T]`` step multipliers of ``lopt.step_scale`` (None: ``absolute``)."""
+  if lopt.step_scale == "absolute":
+    return None
+  return param_scales(x.sums, x.sizes, lopt.param_scale_floor)
 
 
 def require_params(params, name: str) -> None:

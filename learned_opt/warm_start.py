@@ -1,8 +1,13 @@
 """Starting a meta-training run from an already trained optimizer.
 
-Two cases:
+Three cases:
 
 * same architecture and sizes: theta is reused as is (fine-tuning);
+* same architecture and sizes, but other step options (``step_scale``,
+  ``param_scale_floor``, ``progress_features``, ``step_mult``): theta is
+  reused; the inputs the target adds (progress features) read zero
+  first-layer rows and a new ``lr_head`` starts at zero, so only the step's
+  scale changes (``param_rms`` makes it relative to each tensor's RMS);
 * an ``MLPLOpt`` into a ``HierarchicalLOpt`` with the same per-parameter MLP
   (decays, hidden sizes, step rule): the MLP's weights are copied, and the
   first-layer rows that read the LSTM's values start at zero, so the
@@ -41,6 +46,33 @@ def _settings(lopt: base.LearnedOptimizer) -> dict[str, Any]:
   fields = dataclasses.asdict(lopt)
   fields.pop("chunk_size", None)
   return fields
+
+
+# Options that change the step but not the networks' sizes.
+_STEP_OPTIONS = ("step_scale", "param_scale_floor", "progress_features",
+                 "step_mult")  # fmt: skip
+
+
+def _grow_rows(target_w: jax.Array, source_w) -> jax.Array:
+  """``source_w`` in the leading rows of zeros shaped like ``target_w``."""
+  rows = jnp.shape(source_w)[0]
+  return jnp.zeros_like(target_w).at[:rows].set(jnp.asarray(source_w))
+
+
+def with_step_options(fresh_theta, source_theta) -> dict[str, Any]:
+  """``source_theta`` reshaped for a target that differs in step options."""
+  theta = jax.tree.map(jnp.asarray, dict(source_theta))
+  mlp = [dict(layer) for layer in theta["mlp"]]
+  mlp[0]["w"] = _grow_rows(fresh_theta["mlp"][0]["w"], mlp[0]["w"])
+  theta["mlp"] = mlp
+  if "lstm" in fresh_theta:
+    lstm = dict(theta["lstm"])
+    lstm["wx"] = _grow_rows(fresh_theta["lstm"]["wx"], lstm["wx"])
+    theta["lstm"] = lstm
+  theta.pop("lr_head", None)
+  if "lr_head" in fresh_theta:
+    theta["lr_head"] = fresh_theta["lr_head"]
+  return theta
 
 
 def _mlp_mismatches(
@@ -116,6 +148,12 @@ def warm_start_theta(
       ``target``.
   """
   fresh = target.init(key)
+  sizes = lambda lopt: {
+    k: v for k, v in _settings(lopt).items() if k not in _STEP_OPTIONS
+  }
+  if type(target) is type(source) and _settings(source) != _settings(target):
+    if sizes(source) == sizes(target):
+      return with_step_options(fresh, source_theta)
   if type(target) is type(source):
     if _settings(source) != _settings(target) or not _same_structure(
       fresh, source_theta

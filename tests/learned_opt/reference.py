@@ -76,7 +76,26 @@ def _accumulate(lopt, state, i, g):
   return g
 
 
-def _mlp_inputs(lopt, g, p, m, v, t, num_tensors, lstm_out):
+def _progress(lopt, t, num_steps):
+  if not getattr(lopt, "progress_features", False):
+    return []
+  frac = t / max(num_steps, 1)
+  return [
+    np.tanh(10 * (frac - c)) for c in (0.03, 0.1, 0.25, 0.5, 0.75, 0.9, 1)
+  ]
+
+
+def _step_scales(lopt, params):
+  """Per-tensor multipliers of the ``param_rms`` rule (1 for the paper's)."""
+  if getattr(lopt, "step_scale", "absolute") == "absolute":
+    return [1.0] * len(params)
+  overall = np.sqrt(sum(np.sum(p**2) for p in params)
+                    / sum(p.size for p in params))  # fmt: skip
+  floor = lopt.param_scale_floor * overall
+  return [max(np.sqrt(np.mean(p**2)), floor) for p in params]
+
+
+def _mlp_inputs(lopt, g, p, m, v, t, num_tensors, lstm_out, progress):
   """All MLP inputs of one tensor, tiled: ``[N, 37]`` or ``[N, 54]``."""
   n, d = p.size, len(lopt.decays)
   m, v = m.reshape(n, d), v.reshape(n, d)
@@ -87,7 +106,7 @@ def _mlp_inputs(lopt, g, p, m, v, t, num_tensors, lstm_out):
   cols = [c / np.sqrt(1e-5 + np.mean(c**2)) for c in cols]
   shared = [np.sin(t / (tau * np.pi)) for tau in TIMESCALES]
   shared += [np.log(num_tensors) - 1.0, _clog(np.linalg.norm(p)), np.log(n)]
-  shared += list(lstm_out)
+  shared += list(lstm_out) + progress
   cols += [np.full(n, s) for s in shared]
   return np.stack(cols, axis=1)
 
@@ -125,7 +144,9 @@ def _lstm_stats(g, p, m, v, loss_feats):
   return np.asarray(stats + list(loss_feats))
 
 
-def update(lopt, theta, state, grads, params, value, valid_value=None):
+def update(
+  lopt, theta, state, grads, params, value, valid_value=None, num_steps=None
+):
   """One reference update on lists of leaves; mutates and returns ``state``.
 
   Args:
@@ -136,6 +157,7 @@ def update(lopt, theta, state, grads, params, value, valid_value=None):
     params: list of parameter leaves.
     value: training loss.
     valid_value: validation loss or None/NaN.
+    num_steps: the run's length (for progress features).
 
   Returns:
     ``(list of updates (float64), state)``.
@@ -147,6 +169,8 @@ def update(lopt, theta, state, grads, params, value, valid_value=None):
   hier = "lstm" in theta
   clipped = [_accumulate(lopt, state, i, g) for i, g in enumerate(grads)]
   lstm_outs = [[] for _ in params]
+  progress = _progress(lopt, t, num_steps)
+  scales = _step_scales(lopt, params)
   if hier:
     loss_feats = _loss_features(state, float(value), valid_value)
     x = np.stack(
@@ -156,6 +180,7 @@ def update(lopt, theta, state, grads, params, value, valid_value=None):
             _lstm_stats(g, p, state["m"][i], state["v"][i], loss_feats),
             state["global"],
             state["mlp_avg"][i],
+            progress,
           ]
         )
         for i, (g, p) in enumerate(zip(clipped, params))
@@ -170,13 +195,18 @@ def update(lopt, theta, state, grads, params, value, valid_value=None):
     lstm_outs = h @ theta["lstm_out"]["w"] + theta["lstm_out"]["b"]
     glob = h @ theta["global_head"]["w"] + theta["global_head"]["b"]
     state["global"] = glob.mean(axis=0)
+    if "lr_head" in theta:
+      head = h @ theta["lr_head"]["w"] + theta["lr_head"]["b"]
+      scales = [s * np.exp(head[i, 0]) for i, s in enumerate(scales)]
   updates = []
   for i, (g, p) in enumerate(zip(clipped, params)):
     inputs = _mlp_inputs(
-      lopt, g, p, state["m"][i], state["v"][i], t, num_tensors, lstm_outs[i]
-    )
+      lopt, g, p, state["m"][i], state["v"][i], t, num_tensors, lstm_outs[i],
+      progress,
+    )  # fmt: skip
     out = _mlp(theta["mlp"], inputs)  # [N, all outputs]
     step = out[:, 0] * np.exp(lopt.exp_mult * out[:, 1]) * lopt.step_mult
+    step = step * scales[i]
     updates.append(-step.reshape(p.shape))
     if hier:
       state["mlp_avg"][i] = out[:, 2:].mean(axis=0)

@@ -19,9 +19,15 @@ from learned_opt import hierarchical, mlp_lopt, per_param
 # Chunks of 4 entries, so the example tensors cover every path: 12 entries
 # (a loop over chunks), 6 (one chunk and a remainder), and small tensors
 # packed together (3 + 1 entries, not adjacent in leaf order).
+_SCALE_AWARE = {"step_scale": "param_rms", "progress_features": True}
 LOPTS = {
   "mlp": mlp_lopt.MLPLOpt(chunk_size=4),
   "hierarchical": hierarchical.HierarchicalLOpt(chunk_size=4),
+  # The scale-aware step and the progress features (issue 19's options).
+  "mlp_scaled": mlp_lopt.MLPLOpt(chunk_size=4, **_SCALE_AWARE),
+  "hierarchical_scaled": hierarchical.HierarchicalLOpt(
+    chunk_size=4, **_SCALE_AWARE
+  ),
 }
 THETAS = {name: lopt.init(jax.random.key(0)) for name, lopt in LOPTS.items()}
 PARAMS = jax.tree.map(jnp.asarray, reference.example_params())
@@ -29,14 +35,19 @@ NAN = float("nan")
 HIER = LOPTS["hierarchical"]
 
 
-@pytest.fixture(params=list(LOPTS))
+@pytest.fixture(params=["mlp", "hierarchical"])
 def name(request):
+  return request.param
+
+
+@pytest.fixture(params=list(LOPTS))
+def variant(request):
   return request.param
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _update(lopt, theta, grads, state, params, value, valid_value=NAN):
-  tx = lopt.optimizer(theta)
+  tx = lopt.optimizer(theta, num_steps=10)
   return tx.update(grads, state, params, value=value, valid_value=valid_value)
 
 
@@ -65,7 +76,11 @@ def _with_last_layer(theta, scale, head):
 def _sensitive_theta(name):
   """A large last MLP layer, so every input path moves the updates."""
   theta = _with_last_layer(THETAS[name], 100.0, [0.3, -2.0])
-  if name == "hierarchical":
+  if "lr_head" in theta:
+    k = jax.random.key(8)
+    theta["lr_head"]["w"] = 0.3 * jax.random.normal(k, [64, 1])
+    theta["lr_head"]["b"] = jnp.asarray([0.5])
+  if name.startswith("hierarchical"):
     k1, k2 = jax.random.split(jax.random.key(7))
     theta["init"]["mlp_avg"] = jax.random.normal(k1, [HIER.mlp_to_lstm])
     theta["init"]["global"] = jax.random.normal(k2, [HIER.num_global_features])
@@ -88,10 +103,10 @@ def test_meta_param_count_is_exact():
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(theta))
 
 
-def test_config_rebuilds_the_optimizer(name):
-  lopt = LOPTS[name]
+def test_config_rebuilds_the_optimizer(variant):
+  lopt = LOPTS[variant]
   config = lopt.config()
-  assert config["architecture"] == name
+  assert config["architecture"] == variant.removesuffix("_scaled")
   rebuilt = type(lopt)(**config["kwargs"])
   assert rebuilt == lopt and hash(rebuilt) == hash(lopt)
 
@@ -185,7 +200,8 @@ def test_step_rule_is_wired_as_specified(name):
     np.testing.assert_array_equal(new_state.mlp_avg, 0.0)
 
 
-def test_matches_reference_over_several_steps(name):
+def test_matches_reference_over_several_steps(variant):
+  name = variant
   lopt, theta = LOPTS[name], _sensitive_theta(name)
   state = _init(lopt, theta, PARAMS)
   ref_state = reference.init_state(lopt, theta, jax.tree.leaves(PARAMS))
@@ -199,7 +215,7 @@ def test_matches_reference_over_several_steps(name):
     )
     ref_updates, ref_state = reference.update(
       lopt, theta, ref_state, jax.tree.leaves(grads), jax.tree.leaves(params),
-      value, valid[step],
+      value, valid[step], num_steps=10,
     )  # fmt: skip
     for u, r in zip(jax.tree.leaves(updates), ref_updates):
       scale = np.max(np.abs(r))
@@ -207,7 +223,7 @@ def test_matches_reference_over_several_steps(name):
       tol = 1e-4 if u.dtype == jnp.float32 else 1e-2  # bfloat16 rounding
       u = np.asarray(u, np.float64)
       np.testing.assert_allclose(u, r, rtol=tol, atol=tol * scale)
-    if name == "hierarchical":
+    if name.startswith("hierarchical"):
       np.testing.assert_allclose(state.lstm_h, ref_state["h"], atol=1e-5)
       np.testing.assert_allclose(state.mlp_avg, ref_state["mlp_avg"], atol=1e-4)
       np.testing.assert_allclose(
@@ -274,6 +290,41 @@ def test_grad_wrt_theta_through_unroll_matches_finite_differences(name):
   np.testing.assert_allclose(fd, norm**2, rtol=0.05)
   if name == "hierarchical":
     assert float(optax.tree.norm(grads["lstm"])) > 0
+
+
+def test_param_rms_step_is_each_tensors_rms_times_the_rule(variant):
+  lopt = LOPTS[variant]
+  if lopt.step_scale != "param_rms":
+    pytest.skip("the paper's step is checked above")
+  c0, c1 = -0.4, 900.0
+  theta = _with_last_layer(THETAS[variant], 0.0, [c0, c1])
+  params = dict(PARAMS, scalar=jnp.zeros([]))  # a zero tensor: the floor
+  updates, _ = _update(
+    lopt, theta, _grads(params, 2), _init(lopt, theta, params), params, 1.0
+  )
+  leaves = [np.asarray(p, np.float64) for p in jax.tree.leaves(params)]
+  overall = np.sqrt(
+    sum(np.sum(p**2) for p in leaves) / sum(p.size for p in leaves)
+  )
+  rule = c0 * np.exp(0.001 * c1) * 0.001
+  for u, p in zip(jax.tree.leaves(updates), leaves):
+    scale = max(np.sqrt(np.mean(p**2)), 0.1 * overall)
+    np.testing.assert_allclose(
+      np.asarray(u, np.float32), -rule * scale, rtol=1e-2
+    )
+  assert float(updates["scalar"]) == pytest.approx(-rule * 0.1 * overall, 1e-5)
+
+
+def test_progress_features_need_the_number_of_steps():
+  lopt = LOPTS["mlp_scaled"]
+  tx = lopt.optimizer(THETAS["mlp_scaled"])
+  params = {"w": jnp.ones(2)}
+  with pytest.raises(ValueError, match="num_steps=N"):
+    tx.update(params, tx.init(params), params, value=1.0)
+  # Given at update time instead, it works.
+  updates, _ = tx.update(params, tx.init(params), params, value=1.0,
+                         num_steps=100)  # fmt: skip
+  test_utils.assert_tree_all_finite(updates)
 
 
 def test_plan_units_packs_small_tensors():

@@ -96,3 +96,34 @@ def test_load_source_reads_shipped_names_and_checkpoints(tmp_path):
   test_utils.assert_trees_equal(theta2, theta)
   with pytest.raises(FileNotFoundError, match="available: .*mlp_small_cpu"):
     pretrained.load_any("no_such_optimizer")
+
+
+def test_step_options_warm_start_scales_the_source_steps_by_each_rms():
+  # Same networks, scale-aware step and progress features: the new inputs
+  # read zero rows and the LSTM's step head starts at zero, so every step is
+  # the source's times (tensor RMS) * (step_mult ratio).
+  source = learned_opt.HierarchicalLOpt()
+  source_theta = _trained_like_mlp_theta(source, jax.random.key(0))
+  target = learned_opt.HierarchicalLOpt(
+    step_scale="param_rms", progress_features=True, step_mult=1e-2
+  )
+  theta = warm_start.warm_start_theta(
+    target, jax.random.key(1), source, source_theta
+  )
+  assert jnp.all(theta["mlp"][0]["w"][54:] == 0.0)
+  assert jnp.all(theta["lstm"]["wx"][52:] == 0.0)
+  test_utils.assert_trees_equal(theta["mlp"][1:], source_theta["mlp"][1:])
+  params = {
+    "w": jax.random.normal(jax.random.key(2), (12, 5)),
+    "v": 0.1 * jax.random.normal(jax.random.key(3), (5, 3)),
+  }
+  grads = jax.tree.map(lambda p: jnp.sin(3.0 * p), params)
+  src_tx = source.optimizer(source_theta)
+  tgt_tx = target.optimizer(theta, num_steps=100)
+  u_src, _ = src_tx.update(grads, src_tx.init(params), params, value=1.0)
+  u_tgt, _ = tgt_tx.update(grads, tgt_tx.init(params), params, value=1.0)
+  for k, p in params.items():
+    rms = jnp.sqrt(jnp.mean(jnp.square(p)))
+    test_utils.assert_trees_all_close(
+      u_tgt[k], u_src[k] * rms * 10.0, rtol=1e-4, atol=1e-9
+    )
