@@ -150,7 +150,9 @@ def train_runs(task, hparams, keys, *, factory, num_steps: int, grid: bool):
       k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
       batch = task.batch(k_batch, "train")
       loss, grads = task.value_and_grad(params, k_loss, batch)
-      updates, state = tx.update(grads, state, params, value=loss)
+      updates, state = tx.update(
+        grads, state, params, value=loss, num_steps=num_steps
+      )
       return (optax.apply_updates(params, updates), state), loss
 
     carry = (params, tx.init(params))

@@ -324,7 +324,7 @@ def _segment(task, hparams, keys, carry, *, factories, grids, segment):
     for (update, h_axis), h, g, state, p, value, valid in parts:
       u, state = jax.vmap(
         lambda h, g, s, p, v, vv, update=update: update(
-          h, g, s, p, value=v, valid_value=vv
+          h, g, s, p, value=v, valid_value=vv, num_steps=num_steps
         ),
         in_axes=(h_axis, 0, 0, 0, 0, 0),
       )(h, g, state, p, value, valid)

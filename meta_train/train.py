@@ -266,7 +266,9 @@ def make_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
       k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
       batch = task.batch(k_batch, "train")
       loss, grads = task.value_and_grad(params, k_loss, batch)
-      updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+      updates, opt_state = tx.update(
+        grads, opt_state, params, value=loss, num_steps=num_steps
+      )
       return (optax.apply_updates(params, updates), opt_state), None
 
     params = task.init(k_init)

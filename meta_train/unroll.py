@@ -476,20 +476,24 @@ def _population_step(
   valid_loss, feed = _valid_losses(cfg, tasks, states, keys, need[1])
   valid_value = jnp.where(feed, valid_loss, jnp.nan)
 
-  def apply(theta, params, opt_state, grads, loss, valid_value):
+  def apply(theta, params, opt_state, grads, loss, valid_value, horizon):
     tx = optimizer_fn(theta)
     updates, new_opt_state = tx.update(
-      grads, opt_state, params, value=loss, valid_value=valid_value
-    )
+      grads, opt_state, params, value=loss, valid_value=valid_value,
+      num_steps=horizon,
+    )  # fmt: skip
     new_params = optax.apply_updates(params, updates)
     return (
       optax.tree.cast_like(new_params, params),
       optax.tree.cast_like(new_opt_state, opt_state),
     )
 
-  params, opt_state = jax.vmap(apply, in_axes=(theta_axis, 0, 0, 0, 0, 0))(
-    thetas, states.params, states.opt_state, grads, loss, valid_value
-  )
+  params, opt_state = jax.vmap(
+    apply, in_axes=(theta_axis, 0, 0, 0, 0, 0, 0)
+  )(
+    thetas, states.params, states.opt_state, grads, loss, valid_value,
+    states.horizon,
+  )  # fmt: skip
 
   raw = loss if cfg.meta_loss_split == "train" else valid_loss
   meta = jax.vmap(

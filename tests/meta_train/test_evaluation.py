@@ -217,8 +217,10 @@ class _StepOnValid:
   def __call__(self, hparams):
     del hparams
 
-    def update(grads, state, params=None, *, value=None, valid_value=None):
-      del params
+    def update(
+      grads, state, params=None, *, value=None, valid_value=None, **extra
+    ):
+      del params, extra
       assert value is not None
       on = jnp.isfinite(valid_value).astype(jnp.float32)
       return jax.tree.map(lambda g: -0.1 * on * g, grads), state
