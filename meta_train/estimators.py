@@ -54,6 +54,7 @@ class EstimatorConfig:
       measured on.
     meta_loss_weighting: "uniform" or "end" (weights later inner steps of a
       run more: against short-horizon bias).
+    meta_loss_transform: "linear" or "log" (``unroll.UnrollConfig``).
   """
 
   name: str = "es"
@@ -65,6 +66,7 @@ class EstimatorConfig:
   valid_every: int = 10
   meta_loss_split: str = "train"
   meta_loss_weighting: str = "uniform"
+  meta_loss_transform: str = "linear"
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -101,6 +103,7 @@ class EstimatorConfig:
       valid_every=self.valid_every,
       meta_loss_split=self.meta_loss_split,
       meta_loss_weighting=self.meta_loss_weighting,
+      meta_loss_transform=self.meta_loss_transform,
     )
 
 

@@ -44,6 +44,10 @@ OptimizerFn = Callable[[MetaParams], optax.GradientTransformationExtraArgs]
 
 SPLITS = ("train", "valid")
 WEIGHTINGS = ("uniform", "end")
+TRANSFORMS = ("linear", "log")
+# log(normalized loss + LOG_FLOOR): improvements below a thousandth of the
+# initial loss stop counting (the noise floor of most tasks is above it).
+LOG_FLOOR = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,10 @@ class UnrollConfig:
     meta_loss_weighting: "uniform", or "end": step ``s`` of a run of length
       ``H`` is weighted ``2 (s + 1) / (H + 1)`` (mean 1 over a run), so the
       late phase of runs counts more (against short-horizon bias).
+    meta_loss_transform: "linear" (the normalized loss) or "log"
+      (``log(max(normalized, 0) + LOG_FLOOR)``; a noisy loss can dip below
+      0): each decade of loss counts alike, so the last phase of convergence (0.01 -> 0.001) weighs as much as
+      the first (1 -> 0.1).
   """
 
   unroll_length: int = 20
@@ -73,6 +81,7 @@ class UnrollConfig:
   valid_every: int = 10
   meta_loss_split: str = "train"
   meta_loss_weighting: str = "uniform"
+  meta_loss_transform: str = "linear"
 
   def __post_init__(self):
     for name in ("unroll_length", "min_horizon", "max_horizon", "valid_every"):
@@ -102,6 +111,12 @@ class UnrollConfig:
       self.meta_loss_weighting in WEIGHTINGS,
       "meta_loss_weighting",
       f"one of {WEIGHTINGS}",
+      self,
+    )
+    _check(
+      self.meta_loss_transform in TRANSFORMS,
+      "meta_loss_transform",
+      f"one of {TRANSFORMS}",
       self,
     )
 
@@ -499,6 +514,8 @@ def _population_step(
   meta = jax.vmap(
     lambda i, x: task_base.index_task(tasks, i).normalize(x).astype(jnp.float32)
   )(states.spec_index, raw)
+  if cfg.meta_loss_transform == "log":
+    meta = jnp.log(jnp.maximum(meta, 0.0) + LOG_FLOOR)
   weight = step_weight(states.step, states.horizon, cfg.meta_loss_weighting)
   # normalize() may cap an inf loss: check the raw losses too.
   finite = jnp.isfinite(loss) & jnp.isfinite(raw) & jnp.isfinite(meta)

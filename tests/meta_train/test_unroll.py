@@ -128,6 +128,19 @@ def test_losses_are_normalized_train_losses(tasks, states0):
     np.testing.assert_allclose(out.loss[0, i], expected, rtol=1e-5)
 
 
+def test_log_meta_loss_is_the_log_of_the_normalized_loss(tasks, states0):
+  log_cfg = dataclasses.replace(CFG, meta_loss_transform="log")
+  _, linear = UNROLL(tasks, states0)
+  _, logged = jax.jit(functools.partial(_unroll, cfg=log_cfg))(tasks, states0)
+  np.testing.assert_allclose(
+    logged.loss,
+    np.log(np.maximum(linear.loss, 0.0) + unroll.LOG_FLOOR),
+    rtol=1e-5,
+  )
+  with pytest.raises(ValueError, match="meta_loss_transform"):
+    unroll.UnrollConfig(meta_loss_transform="sqrt")
+
+
 def test_truncation_boundaries_do_not_change_runs(tasks, states0):
   """Two truncations of K steps == one of 2K: state persists, no re-init.
 
