@@ -45,7 +45,7 @@ OptimizerFn = Callable[[MetaParams], optax.GradientTransformationExtraArgs]
 SPLITS = ("train", "valid")
 WEIGHTINGS = ("uniform", "end")
 TRANSFORMS = ("linear", "log")
-# log(normalized loss + LOG_FLOOR): improvements below a thousandth of the
+# log(max(normalized loss, 0) + LOG_FLOOR): improvements below a thousandth of the
 # initial loss stop counting (the noise floor of most tasks is above it).
 LOG_FLOOR = 1e-3
 
@@ -71,8 +71,8 @@ class UnrollConfig:
       late phase of runs counts more (against short-horizon bias).
     meta_loss_transform: "linear" (the normalized loss) or "log"
       (``log(max(normalized, 0) + LOG_FLOOR)``; a noisy loss can dip below
-      0): each decade of loss counts alike, so the last phase of convergence (0.01 -> 0.001) weighs as much as
-      the first (1 -> 0.1).
+      0): each decade of loss counts alike, so the last phase of
+      convergence (0.01 -> 0.001) weighs as much as the first (1 -> 0.1).
   """
 
   unroll_length: int = 20
