@@ -45,8 +45,9 @@ OptimizerFn = Callable[[MetaParams], optax.GradientTransformationExtraArgs]
 SPLITS = ("train", "valid")
 WEIGHTINGS = ("uniform", "end")
 TRANSFORMS = ("linear", "log")
-# log(max(normalized loss, 0) + LOG_FLOOR): improvements below a thousandth of the
-# initial loss stop counting (the noise floor of most tasks is above it).
+# The "log" meta-loss is log(max(normalized loss, 0) + LOG_FLOOR): gains
+# below a thousandth of the initial loss stop counting (the noise floor of
+# most tasks is above it).
 LOG_FLOOR = 1e-3
 
 
