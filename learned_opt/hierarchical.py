@@ -51,6 +51,8 @@ class HierarchicalLOptState(NamedTuple):
   mlp_avg: jax.Array  # [T, mlp_to_lstm], averaged MLP outputs of last step
   global_features: jax.Array  # [num_global_features], from the last step
   loss: features.LossState
+  # [T] step scales of step_scale="init_rms"; None (no leaf) otherwise.
+  param_scale: Any = None
 
 
 def check_ranks(params, where: str) -> None:
@@ -175,7 +177,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         "mlp_avg": zeros(self.mlp_to_lstm),
       },
     }
-    if self.step_scale == "param_rms":
+    if self.step_scale != "absolute":
       # exp(0) = 1: at init every tensor's step is its RMS times the rule.
       theta["lr_head"] = {"w": jnp.zeros([h, 1]), "b": zeros(1)}
     return theta
@@ -209,6 +211,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
         # own buffer with it.
         global_features=jnp.copy(theta["init"]["global"]),
         loss=features.init_loss_state(),
+        param_scale=per_param.initial_scales(self, params),
       )
 
     def update_fn(
@@ -267,7 +270,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       ],
       axis=1,
     )
-    tensor_scale = per_param.step_scales(self, x)
+    tensor_scale = per_param.step_scales(self, x, state)
     if tensor_scale is not None:
       lr_head = networks.linear(theta["lr_head"], h)[:, 0]
       tensor_scale = tensor_scale * jnp.exp(lr_head)
@@ -285,6 +288,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       mlp_avg=networks.averaged_outputs(theta["mlp"][-1], h_mean, 2),
       global_features=new_global,
       loss=loss_state,
+      param_scale=state.param_scale,
     )
     updates = treedef.unflatten(per_param.shaped_like(updates, ps))
     return updates, per_param.cast_state(new_state, state)

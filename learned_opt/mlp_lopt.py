@@ -33,6 +33,8 @@ class MLPLOptState(NamedTuple):
   m: Any  # params-like tree, leaves [D, p.size] float32 (init_moments)
   v: Any  # params-like tree, leaves [D, p.size] float32
   grad_sq_ema: jax.Array  # [T] clipping EMA of each tensor (leaf order)
+  # [T] step scales of step_scale="init_rms"; None (no leaf) otherwise.
+  param_scale: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +127,7 @@ class MLPLOpt(base.LearnedOptimizer):
         m=m,
         v=v,
         grad_sq_ema=jnp.zeros([num_tensors], jnp.float32),
+        param_scale=per_param.initial_scales(self, params),
       )
 
     def update_fn(
@@ -155,12 +158,12 @@ class MLPLOpt(base.LearnedOptimizer):
         axis=1,
       )
       updates, _ = per_param.per_param_updates(
-        theta["mlp"], x, shared, self, per_param.step_scales(self, x)
+        theta["mlp"], x, shared, self, per_param.step_scales(self, x, state)
       )
       m, v = x.moments()
       new_state = MLPLOptState(
         state.count + 1, treedef.unflatten(m), treedef.unflatten(v),
-        x.grad_sq_ema,
+        x.grad_sq_ema, state.param_scale,
       )  # fmt: skip
       updates = treedef.unflatten(per_param.shaped_like(updates, ps))
       return updates, per_param.cast_state(new_state, state)

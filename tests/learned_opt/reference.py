@@ -10,6 +10,8 @@ tolerance.
 State is a plain dict so that nothing is shared with the code under test.
 """
 
+import dataclasses
+
 import ml_dtypes
 import numpy as np
 
@@ -85,10 +87,17 @@ def _progress(lopt, t, num_steps):
   ]
 
 
-def _step_scales(lopt, params):
-  """Per-tensor multipliers of the ``param_rms`` rule (1 for the paper's)."""
-  if getattr(lopt, "step_scale", "absolute") == "absolute":
+def _step_scales(lopt, params, state):
+  """Per-tensor multipliers of the step rule (1 for the paper's)."""
+  step_scale = getattr(lopt, "step_scale", "absolute")
+  if step_scale == "absolute":
     return [1.0] * len(params)
+  if step_scale == "init_rms":
+    if "init_scales" not in state:  # the first update sees the initial params
+      state["init_scales"] = _step_scales(
+        dataclasses.replace(lopt, step_scale="param_rms"), params, state
+      )
+    return state["init_scales"]
   overall = np.sqrt(sum(np.sum(p**2) for p in params)
                     / sum(p.size for p in params))  # fmt: skip
   floor = lopt.param_scale_floor * overall
@@ -170,7 +179,7 @@ def update(
   clipped = [_accumulate(lopt, state, i, g) for i, g in enumerate(grads)]
   lstm_outs = [[] for _ in params]
   progress = _progress(lopt, t, num_steps)
-  scales = _step_scales(lopt, params)
+  scales = _step_scales(lopt, params, state)
   if hier:
     loss_feats = _loss_features(state, float(value), valid_value)
     x = np.stack(
