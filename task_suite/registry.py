@@ -7,13 +7,13 @@ valid names. Family instances build their datasets lazily (on the first
 
 from task_suite import base
 from task_suite.families import (
+  analytic,
   conv,
   mlp,
   mlp_ae,
   quadratic,
   regression,
   rnn_lm,
-  test_functions,
   vae,
 )
 
@@ -26,7 +26,7 @@ FAMILIES: dict[str, base.TaskFamily] = {
     vae.VAEFamily(),
     mlp_ae.MLPAEFamily(),
     quadratic.QuadraticFamily(),
-    test_functions.TestFunctionFamily(),
+    analytic.AnalyticFamily(),
     regression.RegressionFamily(),
   )
 }

@@ -9,6 +9,7 @@ model families (activations, inits, image batches, menus, ``cap``).
 """
 
 import dataclasses
+import importlib
 import typing
 from typing import Any
 
@@ -50,3 +51,12 @@ def check_spec(family: Any, spec: base.TaskSpec) -> None:
       f", got {type(spec).__name__}; use task_suite.get_task(spec) to dispatch"
       " on the spec's family."
     )
+
+
+def __getattr__(name: str) -> Any:
+  # ``families.test_functions`` was renamed ``families.analytic``; code
+  # written before (``from task_suite.families import test_functions``) keeps
+  # working through this alias.
+  if name == "test_functions":
+    return importlib.import_module("task_suite.families.analytic")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

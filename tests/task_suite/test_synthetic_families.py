@@ -13,18 +13,18 @@ import pytest
 import test_utils
 
 from task_suite import base, suite
-from task_suite.families import quadratic, regression, test_functions
+from task_suite.families import analytic, quadratic, regression
 
 # The default families (sampling, analytic checks) and tiny one-signature
 # variants for real training: one compilation per family and test function.
 FAMILIES = {
   "quadratic": quadratic.QuadraticFamily(),
-  "test_functions": test_functions.TestFunctionFamily(),
+  "test_functions": analytic.AnalyticFamily(),
   "regression": regression.RegressionFamily(),
 }
 TINY = {
   "quadratic": quadratic.QuadraticFamily(dims=(8,)),
-  "test_functions": test_functions.TestFunctionFamily(),
+  "test_functions": analytic.AnalyticFamily(),
   "regression": regression.RegressionFamily(
     menu=({"input_dim": 4, "hidden": (16,), "output_dim": 2, "batch_size": 16},)
   ),
@@ -233,7 +233,7 @@ def test_specs_reject_bad_values():
   with pytest.raises(ValueError, match="cond >= 1"):
     quadratic.QuadraticSpec(dim=8, seed=0, cond=0.5)
   with pytest.raises(ValueError, match="unknown test function 'sphere'"):
-    test_functions.TestFunctionSpec(function="sphere", x0=0.0, y0=0.0)
+    analytic.AnalyticSpec(function="sphere", x0=0.0, y0=0.0)
   with pytest.raises(ValueError, match="unknown activation"):
     regression.RegressionSpec(
       input_dim=2,
@@ -261,7 +261,7 @@ MINIMIZERS = {
 
 
 def test_test_functions_vanish_at_their_known_minimizers():
-  names = test_functions.FUNCTION_NAMES
+  names = analytic.FUNCTION_NAMES
   assert set(MINIMIZERS) == set(names)
   centers = _sample(FAMILIES["test_functions"], 20)
   indices = jnp.array(
@@ -271,7 +271,7 @@ def test_test_functions_vanish_at_their_known_minimizers():
     [MINIMIZERS[n] for n in names] + [(s.x0, s.y0) for s in centers],
     jnp.float32,
   )
-  gaps, grads = jax.jit(jax.vmap(jax.value_and_grad(test_functions.gap, 1)))(
+  gaps, grads = jax.jit(jax.vmap(jax.value_and_grad(analytic.gap, 1)))(
     indices, points
   )
   n = len(names)
@@ -282,7 +282,7 @@ def test_test_functions_vanish_at_their_known_minimizers():
 
 
 def test_test_function_normalize_contract():
-  spec = test_functions.TestFunctionSpec(
+  spec = analytic.AnalyticSpec(
     function="rosenbrock", x0=-1.5, y0=2.0, init_scale=0.0, loss_scale=3.0
   )
   task = FAMILIES["test_functions"].task(spec)
