@@ -1,5 +1,8 @@
 """Bring your own task: a haiku model as a task (task_suite.custom)."""
 
+import pathlib
+import re
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -123,3 +126,18 @@ def test_registration_errors_name_the_problem(family):
     task_suite.make_task(
       _init, lambda p, k, b: -_loss(p, k, b), _batch, data=_data()
     )
+
+
+def test_the_readme_example_runs():
+  text = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+  section = text.split("### Your own task", 1)[1].split("\n## ", 1)[0]
+  (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+  namespace = {}
+  try:
+    exec(block, namespace)  # noqa: S102 (our own README)
+  finally:
+    registry.FAMILIES.pop("my_mlp", None)
+  task = namespace["task"]
+  key = jax.random.key(0)
+  loss = task.loss(task.init(key), key, task.batch(key, "train"))
+  assert np.isfinite(loss) and 0.3 < float(task.normalize(loss)) < 3.0
