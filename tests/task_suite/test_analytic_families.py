@@ -1,175 +1,21 @@
-"""The synthetic families: quadratic, test_functions, regression."""
+"""Behaviour specific to the analytic families: quadratic, test_functions
+(families/analytic.py) and teacher-student regression.
 
-import collections
+The contract all families keep is tested in test_families.py.
+"""
+
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-import test_utils
 
-from task_suite import base, suite
+from task_suite import registry
 from task_suite.families import analytic, quadratic, regression
 
-# The default families (sampling, analytic checks) and tiny one-signature
-# variants for real training: one compilation per family and test function.
-FAMILIES = {
-  "quadratic": quadratic.QuadraticFamily(),
-  "test_functions": analytic.AnalyticFamily(),
-  "regression": regression.RegressionFamily(),
-}
-TINY = {
-  "quadratic": quadratic.QuadraticFamily(dims=(8,)),
-  "test_functions": analytic.AnalyticFamily(),
-  "regression": regression.RegressionFamily(
-    menu=({"input_dim": 4, "hidden": (16,), "output_dim": 2, "batch_size": 16},)
-  ),
-}
-NAMES = sorted(FAMILIES)
-NUM_SPECS = 5
-NUM_STEPS = 100
-NUM_EVAL_BATCHES = 8
-ADAM = optax.adam(1e-2)
-TRACES = collections.Counter()  # signature -> times _train_one was traced
-
-
-def _eval_loss(task, params, key):
-  """Mean loss over fixed valid batches (same batches before and after)."""
-  keys = jax.random.split(key, NUM_EVAL_BATCHES)
-  losses = jax.vmap(lambda k: task.loss(params, k, task.batch(k, "valid")))(
-    keys
-  )
-  return losses.mean()
-
-
-def _train(task, key):
-  """100 Adam steps: initial and final eval loss, the training losses."""
-  k_init, k_train, k_eval = jax.random.split(key, 3)
-  params = task.init(k_init)
-
-  def step(carry, i):
-    params, opt_state = carry
-    k = jax.random.fold_in(k_train, i)
-    loss, grads = task.value_and_grad(params, k, task.batch(k, "train"))
-    updates, opt_state = ADAM.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
-
-  (final, _), losses = jax.lax.scan(
-    step, (params, ADAM.init(params)), jnp.arange(NUM_STEPS)
-  )
-  return {
-    "initial": _eval_loss(task, params, k_eval),
-    "final": _eval_loss(task, final, k_eval),
-    "train_losses": losses,
-    "normalized": jax.vmap(task.normalize)(losses),
-    "init_params": params,
-  }
-
-
-@jax.jit
-def _train_one(task, key):
-  TRACES[task.signature] += 1
-  return _train(task, key)
-
-
-@jax.jit
-def _train_many(stacked, keys):
-  return jax.vmap(_train, in_axes=(base.vmap_axes(stacked), 0))(stacked, keys)
-
-
-def _sample(family, num, seed=0):
-  return [family.sample(jax.random.key(seed * 1000 + i)) for i in range(num)]
-
-
-def _keys():
-  return jax.random.split(jax.random.key(42), NUM_SPECS)
-
-
-@functools.cache
-def _trained(name):
-  """Sampled tiny specs of ``name`` trained together under one vmap."""
-  family = TINY[name]
-  specs = _sample(family, NUM_SPECS)
-  assert len(suite.group_by_signature(specs)) == 1
-  stacked = base.stack_tasks([family.task(s) for s in specs])
-  return specs, _train_many(stacked, _keys())
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_init_and_loss_are_finite(name):
-  specs, out = _trained(name)
-  test_utils.assert_tree_all_finite(out)
-  # About 1 at init (single noisy losses of random inits vary around it).
-  assert 0.3 < float(out["normalized"][:, 0].mean()) < 3.0, out["normalized"]
-  assert np.all(out["normalized"] <= 10.0)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_100_adam_steps_lower_the_loss(name):
-  specs, out = _trained(name)
-  lowered = out["final"] < out["initial"]
-  assert int(lowered.sum()) >= 4, [
-    (s.name, float(a), float(b))
-    for s, a, b in zip(specs, out["initial"], out["final"])
-  ]
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_vmap_over_dynamic_variants_equals_one_by_one(name):
-  specs, batched = _trained(name)
-  for i, spec in enumerate(specs[:4]):
-    alone = _train_one(TINY[name].task(spec), _keys()[i])
-    row = jax.tree.map(lambda x, i=i: x[i], batched)
-    test_utils.assert_trees_all_close(row, alone, rtol=1e-4, atol=1e-5)
-  # The variants really are different problems.
-  assert len({float(x) for x in batched["initial"][:4]}) == 4
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_one_compilation_serves_all_specs_of_a_signature(name):
-  specs, _ = _trained(name)
-  for i, spec in enumerate(specs):
-    out = _train_one(TINY[name].task(spec), _keys()[i])
-    assert np.isfinite(float(out["final"]))
-  assert TRACES[specs[0].signature] == 1
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_default_menu_shapes(name):
-  family = FAMILIES[name]
-  groups = suite.group_by_signature(_sample(family, 200, seed=3))
-  assert 1 <= len(groups) <= 8
-  for signature, specs in groups.items():
-    task = family.task(specs[0])
-    key = jax.random.key(0)
-    params = jax.eval_shape(task.init, key)
-    batch = jax.eval_shape(lambda k, t=task: t.batch(k, "train"), key)
-    loss = jax.eval_shape(task.loss, params, key, batch)
-    assert loss.shape == () and loss.dtype == jnp.float32, signature
-    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-    assert jax.eval_shape(task.normalize, loss).shape == ()
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_sampling_is_deterministic_and_tasks_memoized(name):
-  family = FAMILIES[name]
-  a, b = _sample(family, 3), _sample(family, 3)
-  assert a == b and [s.name for s in a] == [s.name for s in b]
-  assert len({s.name for s in _sample(family, 20, seed=1)}) == 20
-  assert family.task(a[0]) is family.task(b[0])
-  assert suite.parse_name(a[0].name) == a[0]
-
-
-def test_family_rejects_foreign_spec():
-  spec = _sample(FAMILIES["quadratic"], 1)[0]
-  with pytest.raises(TypeError, match="QuadraticSpec"):
-    FAMILIES["regression"].task(spec)
-  with pytest.raises(TypeError, match="get_task"):
-    FAMILIES["quadratic"].task(_sample(FAMILIES["regression"], 1)[0])
+FAMILIES = registry.FAMILIES  # the default families
 
 
 # ------------------------------------------------------------ quadratic
@@ -263,7 +109,9 @@ MINIMIZERS = {
 def test_test_functions_vanish_at_their_known_minimizers():
   names = analytic.FUNCTION_NAMES
   assert set(MINIMIZERS) == set(names)
-  centers = _sample(FAMILIES["test_functions"], 20)
+  family = FAMILIES["test_functions"]
+  keys = jax.random.split(jax.random.key(0), 20)
+  centers = [family.sample(k) for k in keys]
   indices = jnp.array(
     [names.index(n) for n in names] + [names.index(s.function) for s in centers]
   )
@@ -306,14 +154,7 @@ def test_test_function_normalize_contract():
 
 
 def test_regression_targets_have_unit_scale_and_fresh_inputs():
-  spec = regression.RegressionSpec(
-    input_dim=8,
-    hidden=(32,),
-    output_dim=4,
-    batch_size=64,
-    activation="relu",
-    teacher_seed=3,
-  )
+  spec = regression.RegressionSpec(8, (32,), 4, 64, "relu", teacher_seed=3)
   family = FAMILIES["regression"]
   task = family.task(spec)
   # Same teacher_seed, other student fields / another teacher_seed.
