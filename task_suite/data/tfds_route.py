@@ -62,6 +62,28 @@ def _import_tfds():
   return tfds
 
 
+def _verified_manual_dir(
+  name: str, manual_dir: pathlib.Path | str | None
+) -> pathlib.Path | None:
+  """The folder of canonical files to build from (verified), or None."""
+  if manual_dir is None:
+    folder = files.data_dir() / name
+    known = name in files.KNOWN_SHA256
+    if folder.is_dir() and not (known and files.missing_files(name, folder)):
+      manual_dir = folder
+  if manual_dir is not None and name in files.KNOWN_SHA256:
+    manual_dir = pathlib.Path(manual_dir)
+    missing = files.missing_files(name, manual_dir)
+    if missing:
+      raise files.DatasetNotFoundError(
+        files.missing_message(name, manual_dir, missing)
+      )
+    sums = files.expected_sha256(name, manual_dir)
+    for file_name in files.canonical_files(name):
+      files.verify_file(manual_dir / file_name, sums[file_name])
+  return pathlib.Path(manual_dir) if manual_dir is not None else None
+
+
 def prepare_tfds(
   name: str,
   *,
@@ -98,21 +120,7 @@ def prepare_tfds(
   """
   tfds = _import_tfds()
   root = pathlib.Path(tfds_data_dir) if tfds_data_dir else tfds_dir()
-  if manual_dir is None:
-    folder = files.data_dir() / name
-    known = name in files.KNOWN_SHA256
-    if folder.is_dir() and not (known and files.missing_files(name, folder)):
-      manual_dir = folder
-  if manual_dir is not None and name in files.KNOWN_SHA256:
-    manual_dir = pathlib.Path(manual_dir)
-    missing = files.missing_files(name, manual_dir)
-    if missing:
-      raise files.DatasetNotFoundError(
-        files.missing_message(name, manual_dir, missing)
-      )
-    sums = files.expected_sha256(name, manual_dir)
-    for file_name in files.canonical_files(name):
-      files.verify_file(manual_dir / file_name, sums[file_name])
+  manual_dir = _verified_manual_dir(name, manual_dir)
   builder = tfds.builder(name, data_dir=str(root / "data"))
   config = tfds.download.DownloadConfig(
     manual_dir=str(manual_dir) if manual_dir else None,
