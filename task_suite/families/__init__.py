@@ -6,6 +6,14 @@ ClassVar), ``XTask(base.Task)`` and ``XFamily`` with attributes ``name`` and
 and ``task(spec) -> XTask`` (memoized per spec). ``task_suite.registry`` maps
 family names to family instances; ``common`` holds the helpers of the
 model families (activations, inits, image batches, menus, ``cap``).
+
+Public API: the family modules ``mlp``, ``conv``, ``rnn_lm``, ``vae``,
+``mlp_ae``, ``quadratic``, ``analytic`` (registered as ``test_functions``)
+and ``regression`` (import them by name, e.g. ``from task_suite.families
+import quadratic``), ``common``, and the two helpers below for writing a
+family: ``dynamic_arrays`` and ``check_spec``. To add a family, write such a
+module and list its family in ``task_suite/registry.py`` (or, outside this
+package, ``task_suite.register_family``).
 """
 
 import dataclasses
@@ -17,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from task_suite import base
+
+__all__ = ["check_spec", "dynamic_arrays"]
 
 
 def dynamic_arrays(spec: base.TaskSpec) -> dict[str, jax.Array]:
