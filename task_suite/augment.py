@@ -77,6 +77,10 @@ class Augmentation(base.TaskSpec):
       raise ValueError(
         f"unknown augmentation kind {self.kind!r}; choose one of {KINDS}"
       )
+    if not 0 <= self.seed < 2**31:
+      raise ValueError(
+        f"augmentation seed must be in [0, 2**31), got {self.seed}"
+      )
     if not (0 < self.low <= self.high and math.isfinite(self.high)):
       raise ValueError(
         f"augmentation range needs 0 < low <= high < inf, got "

@@ -118,6 +118,8 @@ def test_augmented_names_round_trip_and_keep_the_inner_split():
   assert spec.signature != INNER.signature
   with pytest.raises(ValueError, match="kind 'big'"):
     augment.Augmentation(kind="big")
+  with pytest.raises(ValueError, match="seed"):
+    augment.Augmentation(seed=-1)
   with pytest.raises(ValueError, match="low <= high"):
     augment.Augmentation(low=10.0, high=1.0)
   with pytest.raises(TypeError, match="not augmented"):
