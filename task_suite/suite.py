@@ -10,6 +10,11 @@ Each spec belongs to exactly one split, decided by a hash of its name alone
 of the requested split and skips duplicates, so the train and test lists of
 any sizes, seeds and weights never share a spec.
 
+With ``augment_prob > 0`` each drawn spec is wrapped in an
+``augment.AugmentedSpec``, augmented with that probability from its own hash
+stream (``AugmentConfig``): the inner specs are exactly the suite drawn
+without augmentation.
+
 Example:
   >>> specs = sample_suite(100, seed=0, split="train")
   >>> groups = group_by_signature(specs)  # {signature: [spec, ...]}
@@ -204,12 +209,12 @@ def sample_suite(
     u, key = _draw(seed, index)
     name = names[min(bisect.bisect_right(cumulative, u), len(names) - 1)]
     spec = registry.FAMILIES[name].sample(key)
-    if augmenter.prob > 0:
-      spec = augment.AugmentedSpec(spec, augmenter.draw(seed, index))
     spec_name = spec.name
     if spec_name in seen or split_of(spec_name) != split:
       continue
     seen.add(spec_name)
+    if augmenter.prob > 0:
+      spec = augment.AugmentedSpec(spec, augmenter.draw(seed, index))
     specs.append(spec)
   if len(specs) == num_tasks:
     return specs

@@ -147,7 +147,7 @@ def test_sample_suite_augments_with_the_given_probability():
   assert augmented == task_suite.sample_suite(
     200, seed=1, split="test", augment_prob=0.5, augment_range=(0.1, 10.0)
   )
-  # The same inner specs, each wrapped: the same number of signatures.
+  # Exactly the plain suite, each spec wrapped: as many signatures.
   assert [s.task for s in augmented] == plain
   assert len(suite.group_by_signature(augmented)) == len(
     suite.group_by_signature(plain)
