@@ -7,13 +7,13 @@ valid names. Family instances build their datasets lazily (on the first
 
 from task_suite import base
 from task_suite.families import (
+  analytic,
   conv,
   mlp,
   mlp_ae,
   quadratic,
   regression,
   rnn_lm,
-  test_functions,
   vae,
 )
 
@@ -26,7 +26,7 @@ FAMILIES: dict[str, base.TaskFamily] = {
     vae.VAEFamily(),
     mlp_ae.MLPAEFamily(),
     quadratic.QuadraticFamily(),
-    test_functions.TestFunctionFamily(),
+    analytic.AnalyticFamily(),
     regression.RegressionFamily(),
   )
 }
@@ -44,3 +44,38 @@ def get_family(name: str) -> base.TaskFamily:
     raise ValueError(
       f"unknown task family {name!r}; valid families: {', '.join(FAMILIES)}"
     ) from None
+
+
+BUILT_IN = tuple(FAMILIES)
+
+
+def register_family(family: base.TaskFamily, *, replace: bool = False) -> None:
+  """Adds a family (e.g. a user's) to the registry under ``family.name``.
+
+  Its specs then parse, build and sample like the built-in families' ones;
+  the default suite mix (``suite.DEFAULT_WEIGHTS``) does not include it, so
+  seeded default suites do not change.
+
+  Args:
+    family: an object with ``name``, ``spec_type``, ``sample`` and ``task``
+      (``base.TaskFamily``); ``spec_type.family`` must equal ``name``.
+    replace: allow replacing an earlier registration of the same name.
+
+  Raises:
+    ValueError: the name is not an identifier, is a built-in family's, is
+      taken (without ``replace``), or disagrees with the spec type's.
+  """
+  name = family.name
+  if not name.isidentifier():
+    raise ValueError(f"family name {name!r} must be a Python identifier")
+  if name in BUILT_IN:
+    raise ValueError(f"{name!r} is a built-in family; choose another name")
+  if name in FAMILIES and not replace:
+    raise ValueError(
+      f"family {name!r} is already registered; pass replace=True to replace it"
+    )
+  if family.spec_type.family != name:
+    raise ValueError(
+      f"family {name!r} builds specs of family {family.spec_type.family!r}"
+    )
+  FAMILIES[name] = family

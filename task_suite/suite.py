@@ -10,6 +10,11 @@ Each spec belongs to exactly one split, decided by a hash of its name alone
 of the requested split and skips duplicates, so the train and test lists of
 any sizes, seeds and weights never share a spec.
 
+With ``augment_prob > 0`` each drawn spec is wrapped in an
+``augment.AugmentedSpec``, augmented with that probability from its own hash
+stream (``AugmentConfig``): the inner specs are exactly the suite drawn
+without augmentation.
+
 Example:
   >>> specs = sample_suite(100, seed=0, split="train")
   >>> groups = group_by_signature(specs)  # {signature: [spec, ...]}
@@ -17,7 +22,8 @@ Example:
 """
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -27,7 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from task_suite import base, registry
+from task_suite import augment, base, registry
 
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.1
@@ -53,8 +59,12 @@ def _hash_int(text: str) -> int:
 
 
 def split_of(spec: base.TaskSpec | str) -> str:
-  """The split (``"train"`` or ``"test"``) a spec belongs to, by its name."""
+  """The split (``"train"`` or ``"test"``) a spec belongs to, by its name.
+
+  An augmented spec belongs to the split of its inner spec.
+  """
   name = spec if isinstance(spec, str) else spec.name
+  name, _ = augment.split_name(name)
   return "test" if _hash_int(name) < TEST_FRACTION * 2**64 else "train"
 
 
@@ -97,11 +107,66 @@ def _draw(seed: int, index: int) -> tuple[float, np.ndarray]:
   return u, np.frombuffer(digest[8:16], dtype=np.uint32)
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """How ``sample_suite`` augments the specs it draws (``task_suite.augment``).
+
+  Attributes:
+    prob: probability that a drawn spec is augmented. 0 (the default)
+      leaves the suite exactly as without augmentation. Above 0, every
+      spec is wrapped: those not augmented get ``augment.IDENTITY``, so an
+      augmented suite has as many signatures (compilations) as a plain one.
+    scale_range: ``(low, high)`` of the log-uniform weight and loss scales.
+    kinds: the weight-scale kinds drawn from, uniformly (``augment.KINDS``).
+    loss_prob: probability that an augmented spec also scales its loss.
+  """
+
+  prob: float = 0.0
+  scale_range: tuple[float, float] = augment.MAX_RANGE
+  kinds: tuple[str, ...] = ("global", "per_tensor", "per_param")
+  loss_prob: float = 0.5
+
+  def __post_init__(self):
+    for name in ("prob", "loss_prob"):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ValueError(f"augment {name} must be in [0, 1]")
+    if not self.kinds or any(k not in augment.KINDS for k in self.kinds):
+      raise ValueError(
+        f"augment kinds must be a non-empty subset of {augment.KINDS}, got "
+        f"{self.kinds}"
+      )
+    augment.Augmentation(low=self.scale_range[0], high=self.scale_range[1])
+
+  def draw(self, seed: int, index: int) -> augment.Augmentation:
+    """The augmentation of draw ``index`` of suite ``seed``.
+
+    Its own hash stream, so the drawn specs do not depend on it.
+    """
+    digest = hashlib.sha256(f"suite:{seed}:{index}:augment".encode()).digest()
+    u_apply, u_kind, u_loss = (
+      int.from_bytes(digest[i : i + 8], "little") / 2**64 for i in (0, 8, 16)
+    )
+    if u_apply >= self.prob:
+      return augment.IDENTITY
+    return augment.Augmentation(
+      kind=self.kinds[min(int(u_kind * len(self.kinds)), len(self.kinds) - 1)],
+      loss_scale=u_loss < self.loss_prob,
+      seed=int.from_bytes(digest[24:28], "little") >> 1,
+      low=float(self.scale_range[0]),
+      high=float(self.scale_range[1]),
+    )
+
+
 def sample_suite(
   num_tasks: int,
   seed: int = 0,
   split: str = "train",
   weights: Mapping[str, float] | None = None,
+  *,
+  augment_prob: float = 0.0,
+  augment_range: tuple[float, float] = augment.MAX_RANGE,
+  augment_kinds: Sequence[str] = ("global", "per_tensor", "per_param"),
+  augment_loss_prob: float = 0.5,
 ) -> list[base.TaskSpec]:
   """A deterministic list of distinct task specs of one split.
 
@@ -112,18 +177,26 @@ def sample_suite(
     weights: family name -> weight (default ``DEFAULT_WEIGHTS``). Other
       weights give another stream of draws (not a re-weighting of the same
       specs); the split of each spec does not depend on them.
+    augment_prob: probability that a spec is augmented (``AugmentConfig``);
+      0 gives exactly the specs of a suite without augmentation.
+    augment_range: ``(low, high)`` of the log-uniform scales.
+    augment_kinds: weight-scale kinds to draw from (``augment.KINDS``).
+    augment_loss_prob: probability that an augmented spec scales its loss.
 
   Returns:
     ``num_tasks`` distinct specs, all of ``split``.
 
   Raises:
-    ValueError: on a bad split, count or weights, or if the families cannot
-      supply that many distinct specs.
+    ValueError: on a bad split, count, weights or augmentation setting, or
+      if the families cannot supply that many distinct specs.
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   if not isinstance(num_tasks, int) or num_tasks < 0:
     raise ValueError(f"num_tasks must be an int >= 0, got {num_tasks!r}")
+  augmenter = AugmentConfig(
+    augment_prob, tuple(augment_range), tuple(augment_kinds), augment_loss_prob
+  )
   probs = resolve_weights(weights)
   names = list(probs)
   cumulative = list(itertools.accumulate(probs[n] for n in names))
@@ -140,6 +213,8 @@ def sample_suite(
     if spec_name in seen or split_of(spec_name) != split:
       continue
     seen.add(spec_name)
+    if augmenter.prob > 0:
+      spec = augment.AugmentedSpec(spec, augmenter.draw(seed, index))
     specs.append(spec)
   if len(specs) == num_tasks:
     return specs
@@ -152,10 +227,17 @@ def sample_suite(
 def parse_name(name: str) -> base.TaskSpec:
   """Parses a spec name ``family(static;dynamic)`` back into its spec.
 
+  A name ending in ``+augment(...)`` gives an ``augment.AugmentedSpec``.
+
   Raises:
     ValueError: if the name is malformed, the family unknown (the message
       lists valid families) or a field missing or bad.
   """
+  inner_name, augmentation = augment.split_name(name)
+  if augmentation is not None:
+    return augment.AugmentedSpec(
+      parse_name(inner_name), augment.parse_augmentation(augmentation)
+    )
   match = _NAME_RE.match(name)
   if not match:
     raise ValueError(
@@ -174,6 +256,10 @@ def get_task(spec_or_name: base.TaskSpec | str) -> base.Task:
   if not isinstance(spec, base.TaskSpec):
     raise TypeError(
       f"get_task needs a TaskSpec or a name string, got {type(spec).__name__}"
+    )
+  if isinstance(spec, augment.AugmentedSpec):
+    return augment.augment_task(
+      get_task(spec.task), spec.augmentation, spec.signature
     )
   return registry.get_family(spec.family).task(spec)
 

@@ -50,3 +50,27 @@ def assert_tree_all_finite(tree):
     assert bool(jnp.all(jnp.isfinite(x))), (
       f"non-finite values at {jax.tree_util.keystr(path)}"
     )
+
+
+def train_losses(task, tx, key, num_steps):
+  """The train losses of ``num_steps`` steps of ``tx`` from ``task.init``.
+
+  The inner loop every task test needs (jit it at the call site): batches
+  and loss keys are split from ``key``, and the loss is passed as ``value``
+  so learned optimizers and baselines run alike.
+  """
+  import optax  # only the training helpers need it
+
+  k_init, k_steps = jax.random.split(key)
+  params = task.init(k_init)
+
+  def step(carry, k):
+    params, state = carry
+    k_batch, k_loss = jax.random.split(k)
+    batch = task.batch(k_batch, "train")
+    loss, grads = task.value_and_grad(params, k_loss, batch)
+    updates, state = tx.update(grads, state, params, value=loss)
+    return (optax.apply_updates(params, updates), state), loss
+
+  init = (params, tx.init(params))
+  return jax.lax.scan(step, init, jax.random.split(k_steps, num_steps))[1]

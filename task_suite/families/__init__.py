@@ -6,9 +6,18 @@ ClassVar), ``XTask(base.Task)`` and ``XFamily`` with attributes ``name`` and
 and ``task(spec) -> XTask`` (memoized per spec). ``task_suite.registry`` maps
 family names to family instances; ``common`` holds the helpers of the
 model families (activations, inits, image batches, menus, ``cap``).
+
+Public API: the family modules ``mlp``, ``conv``, ``rnn_lm``, ``vae``,
+``mlp_ae``, ``quadratic``, ``analytic`` (registered as ``test_functions``)
+and ``regression`` (import them by name, e.g. ``from task_suite.families
+import quadratic``), ``common``, and the two helpers below for writing a
+family: ``dynamic_arrays`` and ``check_spec``. To add a family, write such a
+module and list its family in ``task_suite/registry.py`` (or, outside this
+package, ``task_suite.register_family``).
 """
 
 import dataclasses
+import importlib
 import typing
 from typing import Any
 
@@ -16,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from task_suite import base
+
+__all__ = ["check_spec", "dynamic_arrays"]
 
 
 def dynamic_arrays(spec: base.TaskSpec) -> dict[str, jax.Array]:
@@ -50,3 +61,12 @@ def check_spec(family: Any, spec: base.TaskSpec) -> None:
       f", got {type(spec).__name__}; use task_suite.get_task(spec) to dispatch"
       " on the spec's family."
     )
+
+
+def __getattr__(name: str) -> Any:
+  # ``families.test_functions`` was renamed ``families.analytic``; code
+  # written before (``from task_suite.families import test_functions``) keeps
+  # working through this alias.
+  if name == "test_functions":
+    return importlib.import_module("task_suite.families.analytic")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
