@@ -1,12 +1,19 @@
 """The scale-aware HierarchicalLOpt campaign (issue 19), in resumable legs.
 
-The optimizer: the paper's HierarchicalLOpt with ``step_scale="param_rms"``
-(each tensor's step is relative to its RMS and multiplied by a per-tensor
-LSTM head, so it can both shrink and grow per task) and progress features
-(the fraction of the run done, so it can anneal). It warm-starts from the
-shipped ``hierarchical_small_cpu``: the new inputs read zero rows and the
-step head starts at zero, so at step 0 it takes the shipped steps times
-``RMS(tensor) * step_mult / 1e-3`` (``learned_opt.warm_start``).
+The optimizer: the paper's HierarchicalLOpt with ``step_scale="init_rms"``
+(each tensor's step is relative to its RMS at the start of the run and
+multiplied by a per-tensor LSTM head, so it can both shrink and grow per
+task) and progress features (the fraction of the run done, so it can
+anneal). It warm-starts from the shipped ``hierarchical_small_cpu``: the
+new inputs read zero rows and the step head starts at zero, so at step 0 it
+takes the shipped steps times ``RMS(initial tensor) * step_mult / 1e-3``
+(``learned_opt.warm_start``). Measured before any meta-training, on 20
+held-out test tasks at 500 steps (``lopt evaluate --num-tasks 20
+--max-params 11000 --steps 500 --seeds 1``): mean normalized final loss
+0.300 against the shipped theta's 0.329 on the same tasks; the same warm
+start into ``step_scale="param_rms"`` (the RMS of the current parameters,
+VeLO's rule) diverged on 5 of 7 MLP classifiers (mean 2.48): steps that
+follow the weights' scale and weights that follow the steps grow each other.
 
 Meta-training: the shipped runs' task mix (16 signature groups of <= 11k
 parameters across all 8 families), antithetic truncated ES with 16 pairs,
@@ -52,7 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lopt.name = "hierarchical"
   c.lopt.init_from = "hierarchical_small_cpu"
   c.lopt.kwargs = ml_collections.ConfigDict(
-    {"step_scale": "param_rms", "progress_features": True, "step_mult": 0.01}
+    {"step_scale": "init_rms", "progress_features": True, "step_mult": 0.01}
   )
   c.estimator.valid_every = 10
   c.estimator.meta_loss_transform = "log"
