@@ -18,8 +18,11 @@ Example:
   10
 """
 
+import ast
 import collections.abc
 import dataclasses
+import importlib.util
+import pathlib
 import typing
 from typing import Any
 
@@ -455,3 +458,114 @@ def _check_lopt_kwargs(cfg: LOptConfig) -> None:
     cls(**cfg.kwargs)  # a dataclass: cheap, and runs its own validation
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.lopt.kwargs: {e}") from None
+
+
+# ------------------------------------------------- config files, overrides
+#
+# Why not ml_collections' config_flags: its tuple parser reads
+# ``--config.suite.families=quadratic,mlp`` and ``=[quadratic]`` as the
+# one-element tuple of the whole string (ast.literal_eval fails on bare
+# words and it falls back to the string), it cannot add a key to an
+# open-ended dict (``--config.lopt.kwargs.num_hidden_layers=1``), and it
+# needs absl's global FLAGS. The ~100 lines below read the same syntax
+# (``--config=FILE[:ARG]``, ``--config.a.b=VALUE``) without those gaps.
+
+# Dict fields whose keys are open-ended (constructor/optimizer kwargs): an
+# override may add a key that the config file did not set.
+_OPEN_DICTS = ("kwargs", "hparams")
+
+
+class UsageError(ValueError):
+  """A malformed command line or override."""
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Runs ``get_config(arg)`` of ``path[:arg]`` (a configs/*.py file).
+
+  Raises:
+    UsageError: if the file is missing or defines no get_config.
+  """
+  path, _, arg = spec.partition(":")
+  if not pathlib.Path(path).is_file():
+    raise UsageError(f"--config: no such file {path!r}")
+  module_spec = importlib.util.spec_from_file_location("_lopt_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise UsageError(f"--config: {path} defines no get_config(arg=None)")
+  return module.get_config(arg or None)
+
+
+def _parse_value(text: str, old: Any, path: str) -> Any:
+  """Parses ``text`` as a value of the type of ``old`` (the field's value)."""
+  try:
+    if isinstance(old, bool):
+      lowered = text.lower()
+      if lowered not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return lowered in ("true", "1")
+    if isinstance(old, int):
+      return int(text)
+    if isinstance(old, float):
+      return float(text)
+    if isinstance(old, str):
+      return text
+    if isinstance(old, tuple):
+      try:
+        value = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        value = tuple(t.strip() for t in text.split(",") if t.strip())
+      return tuple(value) if isinstance(value, list | tuple) else (value,)
+    return ast.literal_eval(text)  # a new key of an open-ended dict
+  except (ValueError, SyntaxError):
+    kind = type(old).__name__ if old is not None else "a Python literal"
+    raise UsageError(f"{path} must be of type {kind}, got {text!r}") from None
+
+
+def apply_override(cd: ml_collections.ConfigDict, path: str, text: str):
+  """Sets ``config.a.b`` (``path``) from the command-line text ``text``.
+
+  Raises:
+    UsageError: naming the field if it does not exist or the value does
+      not parse as the field's type.
+  """
+  *parents, name = path.split(".")[1:]
+  node, where = cd, "config"
+  for part in parents:
+    if part not in node or not isinstance(
+      node[part], ml_collections.ConfigDict
+    ):
+      raise UsageError(
+        f"{where}.{part}: unknown section; valid: {', '.join(sorted(node))}"
+      )
+    node, where = node[part], f"{where}.{part}"
+  if name not in node:
+    if parents and parents[-1] in _OPEN_DICTS:
+      with node.unlocked():
+        node[name] = _parse_value(text, None, path)
+      return
+    raise UsageError(f"{path}: unknown field; valid: {', '.join(sorted(node))}")
+  if isinstance(node[name], ml_collections.ConfigDict):
+    raise UsageError(f"{path} is a section; set one of its fields")
+  node[name] = _parse_value(text, node[name], path)
+
+
+def flag_pairs(argv: list[str], usage: str) -> list[tuple[str, str]]:
+  """``(name, value)`` of each ``--name=value`` or ``--name value``, in order.
+
+  Raises:
+    UsageError: for a bare argument or a flag without a value.
+  """
+  pairs, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if not arg.startswith("--"):
+      raise UsageError(f"unexpected argument {arg!r}\n{usage}")
+    name, eq, value = arg[2:].partition("=")
+    if not eq:
+      if i + 1 >= len(argv):
+        raise UsageError(f"--{name} needs a value\n{usage}")
+      i, value = i + 1, argv[i + 1]
+    i += 1
+    pairs.append((name, value))
+  return pairs

@@ -34,11 +34,12 @@ import optax
 import tqdm
 
 import learned_opt
-from learned_opt import pretrained, warm_start
-from meta_train import checkpointing, estimators
+from learned_opt import warm_start
+from meta_train import checkpointing, estimators, outer
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 from meta_train import metrics as metrics_lib
+from meta_train.evaluation import resolve, rollout
 import task_suite
 
 # Fixed stream indices under the root key (the per-step streams use the step).
@@ -52,12 +53,12 @@ class OuterState(NamedTuple):
 
   theta: Any  # replicated
   opt_state: Any  # replicated
-  est_states: tuple  # one per group; leaves [num_tasks, ...], P("tasks")
+  est_states: tuple  # one per group; leaves [population, ...], P("tasks")
   step: jax.Array  # [] int32, outer steps done
   num_skipped: jax.Array  # [] int32, steps skipped for non-finite values
 
 
-class RunResult(NamedTuple):
+class TrainResult(NamedTuple):
   """What ``run`` returns."""
 
   lopt: learned_opt.LearnedOptimizer
@@ -83,7 +84,8 @@ def initial_theta_fn(lopt: learned_opt.LearnedOptimizer, init_from: str):
   if not init_from:
     return lopt.init
   try:
-    source, source_theta, _ = pretrained.load_any(init_from)
+    found = resolve.resolve(init_from, learned_only=True)
+    source, source_theta = found.lopt, found.theta
     # Checks compatibility now, on abstract values.
     jax.eval_shape(
       lambda k: warm_start.warm_start_theta(lopt, k, source, source_theta),
@@ -164,7 +166,7 @@ def _weights(cfg: config_lib.SuiteConfig) -> dict[str, float] | None:
   return {f: 1.0 for f in cfg.families} if cfg.families else None
 
 
-def outer_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
+def group_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
   """One outer step on one group (pure; jitted by ``run``).
 
   Args:
@@ -172,40 +174,30 @@ def outer_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
     outer_tx: the outer optimizer.
     clip_norm: global-norm clip (0: none).
     root_key: the run's root key.
-    state: ``(theta, opt_state, est_state, step, num_skipped)``.
+    state: the ``OuterState`` with only this group's estimator state in
+      ``est_states``.
     tasks: the group's stacked task.
     group: the group index (for the key stream).
 
   Returns:
-    ``(state, metrics)`` with the same structure.
+    ``(state, metrics)``.
   """
-  theta, opt_state, est_state, step, num_skipped = state
-  key = jax.random.fold_in(jax.random.fold_in(root_key, _STEPS), step)
-  grad, est_state, metrics = estimate(
-    theta, tasks, est_state, jax.random.fold_in(key, group)
+  key = jax.random.fold_in(jax.random.fold_in(root_key, _STEPS), state.step)
+  step = outer.make_outer_step(
+    lambda th, s, k: estimate(th, tasks, s, k), outer_tx, clip_norm
   )
-  grad_norm = optax.tree.norm(grad)
-  if clip_norm:
-    grad = optax.tree.scale(jnp.minimum(1.0, clip_norm / grad_norm), grad)
-  meta_loss = metrics["meta_loss"]
-  updates, new_opt_state = outer_tx.update(
-    grad, opt_state, theta, value=meta_loss
+  theta, opt_state, est_state, metrics = step(
+    state.theta,
+    state.opt_state,
+    state.est_states,
+    jax.random.fold_in(key, group),
   )
-  new_theta = optax.apply_updates(theta, updates)
-  ok = jnp.isfinite(grad_norm) & jnp.isfinite(meta_loss)
-  ok &= jnp.all(
-    jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_theta)])
-  )
-  keep = lambda new, old: jax.tree.map(
-    lambda a, b: jnp.where(ok, a, b), new, old
-  )
-  metrics = dict(metrics, grad_norm=grad_norm, skipped=~ok)
-  state = (
-    keep(new_theta, theta),
-    keep(new_opt_state, opt_state),
+  state = OuterState(
+    theta,
+    opt_state,
     est_state,
-    step + 1,
-    num_skipped + (~ok).astype(jnp.int32),
+    state.step + 1,
+    state.num_skipped + metrics["skipped"].astype(jnp.int32),
   )
   return state, metrics
 
@@ -233,75 +225,6 @@ def _check_workdir(workdir: pathlib.Path, cfg: config_lib.Config) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(current, indent=2))
     tmp.replace(path)
-
-
-def make_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
-  """A function ``(theta, key) -> metrics`` of held-out tasks trained anew.
-
-  Each task trains from ``task.init`` for ``num_steps`` steps with
-  ``lopt.optimizer(theta)``; its final loss is the normalized mean loss of
-  the final parameters on ``num_batches`` fresh train (and test) batches.
-  Tasks of one signature are vmapped: one compilation per signature.
-
-  Args:
-    lopt: the learned optimizer.
-    specs: the held-out task specs.
-    num_steps: inner training steps per task.
-    num_batches: batches averaged for the final losses.
-
-  Returns:
-    The evaluation function (host floats out).
-  """
-  stacked = [
-    task_suite.stack_tasks([task_suite.get_task(s) for s in g])
-    for g in task_suite.group_by_signature(specs).values()
-  ]
-
-  def one_task(theta, task, key):
-    tx = lopt.optimizer(theta)
-    k_init, k_data, k_final = jax.random.split(key, 3)
-
-    def step(carry, i):
-      params, opt_state = carry
-      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
-      batch = task.batch(k_batch, "train")
-      loss, grads = task.value_and_grad(params, k_loss, batch)
-      updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-      return (optax.apply_updates(params, updates), opt_state), None
-
-    params = task.init(k_init)
-    carry = (params, tx.init(params))
-    (params, _), _ = jax.lax.scan(step, carry, jnp.arange(num_steps))
-
-    def final(split, k):
-      k_batch, k_loss = jax.random.split(k)
-      return task.loss(params, k_loss, task.batch(k_batch, split))
-
-    keys = jax.random.split(k_final, num_batches)
-    return tuple(
-      task.normalize(jnp.mean(jax.vmap(functools.partial(final, s))(keys)))
-      for s in ("train", "test")
-    )
-
-  @jax.jit
-  def group_losses(theta, tasks, key):
-    keys = jax.random.split(key, jax.tree.leaves(tasks.dynamic)[0].shape[0])
-    axes = (None, task_suite.vmap_axes(tasks), 0)
-    return jax.vmap(one_task, in_axes=axes)(theta, tasks, keys)
-
-  def evaluate(theta, key) -> dict[str, float]:
-    out = [
-      group_losses(theta, t, jax.random.fold_in(key, i))
-      for i, t in enumerate(stacked)
-    ]
-    train_loss = np.concatenate([np.asarray(o[0]) for o in out])
-    test_loss = np.concatenate([np.asarray(o[1]) for o in out])
-    return {
-      "eval/final_loss": float(np.mean(train_loss)),
-      "eval/final_test_loss": float(np.mean(test_loss)),
-    }
-
-  return evaluate
 
 
 def _reached_preemption(step: int) -> bool:
@@ -332,7 +255,7 @@ def run(
   *,
   lopt: learned_opt.LearnedOptimizer | None = None,
   outer_tx: optax.GradientTransformationExtraArgs | None = None,
-) -> RunResult:
+) -> TrainResult:
   """Meta-trains theta as configured; resumes if ``workdir`` has a run.
 
   Args:
@@ -427,9 +350,9 @@ def run(
 
   # --- The jitted outer step, one compilation per signature group.
   def make_step(g):
-    part = (rep, rep, shardings.est_states[g], rep, rep)
+    part = shardings._replace(est_states=shardings.est_states[g])
     fn = functools.partial(
-      outer_step, estimator.estimate, outer_tx, cfg.outer.clip_norm
+      group_step, estimator.estimate, outer_tx, cfg.outer.clip_norm
     )
     return jax.jit(
       lambda key, s, t: fn(key, s, t, g),
@@ -454,7 +377,9 @@ def run(
     workdir, step, tensorboard=cfg.log.tensorboard, active=main
   )
   if cfg.eval.every and main:
-    evaluator = make_evaluator(lopt, test_specs, cfg.eval.num_steps)
+    evaluator = rollout.make_heldout_evaluator(
+      lopt, test_specs, cfg.eval.num_steps
+    )
 
   def evaluate(step, theta):
     theta = mesh_lib.to_host(theta)  # once, for the evaluation and export
@@ -484,11 +409,11 @@ def run(
     while step < cfg.outer.num_steps:
       g = int(pick_group(step))
       t0 = time.perf_counter()
-      part = (*state[:2], state.est_states[g], *state[3:])
+      part = state._replace(est_states=state.est_states[g])
       part, m = step_fns[g](root_global, part, tasks[g])
       est_states = list(state.est_states)
-      est_states[g] = part[2]
-      state = OuterState(part[0], part[1], tuple(est_states), part[3], part[4])
+      est_states[g] = part.est_states
+      state = part._replace(est_states=tuple(est_states))
       m = {k: float(v) for k, v in mesh_lib.to_host(m).items()}
       m["time/step_s"] = time.perf_counter() - t0
       m["inner_steps_per_s"] = m["inner_steps"] / m["time/step_s"]
@@ -538,4 +463,4 @@ def run(
       _save(manager, state, cfg, lopt, workdir, step)
     writer.close()
     manager.close()
-  return RunResult(lopt, mesh_lib.to_host(state.theta), step, state)
+  return TrainResult(lopt, mesh_lib.to_host(state.theta), step, state)

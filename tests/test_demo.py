@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from learned_opt import checkpoint, mlp_lopt
-from meta_train import demo
+from meta_train.cli import demo
 
 STEPS, SEEDS = 40, 2
 

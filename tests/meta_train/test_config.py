@@ -8,8 +8,8 @@ import ml_collections
 import pytest
 
 from meta_train import config as config_lib
-from meta_train import main as main_lib
 from meta_train import mesh as mesh_lib
+from meta_train.cli import meta_train as main_lib
 
 CONFIG_MODULES = (
   "tiny",

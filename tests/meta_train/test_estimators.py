@@ -22,7 +22,8 @@ import pytest
 
 from learned_opt import base as lopt_base
 from learned_opt import mlp_lopt
-from meta_train import es, estimators, pes, tbptt, unroll
+from meta_train import estimators, unroll
+from meta_train.estimators import es, pes, reductions, tbptt
 from task_suite import base as task_base
 from task_suite.families import quadratic
 
@@ -197,7 +198,7 @@ def test_antithetic_members_identical_at_zero_std(
     state.inner.params["x"], tb_states.params["x"], rtol=1e-5, atol=1e-6
   )
   np.testing.assert_allclose(
-    metrics["meta_loss"], jnp.mean(unroll.mean_loss(tb_out)), rtol=1e-5
+    metrics["meta_loss"], jnp.mean(reductions.mean_loss(tb_out)), rtol=1e-5
   )
 
 

@@ -17,7 +17,9 @@ import pytest
 
 import learned_opt
 from learned_opt import pretrained
-from meta_train import evaluate_cli, evaluation, report
+from meta_train.cli import evaluate as evaluate_cli
+from meta_train.evaluation import report
+from meta_train.evaluation import rollout as evaluation
 import task_suite
 from task_suite.families import test_functions
 
@@ -37,7 +39,7 @@ CLI_ARGS = [
   "--seeds",
   str(SEEDS),
 ]
-CONFIG = evaluation.EvalConfig(
+CONFIG = evaluation.RolloutConfig(
   num_steps=STEPS, valid_every=VALID_EVERY, num_eval_batches=4
 )
 
@@ -189,7 +191,7 @@ def test_diverged_runs_are_recorded_and_do_not_leak(checkpoints, run_t):
   before = evaluation.compilation_count()
   _, adam, sgdm = evaluation.run_groups(groups, task, keys, CONFIG)
   assert evaluation.compilation_count() == before  # the CLI's program
-  sgdm = evaluation.RunResult(*(np.asarray(x) for x in sgdm))
+  sgdm = evaluation.RolloutResult(*(np.asarray(x) for x in sgdm))
   finite = np.isfinite(sgdm.final_train[..., 0]).all(axis=-1)  # [G]
   assert finite[0] and not finite[-1]
   # The diverging runs share the program, not the numbers: Adam's runs are
@@ -206,7 +208,7 @@ def test_diverged_runs_are_recorded_and_do_not_leak(checkpoints, run_t):
 
 
 def grid_record(grid: report.Grid) -> report.TaskRecord:
-  candidate = evaluation.RunResult(*(x[0] for x in grid.result))
+  candidate = evaluation.RolloutResult(*(x[0] for x in grid.result))
   return report.TaskRecord("t", "f", candidate, {"sgd": grid})
 
 
@@ -265,9 +267,9 @@ def test_report_treats_divergence_as_a_loss():
 
 def test_config_and_cli_errors(capsys):
   with pytest.raises(ValueError, match="must divide"):
-    evaluation.EvalConfig(num_steps=10, valid_every=3)
-  assert evaluation.EvalConfig(num_steps=1000).chunk == 100
-  assert evaluation.EvalConfig(num_steps=7).chunk == 1
+    evaluation.RolloutConfig(num_steps=10, valid_every=3)
+  assert evaluation.RolloutConfig(num_steps=1000).chunk == 100
+  assert evaluation.RolloutConfig(num_steps=7).chunk == 1
   argv = ["--optimizer", "no_such_optimizer", "--out", "/nonexistent"]
   assert evaluate_cli.main(argv) == 2
   err = capsys.readouterr().err

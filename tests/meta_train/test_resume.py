@@ -102,7 +102,7 @@ def _meta_train_cmd(workdir: pathlib.Path, *overrides: str) -> list[str]:
   return [
     sys.executable,
     "-m",
-    "meta_train.main",
+    "meta_train.cli.meta_train",
     "--config",
     str(test_train.ROOT / "configs" / "tiny.py"),
     "--workdir",

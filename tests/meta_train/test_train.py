@@ -60,7 +60,7 @@ def _fake_estimate(theta, tasks, est_state, key):
 @pytest.fixture(scope="module")
 def jitted_outer_step():
   def step(outer_tx, clip_norm, state, tasks):
-    return train.outer_step(
+    return train.group_step(
       _fake_estimate, outer_tx, clip_norm, jax.random.key(0), state, tasks, 0
     )
 
@@ -68,7 +68,9 @@ def jitted_outer_step():
 
 
 def _state(theta):
-  return (theta, optax.sgd(1.0).init(theta), jnp.zeros([4]), 3, 0)
+  return train.OuterState(
+    theta, optax.sgd(1.0).init(theta), jnp.zeros([4]), 3, 0
+  )
 
 
 def test_nonfinite_meta_gradient_never_reaches_theta(jitted_outer_step):
@@ -106,7 +108,7 @@ def test_outer_step_clips_and_passes_meta_loss_as_value(jitted_outer_step):
   theta = {"w": jnp.array([1.0, 2.0])}
   grad = {"w": jnp.array([3.0, 4.0])}  # norm 5
   tasks = {"grad": grad, "loss": jnp.float32(0.5)}
-  state = (theta, optax.EmptyState(), jnp.zeros([4]), 0, 0)
+  state = train.OuterState(theta, optax.EmptyState(), jnp.zeros([4]), 0, 0)
   (new_theta, *_, skipped), m = jitted_outer_step(
     value_scaled_sgd(), 1.0, state, tasks
   )
@@ -290,7 +292,7 @@ def test_tiny_config_meta_training_learns(tmp_path):
   cmd = [
     sys.executable,
     "-m",
-    "meta_train.main",
+    "meta_train.cli.meta_train",
     "--config",
     str(ROOT / "configs" / "tiny.py"),
     "--workdir",

@@ -13,10 +13,10 @@ is therefore the task's *batch*: ``task.batch(key, split)`` starts a
 population of staggered inner runs, ``value_and_grad(theta, key, batch)``
 estimates from it, and a self-training loop carries the state forward with
 ``task.estimate(theta, state, key)``, which returns the new state too
-(``meta_train.self_train`` does).
+(``meta_train.self_training.self_train`` does).
 
 Example:
-  >>> family = self_train_task.SelfTrainFamily()
+  >>> family = task.SelfTrainFamily()
   >>> task = family.task(family.sample(jax.random.key(0)))
   >>> theta = task.init(jax.random.key(1))
   >>> state = task.init_state(theta, jax.random.key(2))
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 import learned_opt
 from meta_train import estimators, unroll
+from meta_train.estimators import reductions
 from task_suite import base, registry
 from task_suite.families import common
 
@@ -226,7 +227,7 @@ class SelfTrainTask(base.Task):
       cfg,
       theta_axis=None,
     )
-    return unroll.masked_mean(unroll.mean_loss(out), out.finite)
+    return reductions.masked_mean(reductions.mean_loss(out), out.finite)
 
   def evaluate(
     self, theta: Any, key: jax.Array, num_runs: int, num_steps: int
@@ -251,7 +252,7 @@ class SelfTrainTask(base.Task):
       lopt.optimizer, theta, tasks, states, cfg, theta_axis=None
     )
     per_run = jnp.where(
-      out.finite, unroll.mean_loss(out), common.NORMALIZED_CAP
+      out.finite, reductions.mean_loss(out), common.NORMALIZED_CAP
     )
     return jnp.mean(per_run)
 

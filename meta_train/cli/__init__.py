@@ -10,11 +10,11 @@ import sys
 
 # subcommand -> module implementing it.
 SUBCOMMANDS = {
-  "demo": "meta_train.demo",
-  "tasks": "task_suite.cli",
-  "meta-train": "meta_train.main",
-  "evaluate": "meta_train.evaluate_cli",
-  "self-train": "meta_train.self_train",
+  "demo": "meta_train.cli.demo",
+  "tasks": "meta_train.cli.tasks",
+  "meta-train": "meta_train.cli.meta_train",
+  "evaluate": "meta_train.cli.evaluate",
+  "self-train": "meta_train.cli.self_train",
 }
 
 

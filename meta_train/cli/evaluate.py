@@ -14,7 +14,6 @@ parameters and batches). Writes ``report.json`` (every curve and summary),
 """
 
 import argparse
-import dataclasses
 import hashlib
 import pathlib
 import sys
@@ -25,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from learned_opt import baselines, checkpoint, pretrained
-from meta_train import evaluation, report
+from meta_train.evaluation import report, resolve
+from meta_train.evaluation import rollout as evaluation
 import task_suite
 
 ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -39,43 +38,17 @@ ARMS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-  """The optimizer under evaluation, ready for ``evaluation.run_seeds``."""
-
-  label: str
-  factory: evaluation.OptimizerFactory
-  hparams: object  # theta, or None for a baseline at its defaults
-  info: dict
-
-
-def resolve_optimizer(name_or_path: str, root=None) -> Candidate:
-  """A shipped name, a checkpoint directory or a baseline name.
+def resolve_optimizer(name_or_path: str, root=None) -> resolve.Resolved:
+  """``resolve.resolve``, with errors worded for ``--optimizer``.
 
   Raises:
     ValueError: if it is none of these (the message lists the valid names),
       or a corrupted checkpoint (``CheckpointError``).
   """
-  path = pathlib.Path(name_or_path)
-  if path.is_dir() and not pretrained.is_pretrained_dir(path):
-    lopt, theta, metadata = checkpoint.load(path)
-    return Candidate(
-      path.name, evaluation.LearnedFactory(lopt), theta, dict(metadata or {})
-    )
-  if path.is_dir() or name_or_path in pretrained.available(root):
-    lopt, theta, manifest = pretrained.load_pretrained_with_info(
-      name_or_path, root=root
-    )
-    label = manifest.get("name", path.name)
-    return Candidate(label, evaluation.LearnedFactory(lopt), theta, manifest)
-  if name_or_path in baselines.BASELINE_NAMES:
-    factory = evaluation.BaselineFactory(name_or_path, hparam=None)
-    return Candidate(name_or_path, factory, None, {"baseline": name_or_path})
-  raise ValueError(
-    f"--optimizer {name_or_path!r} is not a checkpoint directory, a shipped "
-    f"checkpoint ({', '.join(pretrained.available(root)) or 'none shipped'}) "
-    f"or a baseline ({', '.join(baselines.BASELINE_NAMES)})"
-  )
+  try:
+    return resolve.resolve(name_or_path, root)
+  except FileNotFoundError as e:
+    raise ValueError(f"--optimizer {e}") from None
 
 
 def _lrs(text: str) -> tuple[float, ...]:
@@ -171,25 +144,30 @@ def _normalizer(task):
   return apply
 
 
-def _to_numpy(result: evaluation.RunResult) -> evaluation.RunResult:
-  return evaluation.RunResult(*(np.asarray(x) for x in result))
+def _to_numpy(result: evaluation.RolloutResult) -> evaluation.RolloutResult:
+  return evaluation.RolloutResult(*(np.asarray(x) for x in result))
 
 
 def make_groups(
-  candidate: Candidate, grids: dict[str, tuple[float, ...]]
+  candidate: resolve.Resolved, grids: dict[str, tuple[float, ...]]
 ) -> list[evaluation.Group]:
   """The candidate, then each baseline's learning-rate grid."""
   groups = [evaluation.Group(candidate.factory, candidate.hparams)]
   for name, values in grids.items():
     lrs = jnp.asarray(values, jnp.float32)
     groups.append(
-      evaluation.Group(evaluation.BaselineFactory(name), lrs, grid=True)
+      evaluation.Group(resolve.BaselineFactory(name), lrs, grid=True)
     )
   return groups
 
 
 def evaluate_task(
-  spec, candidate: Candidate, grids: dict, config, num_seeds: int, seed: int
+  spec,
+  candidate: resolve.Resolved,
+  grids: dict,
+  config,
+  num_seeds: int,
+  seed: int,
 ) -> report.TaskRecord:
   """Runs the candidate and every baseline grid on one task (one program)."""
   start = time.perf_counter()
@@ -230,7 +208,7 @@ def main(argv: list[str]) -> int:
     )
     return 2
   try:
-    config = evaluation.EvalConfig(
+    config = evaluation.RolloutConfig(
       num_steps=args.steps,
       horizon_multiple=args.horizon_multiple,
       valid_every=args.valid_every,

@@ -26,7 +26,8 @@ from typing import Any, NamedTuple
 import jax
 
 from learned_opt import base as lopt_base
-from meta_train import es, pes, tbptt, unroll
+from meta_train import unroll
+from meta_train.estimators import es, pes, tbptt
 from task_suite import base as task_base
 
 MetaParams = Any

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from meta_train import es, unroll
+from meta_train import unroll
+from meta_train.estimators import es, reductions
 from task_suite import base as task_base
 
 MetaParams = Any
@@ -84,8 +85,8 @@ def estimate(
     optimizer_fn, cfg, es.perturb(theta, z, std), tasks, state.inner
   )
   # Loss differences of the run in progress, and of runs started since.
-  before, after = unroll.segment_means(
-    unroll.antithetic_difference(out), out.reset[:, :, 0]
+  before, after = reductions.segment_means(
+    reductions.antithetic_difference(out), out.reset[:, :, 0]
   )  # [pairs] each
   finite = jnp.all(out.finite, axis=1)  # [pairs]
   kept = jnp.maximum(jnp.sum(finite.astype(jnp.float32)), 1.0)
@@ -106,8 +107,8 @@ def estimate(
 
   accum = jax.tree.map(new_accum, state.accum, z)
   dropped = jnp.broadcast_to(~finite[:, None], (num_pairs, 2))
-  metrics = unroll.population_metrics(
-    jnp.mean(unroll.mean_loss(out), axis=1),
+  metrics = reductions.population_metrics(
+    jnp.mean(reductions.mean_loss(out), axis=1),
     finite,
     out.reset[:, :, 0],
     2 * num_pairs * cfg.unroll_length,

@@ -26,6 +26,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 
 from meta_train import unroll
+from meta_train.estimators import reductions
 from task_suite import base as task_base
 
 MetaParams = Any
@@ -149,15 +150,15 @@ def estimate(
   states, out = antithetic_unroll(
     optimizer_fn, cfg, perturb(theta, z, std), tasks, both
   )
-  losses = unroll.mean_loss(out)  # [pairs, 2]
-  delta = jnp.mean(unroll.antithetic_difference(out), axis=0)  # [pairs]
+  losses = reductions.mean_loss(out)  # [pairs, 2]
+  delta = jnp.mean(reductions.antithetic_difference(out), axis=0)  # [pairs]
   finite = jnp.all(out.finite, axis=1)  # [pairs]
   kept = jnp.maximum(jnp.sum(finite.astype(jnp.float32)), 1.0)
   coef = jnp.where(finite, delta / (2.0 * std), 0.0)
   grad = weighted_sum(coef / kept, z)
   carried = jax.tree.map(lambda x: x[:, 0], states)
   carried = unroll.force_reset(carried, ~finite)
-  metrics = unroll.population_metrics(
+  metrics = reductions.population_metrics(
     jnp.mean(losses, axis=1),
     finite,
     out.reset[:, :, 0],

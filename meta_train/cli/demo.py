@@ -17,7 +17,6 @@ writes ``demo.png`` (loss curves), ``demo.md`` (the table) and ``demo.json``
 """
 
 import argparse
-import functools
 import json
 import pathlib
 import sys
@@ -27,36 +26,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from learned_opt import pretrained
-from meta_train import evaluation
+from meta_train.evaluation import resolve, rollout
 from task_suite import data
 from task_suite.families import mlp, quadratic, regression, test_functions
 
 ADAM_GRID = tuple(float(x) for x in np.logspace(-4, -1, 7))  # has 1e-3
 TASK_NAMES = ("quadratic", "rosenbrock", "regression", "mnist")
-
-
-def load_optimizer(name_or_path: str) -> tuple[Any, Any, str]:
-  """A learned optimizer from a shipped name or a checkpoint directory.
-
-  Args:
-    name_or_path: a name under ``checkpoints/`` or a directory written by
-      ``learned_opt.pretrained.save_pretrained`` or ``learned_opt.save``.
-
-  Returns:
-    ``(lopt, theta, description)``.
-
-  Raises:
-    FileNotFoundError: nothing loadable under that name or path (the
-      message lists the shipped names).
-    learned_opt.CheckpointError: a corrupted checkpoint.
-  """
-  lopt, theta, info = pretrained.load_any(name_or_path)
-  if "name" in info:  # a pretrained manifest
-    return lopt, theta, str(info["name"])
-  return lopt, theta, f"{name_or_path} ({lopt.architecture})"
 
 
 def demo_tasks(names=TASK_NAMES) -> tuple[dict[str, Any], list[str]]:
@@ -131,53 +108,22 @@ def _tail_mean(x: np.ndarray) -> np.ndarray:
   return x[..., -n:].mean(-1)
 
 
-@functools.partial(jax.jit, static_argnames=("factory", "num_steps", "grid"))
-def train_runs(task, hparams, keys, *, factory, num_steps: int, grid: bool):
-  """Train-batch losses ``[grid,] seeds, num_steps`` of vmapped runs.
-
-  A single ``lax.scan`` per run and nothing else: compilation dominates the
-  demo's time, and ``meta_train.evaluation``'s held-out checkpoints would
-  double it.
-  """
-
-  def one(hp, key):
-    tx = factory(hp)
-    params = task.init(jax.random.fold_in(key, 0))
-    k_data = jax.random.fold_in(key, 1)
-
-    def step(carry, i):
-      params, state = carry
-      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
-      batch = task.batch(k_batch, "train")
-      loss, grads = task.value_and_grad(params, k_loss, batch)
-      updates, state = tx.update(grads, state, params, value=loss)
-      return (optax.apply_updates(params, updates), state), loss
-
-    carry = (params, tx.init(params))
-    return jax.lax.scan(step, carry, jnp.arange(num_steps))[1]
-
-  fn = jax.vmap(one, in_axes=(None, 0))
-  if grid:
-    fn = jax.vmap(fn, in_axes=(0, None))
-  return fn(hparams, keys)
-
-
 def train_task(task, lopt, theta, steps: int, seeds: int, key) -> dict:
   """Curves and summary of one task for the three optimizers."""
-  keys = evaluation.seed_keys(key, seeds)
-  learned = train_runs(
+  keys = rollout.seed_keys(key, seeds)
+  learned = rollout.train_curves(
     task,
     theta,
     keys,
-    factory=evaluation.LearnedFactory(lopt),
+    factory=resolve.LearnedFactory(lopt),
     num_steps=steps,
     grid=False,
   )
-  grid = train_runs(
+  grid = rollout.train_curves(
     task,
     jnp.asarray(ADAM_GRID, jnp.float32),
     keys,
-    factory=evaluation.BaselineFactory("adam"),
+    factory=resolve.BaselineFactory("adam"),
     num_steps=steps,
     grid=True,
   )
@@ -267,7 +213,11 @@ def main(argv: list[str]) -> int:
   args = _parse(argv)
   start = time.perf_counter()
   try:
-    lopt, theta, name = load_optimizer(args.checkpoint)
+    optimizer = resolve.resolve(args.checkpoint, learned_only=True)
+    lopt, theta = optimizer.lopt, optimizer.theta
+    name = optimizer.label
+    if "name" not in optimizer.info:  # not a pretrained manifest
+      name = f"{args.checkpoint} ({lopt.architecture})"
     tasks, notes = demo_tasks([t for t in args.tasks.split(",") if t])
   except (FileNotFoundError, ValueError) as e:
     print(f"lopt demo: {e}", file=sys.stderr)

@@ -1,11 +1,9 @@
 """Self-train: the pretrained optimizer, Adam and SGD meta-train a fresh one.
 
-Usage:
-  lopt self-train --config configs/self_train.py[:ARG] --out DIR \\
-      [--config.x.y=VALUE ...]
+Run it with ``lopt self-train`` (``meta_train/cli/self_train.py``).
 
 Meta-training a freshly initialised learned optimizer is itself a task
-(``meta_train.self_train_task``): its parameters are the fresh optimizer's
+(``meta_train.self_training.task``): its parameters are the fresh optimizer's
 theta, its loss is the meta-loss and its gradient is the engine's
 antithetic truncated-ES estimate. ``run`` trains that task with three
 *outer* optimizers under the same budget and seeds (the same theta inits
@@ -34,18 +32,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-import learned_opt
-from meta_train import (
-  demo,
-  evaluation,
-  self_train_report,
-  self_train_task,
-  unroll,
-)
+from meta_train import outer
+from meta_train.evaluation import resolve
+from meta_train.self_training import report as self_train_report
+from meta_train.self_training import task as self_train_task
 
-_PROG = "lopt self-train"
+_PROG = "lopt self-train"  # its progress lines name the command
 # Fixed stream indices under a run's key.
 _THETA, _EST_INIT, _STEPS = range(3)
 _EVAL_STREAM = 1_000_003
@@ -65,38 +58,30 @@ class OuterRunState(NamedTuple):
 
 
 def outer_step(task, tx, clip_norm, run_key, state: OuterRunState):
-  """One outer step of one run: ES estimate, clip, outer update.
-
-  A non-finite meta-gradient, meta-loss or new theta never reaches theta:
-  the step is skipped and counted (as in ``meta_train.train``).
+  """One outer step of one run: ``outer.make_outer_step`` on the task's ES.
 
   Returns:
     ``(state, (meta_loss, skipped))``.
   """
+
+  def estimate(theta, est_state, key):
+    meta_loss, grad, est_state, metrics = task.estimate(theta, est_state, key)
+    return grad, est_state, dict(metrics, meta_loss=meta_loss)
+
   key = jax.random.fold_in(jax.random.fold_in(run_key, _STEPS), state.step)
-  meta_loss, grad, est_state, _ = task.estimate(
-    state.theta, state.est_state, key
+  step = outer.make_outer_step(estimate, tx, clip_norm)
+  theta, opt_state, est_state, metrics = step(
+    state.theta, state.opt_state, state.est_state, key
   )
-  grad_norm = optax.tree.norm(grad)
-  if clip_norm:
-    grad = optax.tree.scale(jnp.minimum(1.0, clip_norm / grad_norm), grad)
-  updates, opt_state = tx.update(
-    grad, state.opt_state, state.theta, value=meta_loss
-  )
-  theta = optax.apply_updates(state.theta, updates)
-  ok = jnp.isfinite(grad_norm) & jnp.isfinite(meta_loss)
-  ok &= unroll.tree_finite(theta)
-  keep = lambda new, old: jax.tree.map(
-    lambda a, b: jnp.where(ok, a, b), new, old
-  )
+  skipped = metrics["skipped"]
   state = OuterRunState(
-    keep(theta, state.theta),
-    keep(opt_state, state.opt_state),
+    theta,
+    opt_state,
     est_state,
     state.step + 1,
-    state.num_skipped + (~ok).astype(jnp.int32),
+    state.num_skipped + skipped.astype(jnp.int32),
   )
-  return state, (meta_loss, ~ok)
+  return state, (metrics["meta_loss"], skipped)
 
 
 @jax.jit
@@ -256,7 +241,7 @@ class Contender(NamedTuple):
 
   kind: str  # "learned" | "adam" | "sgd"
   labels: tuple[str, ...]  # one per grid value
-  factory: Any  # evaluation.BaselineFactory | evaluation.LearnedFactory
+  factory: Any  # resolve.BaselineFactory | resolve.LearnedFactory
   hparams: Any  # [grid] LRs, or the learned optimizer's theta
   hp_axis: int | None
 
@@ -269,7 +254,7 @@ def contenders(
     Contender(
       "learned",
       (f"learned ({name})",),
-      evaluation.LearnedFactory(outer_lopt),
+      resolve.LearnedFactory(outer_lopt),
       outer_theta,
       None,
     )
@@ -280,7 +265,7 @@ def contenders(
         Contender(
           kind,
           tuple(f"{kind} lr={lr:g}" for lr in lrs),
-          evaluation.BaselineFactory(kind),
+          resolve.BaselineFactory(kind),
           jnp.asarray(lrs, jnp.float32),
           0,
         )
@@ -371,7 +356,11 @@ def run(cfg: SelfTrainConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
   """
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  outer_lopt, outer_theta, name = demo.load_optimizer(cfg.pretrained)
+  source = resolve.resolve(cfg.pretrained, learned_only=True)
+  outer_lopt, outer_theta = source.lopt, source.theta
+  name = source.label
+  if "name" not in source.info:  # not a pretrained manifest
+    name = f"{cfg.pretrained} ({outer_lopt.architecture})"
   task = self_train_task.SelfTrainFamily(cfg.spec).task(cfg.spec)
   todo = contenders(cfg, outer_lopt, outer_theta, name)
   total, done = cfg.num_outer_steps * len(todo), [0]
@@ -397,60 +386,3 @@ def run(cfg: SelfTrainConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
   (out_dir / "self_train.md").write_text(self_train_report.markdown(summary))
   self_train_report.plot(summary, out_dir / "self_train.png")
   return summary
-
-
-# ------------------------------------------------------------------ CLI
-
-
-def main(argv: list[str]) -> int:
-  """Entry point of ``lopt self-train``; returns the exit status."""
-  from meta_train import main as meta_main  # noqa: PLC0415 (config helpers)
-
-  if any(a in ("-h", "--help") for a in argv):
-    print(__doc__)
-    return 0
-  try:
-    config_spec, out, overrides = _parse_argv(argv)
-    cd = meta_main.load_config_file(config_spec)
-    cd.lock()
-    for path, text in overrides:
-      meta_main.apply_override(cd, path, text)
-    cfg = from_config_dict(cd)
-  except (ValueError, TypeError) as e:
-    print(f"{_PROG}: {e}", file=sys.stderr)
-    return 2
-  try:
-    summary = run(cfg, out)
-  except (FileNotFoundError, learned_opt.CheckpointError) as e:
-    print(f"{_PROG}: {e}", file=sys.stderr)
-    return 2
-  print(self_train_report.markdown(summary))
-  print(f"wrote {out}/self_train.{{json,md,png}}")
-  return 0
-
-
-def _parse_argv(argv):
-  from meta_train import main as meta_main  # noqa: PLC0415 (see main)
-
-  usage_error = meta_main.UsageError
-  usage = (
-    f"usage: {_PROG} --config configs/self_train.py[:ARG] --out DIR "
-    "[--config.x=VALUE ...]"
-  )
-  config_spec, out, overrides = None, None, []
-  for name, value in meta_main.flag_pairs(argv, usage):
-    if name == "config":
-      config_spec = value
-    elif name.startswith("config."):
-      overrides.append((name, value))
-    elif name == "out":
-      out = value
-    else:
-      raise usage_error(f"unknown option --{name}\n{usage}")
-  if config_spec is None or out is None:
-    raise usage_error(f"--config and --out are required\n{usage}")
-  return config_spec, out, overrides
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))

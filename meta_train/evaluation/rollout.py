@@ -21,15 +21,15 @@ compile time, is traced once. The task is a jit argument, so every task of
 one static signature reuses that compilation.
 
 Nothing here guards against divergence: a run that blows up records NaN/inf
-losses, and the report (``meta_train.report``) counts them as losses.
+losses, and the report (``evaluation.report``) counts them as losses.
 
 Example:
-  >>> config = evaluation.EvalConfig(num_steps=100)
-  >>> keys = evaluation.seed_keys(jax.random.key(0), num_seeds=2)
-  >>> learned, adam = evaluation.run_groups(
-  ...     [evaluation.Group(evaluation.LearnedFactory(lopt), theta),
-  ...      evaluation.Group(evaluation.BaselineFactory("adam"),
-  ...                       jnp.array([1e-3, 1e-2]), grid=True)],
+  >>> config = rollout.RolloutConfig(num_steps=100)
+  >>> keys = rollout.seed_keys(jax.random.key(0), num_seeds=2)
+  >>> learned, adam = rollout.run_groups(
+  ...     [rollout.Group(resolve.LearnedFactory(lopt), theta),
+  ...      rollout.Group(resolve.BaselineFactory("adam"),
+  ...                    jnp.array([1e-3, 1e-2]), grid=True)],
   ...     task, keys, config)
   >>> learned.train_loss.shape, adam.train_loss.shape
   ((2, 100), (2, 2, 100))
@@ -38,66 +38,23 @@ Example:
 from collections.abc import Sequence
 import dataclasses
 import functools
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-import learned_opt
-from learned_opt import baselines
+from meta_train.evaluation import resolve
+import task_suite
 from task_suite import base as task_base
 
-Hparams = Any  # a pytree of arrays: a learning rate, theta, or None
-
-
-class OptimizerFactory(Protocol):
-  """A hashable callable ``hparams -> optax.GradientTransformationExtraArgs``.
-
-  It is a static argument of the jitted run, so it must hash and compare by
-  value (a frozen dataclass), or every call would compile again.
-  """
-
-  def __call__(
-    self, hparams: Hparams
-  ) -> optax.GradientTransformationExtraArgs: ...
+Hparams = resolve.Hparams
+OptimizerFactory = resolve.OptimizerFactory
 
 
 @dataclasses.dataclass(frozen=True)
-class BaselineFactory:
-  """Builds ``baselines.baseline(name, **fixed, <hparam>=hparams)``.
-
-  Attributes:
-    name: the baseline's name (``"adam"``, ``"momentum"``, ...).
-    hparam: the keyword the (possibly traced) hyperparameter is passed as;
-      None to ignore ``hparams`` and use the baseline's defaults.
-    fixed: further keyword arguments, as ``((key, value), ...)``.
-  """
-
-  name: str
-  hparam: str | None = "learning_rate"
-  fixed: tuple[tuple[str, Any], ...] = ()
-
-  def __call__(self, hparams: Hparams) -> optax.GradientTransformationExtraArgs:
-    kwargs = dict(self.fixed)
-    if self.hparam is not None:
-      kwargs[self.hparam] = hparams
-    return baselines.baseline(self.name, **kwargs)
-
-
-@dataclasses.dataclass(frozen=True)
-class LearnedFactory:
-  """Builds ``lopt.optimizer(theta)``; ``theta`` is passed as ``hparams``."""
-
-  lopt: learned_opt.LearnedOptimizer
-
-  def __call__(self, hparams: Hparams) -> optax.GradientTransformationExtraArgs:
-    return self.lopt.optimizer(hparams)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class RolloutConfig:
   """Static settings of an evaluation run (hashable: a jit static argument).
 
   Attributes:
@@ -146,7 +103,7 @@ class EvalConfig:
     return self.num_steps * self.horizon_multiple
 
 
-class RunResult(NamedTuple):
+class RolloutResult(NamedTuple):
   """Curves and final losses of runs; ``...`` = [grid,] seeds.
 
   ``C = total_steps / valid_every`` validation points and ``M =
@@ -359,8 +316,8 @@ def run_groups(
   groups: Sequence[Group],
   task: task_base.Task,
   keys: jax.Array,
-  config: EvalConfig,
-) -> list[RunResult]:
+  config: RolloutConfig,
+) -> list[RolloutResult]:
   """Runs several optimizers (each over seeds, grids too) as one program.
 
   Every run of every group with seed ``s`` starts from the same parameters
@@ -373,7 +330,7 @@ def run_groups(
     config: the run settings.
 
   Returns:
-    One ``RunResult`` per group, with leading axes ``[grid, seeds]`` for a
+    One ``RolloutResult`` per group, with leading axes ``[grid, seeds]`` for a
     grid group and ``[seeds]`` otherwise.
   """
   if not groups:
@@ -396,7 +353,7 @@ def run_groups(
   evals = jnp.moveaxis(jnp.concatenate(evals), 0, 1)  # [runs, C, 3]
   per_horizon = config.num_steps // config.chunk
   at_horizons = evals[:, per_horizon - 1 :: per_horizon]  # [runs, M, 3]
-  every = RunResult(
+  every = RolloutResult(
     train_loss=losses,
     valid_loss=evals[..., 0],
     final_train=at_horizons[..., 1],
@@ -408,31 +365,10 @@ def run_groups(
   results = []
   for group, part in zip(groups, _split(every, sizes)):
     shape = (-1, num_seeds) if group.grid else (num_seeds,)
-    results.append(RunResult(*(x.reshape(shape + x.shape[1:]) for x in part)))
+    results.append(
+      RolloutResult(*(x.reshape(shape + x.shape[1:]) for x in part))
+    )
   return results
-
-
-def run_grid(
-  factory: OptimizerFactory,
-  task: task_base.Task,
-  hparams: Hparams,
-  keys: jax.Array,
-  config: EvalConfig,
-) -> RunResult:
-  """Runs every grid value x every seed of one optimizer.
-
-  Args:
-    factory: builds the optimizer from one grid value (traced).
-    task: the task (a jit argument: same-signature tasks share compilation).
-    hparams: a pytree whose leaves have a leading ``[grid]`` axis, e.g. an
-      array of learning rates.
-    keys: ``[seeds]`` run keys from ``seed_keys``.
-    config: the run settings.
-
-  Returns:
-    A ``RunResult`` with leading axes ``[grid, seeds]``.
-  """
-  return run_groups([Group(factory, hparams, grid=True)], task, keys, config)[0]
 
 
 def run_seeds(
@@ -440,8 +376,8 @@ def run_seeds(
   task: task_base.Task,
   hparams: Hparams,
   keys: jax.Array,
-  config: EvalConfig,
-) -> RunResult:
+  config: RolloutConfig,
+) -> RolloutResult:
   """Runs one optimizer (e.g. a learned one, ``hparams=theta``) per seed.
 
   Args:
@@ -453,9 +389,114 @@ def run_seeds(
     config: the run settings.
 
   Returns:
-    A ``RunResult`` with a leading ``[seeds]`` axis.
+    A ``RolloutResult`` with a leading ``[seeds]`` axis.
   """
   return run_groups([Group(factory, hparams)], task, keys, config)[0]
+
+
+# ------------------------------------------ the demo's and meta-training's
+
+
+def train_scan(task, tx, params, k_data: jax.Array, num_steps: int):
+  """``num_steps`` plain training steps in one ``lax.scan`` (no checkpoints).
+
+  Step ``i`` trains on ``task.batch`` of ``fold_in(k_data, i)`` and passes
+  its loss as ``value``. The demo's curves and meta-training's held-out
+  evaluation both run this loop.
+
+  Returns:
+    ``(final params, train-batch losses [num_steps])``.
+  """
+
+  def step(carry, i):
+    params, opt_state = carry
+    k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
+    batch = task.batch(k_batch, "train")
+    loss, grads = task.value_and_grad(params, k_loss, batch)
+    updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  carry = (params, tx.init(params))
+  (params, _), losses = jax.lax.scan(step, carry, jnp.arange(num_steps))
+  return params, losses
+
+
+@functools.partial(jax.jit, static_argnames=("factory", "num_steps", "grid"))
+def train_curves(task, hparams, keys, *, factory, num_steps: int, grid: bool):
+  """Train-batch losses ``[grid,] seeds, num_steps`` of vmapped runs.
+
+  A single ``lax.scan`` per run and nothing else (the demo's loop):
+  compilation dominates the demo's time, and ``run_groups``'s held-out
+  checkpoints would double it.
+  """
+
+  def one(hp, key):
+    params = task.init(jax.random.fold_in(key, 0))
+    k_data = jax.random.fold_in(key, 1)
+    return train_scan(task, factory(hp), params, k_data, num_steps)[1]
+
+  fn = jax.vmap(one, in_axes=(None, 0))
+  if grid:
+    fn = jax.vmap(fn, in_axes=(0, None))
+  return fn(hparams, keys)
+
+
+def make_heldout_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
+  """A function ``(theta, key) -> metrics`` of held-out tasks trained anew.
+
+  Each task trains from ``task.init`` for ``num_steps`` steps with
+  ``lopt.optimizer(theta)``; its final loss is the normalized mean loss of
+  the final parameters on ``num_batches`` fresh train (and test) batches.
+  Tasks of one signature are vmapped: one compilation per signature.
+
+  Args:
+    lopt: the learned optimizer.
+    specs: the held-out task specs.
+    num_steps: inner training steps per task.
+    num_batches: batches averaged for the final losses.
+
+  Returns:
+    The evaluation function (host floats out).
+  """
+  stacked = [
+    task_suite.stack_tasks([task_suite.get_task(s) for s in g])
+    for g in task_suite.group_by_signature(specs).values()
+  ]
+
+  def one_task(theta, task, key):
+    k_init, k_data, k_final = jax.random.split(key, 3)
+    tx = lopt.optimizer(theta)
+    params = train_scan(task, tx, task.init(k_init), k_data, num_steps)[0]
+
+    def final(split, k):
+      k_batch, k_loss = jax.random.split(k)
+      return task.loss(params, k_loss, task.batch(k_batch, split))
+
+    keys = jax.random.split(k_final, num_batches)
+    return tuple(
+      task.normalize(jnp.mean(jax.vmap(functools.partial(final, s))(keys)))
+      for s in ("train", "test")
+    )
+
+  @jax.jit
+  def group_losses(theta, tasks, key):
+    keys = jax.random.split(key, jax.tree.leaves(tasks.dynamic)[0].shape[0])
+    axes = (None, task_suite.vmap_axes(tasks), 0)
+    return jax.vmap(one_task, in_axes=axes)(theta, tasks, keys)
+
+  def evaluate(theta, key) -> dict[str, float]:
+    out = [
+      group_losses(theta, t, jax.random.fold_in(key, i))
+      for i, t in enumerate(stacked)
+    ]
+    train_loss = np.concatenate([np.asarray(o[0]) for o in out])
+    test_loss = np.concatenate([np.asarray(o[1]) for o in out])
+    return {
+      "eval/final_loss": float(np.mean(train_loss)),
+      "eval/final_test_loss": float(np.mean(test_loss)),
+    }
+
+  return evaluate
 
 
 def compilation_count() -> int:

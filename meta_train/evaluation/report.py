@@ -2,7 +2,7 @@
 
 Input: one ``TaskRecord`` per task with the candidate optimizer's runs
 (``[seeds, ...]``) and each baseline's grid runs (``[grid, seeds, ...]``), as
-numpy ``evaluation.RunResult``s. The compared "arms" are the candidate and,
+numpy ``rollout.RolloutResult``s. The compared "arms" are the candidate and,
 per ``Arm``, a baseline at a fixed grid value (Adam at 1e-3) or tuned per task
 (the grid value with the lowest seed-mean final train loss at the first
 horizon T; the same value is used at 2T, so drift is judged for the choice one
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from meta_train import evaluation, report_plots
+from meta_train.evaluation import plots, rollout
 
 CANDIDATE = "candidate"
 METRICS = ("final_train", "mean_train", "final_valid")
@@ -58,7 +58,7 @@ class Grid:
   """A baseline's runs over a grid of one hyperparameter on one task."""
 
   values: tuple[float, ...]  # [G]
-  result: evaluation.RunResult  # numpy, leading axes [G, S]
+  result: rollout.RolloutResult  # numpy, leading axes [G, S]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,7 @@ class TaskRecord:
 
   name: str
   family: str
-  candidate: evaluation.RunResult
+  candidate: rollout.RolloutResult
   grids: dict[str, Grid]
   normalize: Callable[[np.ndarray], np.ndarray] | None = None
   seconds: float = 0.0
@@ -89,7 +89,7 @@ def seed_mean(x: np.ndarray) -> np.ndarray:
   return np.where(np.all(np.isfinite(x), axis=-1), np.mean(x, axis=-1), np.inf)
 
 
-def _metrics(run: evaluation.RunResult, h: int, num_steps: int) -> dict:
+def _metrics(run: rollout.RolloutResult, h: int, num_steps: int) -> dict:
   """Seed-mean metrics of ``run`` ([S, ...]) at horizon index ``h``."""
   curve = np.asarray(run.train_loss)[:, : (h + 1) * num_steps]  # [S, L]
   finite = np.all(np.isfinite(curve)) and np.all(
@@ -106,7 +106,7 @@ def _metrics(run: evaluation.RunResult, h: int, num_steps: int) -> dict:
 
 def select(
   record: TaskRecord, arm: Arm
-) -> tuple[evaluation.RunResult, float | None]:
+) -> tuple[rollout.RolloutResult, float | None]:
   """The runs ([S, ...]) an arm stands for on a task, and its grid value.
 
   Raises:
@@ -131,7 +131,7 @@ def select(
         f"{grid.values}; add it to the grid"
       )
     index = matches[0]
-  run = evaluation.RunResult(*(np.asarray(x)[index] for x in grid.result))
+  run = rollout.RolloutResult(*(np.asarray(x)[index] for x in grid.result))
   return run, float(grid.values[index])
 
 
@@ -489,9 +489,9 @@ def write_report(
       for r, t in zip(records, summary["tasks"])
     }
   series = labels(arms, candidate_label)
-  report_plots.plot_curves(summary, series, paths["curves"], normalized)
+  plots.plot_curves(summary, series, paths["curves"], normalized)
   tuned = next((a for a in arms if a.value is None), arms[0])
-  report_plots.plot_scatter(
+  plots.plot_scatter(
     summary, (tuned.id, tuned.label), series[0], paths["scatter"]
   )
   return paths

@@ -5,9 +5,9 @@ Usage:
       [--config.x.y=value ...] [--num_local_processes=N]
 
 ``--config.x.y=value`` overrides any field of the config (the
-ml_collections config_flags convention, parsed here so that every error
-names the field); a wrong or unknown field or a value of the wrong type
-fails before any compute.
+ml_collections config_flags convention, parsed by ``meta_train.config``:
+see there why not by config_flags itself); a wrong or unknown field or a
+value of the wrong type fails before any compute.
 Re-running the same command on the same ``--workdir`` resumes from the
 latest checkpoint.
 
@@ -23,17 +23,12 @@ of meta-training: on 2 cores this is ~2x faster than one device using both
 (~1.65x on 2 cores): the way to test a multi-host setup on one machine.
 """
 
-import ast
-import importlib.util
 import os
-import pathlib
 import signal
 import socket
 import subprocess
 import sys
 from typing import Any
-
-import ml_collections
 
 from meta_train import config as config_lib
 
@@ -42,119 +37,18 @@ _USAGE = (
   f"usage: {_PROG} --config configs/NAME.py[:ARG] --workdir DIR "
   "[--config.x.y=VALUE ...] [--num_local_processes=N]"
 )
-# Dict fields whose keys are open-ended (constructor/optimizer kwargs): an
-# override may add a key that the config file did not set.
-_OPEN_DICTS = ("kwargs", "hparams")
-
-
 _INTERRUPTED = f"{_PROG}: interrupted; resume with the same command"
-
-
-class UsageError(ValueError):
-  """A malformed command line or override."""
-
-
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Runs ``get_config(arg)`` of ``path[:arg]`` (a configs/*.py file).
-
-  Raises:
-    UsageError: if the file is missing or defines no get_config.
-  """
-  path, _, arg = spec.partition(":")
-  if not pathlib.Path(path).is_file():
-    raise UsageError(f"--config: no such file {path!r}")
-  module_spec = importlib.util.spec_from_file_location("_lopt_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise UsageError(f"--config: {path} defines no get_config(arg=None)")
-  return module.get_config(arg or None)
-
-
-def _parse_value(text: str, old: Any, path: str) -> Any:
-  """Parses ``text`` as a value of the type of ``old`` (the field's value)."""
-  try:
-    if isinstance(old, bool):
-      lowered = text.lower()
-      if lowered not in ("true", "false", "1", "0"):
-        raise ValueError(text)
-      return lowered in ("true", "1")
-    if isinstance(old, int):
-      return int(text)
-    if isinstance(old, float):
-      return float(text)
-    if isinstance(old, str):
-      return text
-    if isinstance(old, tuple):
-      try:
-        value = ast.literal_eval(text)
-      except (ValueError, SyntaxError):
-        value = tuple(t.strip() for t in text.split(",") if t.strip())
-      return tuple(value) if isinstance(value, list | tuple) else (value,)
-    return ast.literal_eval(text)  # a new key of an open-ended dict
-  except (ValueError, SyntaxError):
-    kind = type(old).__name__ if old is not None else "a Python literal"
-    raise UsageError(f"{path} must be of type {kind}, got {text!r}") from None
-
-
-def apply_override(cd: ml_collections.ConfigDict, path: str, text: str):
-  """Sets ``config.a.b`` (``path``) from the command-line text ``text``.
-
-  Raises:
-    UsageError: naming the field if it does not exist or the value does
-      not parse as the field's type.
-  """
-  *parents, name = path.split(".")[1:]
-  node, where = cd, "config"
-  for part in parents:
-    if part not in node or not isinstance(
-      node[part], ml_collections.ConfigDict
-    ):
-      raise UsageError(
-        f"{where}.{part}: unknown section; valid: {', '.join(sorted(node))}"
-      )
-    node, where = node[part], f"{where}.{part}"
-  if name not in node:
-    if parents and parents[-1] in _OPEN_DICTS:
-      with node.unlocked():
-        node[name] = _parse_value(text, None, path)
-      return
-    raise UsageError(f"{path}: unknown field; valid: {', '.join(sorted(node))}")
-  if isinstance(node[name], ml_collections.ConfigDict):
-    raise UsageError(f"{path} is a section; set one of its fields")
-  node[name] = _parse_value(text, node[name], path)
-
-
-def flag_pairs(argv: list[str], usage: str) -> list[tuple[str, str]]:
-  """``(name, value)`` of each ``--name=value`` or ``--name value``, in order.
-
-  Raises:
-    UsageError: for a bare argument or a flag without a value.
-  """
-  pairs, i = [], 0
-  while i < len(argv):
-    arg = argv[i]
-    if not arg.startswith("--"):
-      raise UsageError(f"unexpected argument {arg!r}\n{usage}")
-    name, eq, value = arg[2:].partition("=")
-    if not eq:
-      if i + 1 >= len(argv):
-        raise UsageError(f"--{name} needs a value\n{usage}")
-      i, value = i + 1, argv[i + 1]
-    i += 1
-    pairs.append((name, value))
-  return pairs
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
   """Parses the command line into config, workdir and process count.
 
   Raises:
-    UsageError: with a message naming the bad argument.
+    config_lib.UsageError: with a message naming the bad argument.
   """
   opts: dict[str, Any] = {"num_local_processes": 1, "workdir": None}
   overrides, config_spec = [], None
-  for name, value in flag_pairs(argv, _USAGE):
+  for name, value in config_lib.flag_pairs(argv, _USAGE):
     if name == "config":
       config_spec = value
     elif name.startswith("config."):
@@ -165,20 +59,20 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
       try:
         opts["num_local_processes"] = int(value)
       except ValueError:
-        raise UsageError(
+        raise config_lib.UsageError(
           f"--num_local_processes: not an integer: {value!r}"
         ) from None
     else:
-      raise UsageError(f"unknown option --{name}\n{_USAGE}")
+      raise config_lib.UsageError(f"unknown option --{name}\n{_USAGE}")
   if config_spec is None or not opts["workdir"]:
-    raise UsageError(
+    raise config_lib.UsageError(
       f"--config and --workdir are required; e.g. {_PROG} --config "
       f"configs/tiny.py --workdir /tmp/lopt_tiny\n{_USAGE}"
     )
-  cd = load_config_file(config_spec)
+  cd = config_lib.load_config_file(config_spec)
   cd.lock()
   for path, text in overrides:
-    apply_override(cd, path, text)
+    config_lib.apply_override(cd, path, text)
   opts["config"] = cd
   return opts
 
@@ -250,7 +144,7 @@ def launch_local_processes(argv: list[str], num: int) -> int:
     mine = cores[i::num]
     procs.append(
       subprocess.Popen(
-        [sys.executable, "-m", "meta_train.main", *argv],
+        [sys.executable, "-m", "meta_train.cli.meta_train", *argv],
         env=local_process_env(i, num, port, mine),
         preexec_fn=(lambda mine=mine: pin(0, mine)) if pin else None,
       )
@@ -312,7 +206,7 @@ def main(argv: list[str]) -> int:
   try:
     opts = parse_args(argv)
     cfg = config_lib.from_config(opts["config"])
-  except (UsageError, config_lib.ConfigError) as e:
+  except (config_lib.UsageError, config_lib.ConfigError) as e:
     print(f"{_PROG}: {e}", file=sys.stderr)
     return 2
   if opts["num_local_processes"] > 1:

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from meta_train import unroll
+from meta_train.estimators import reductions
 from task_suite import base as task_base
 
 MetaParams = Any
@@ -62,7 +63,7 @@ def per_instance_grads(
 
   def total_loss(thetas):
     states, out = unroll.unroll(optimizer_fn, thetas, tasks, inner, cfg)
-    losses = unroll.mean_loss(out)
+    losses = reductions.mean_loss(out)
     return jnp.sum(jnp.where(out.finite, losses, 0.0)), (states, out)
 
   grads, (states, out) = jax.grad(total_loss, has_aux=True)(thetas)
@@ -102,8 +103,8 @@ def estimate(
     return jnp.sum(jnp.where(mask, g, 0.0), axis=0) / kept
 
   grad = jax.tree.map(mean_finite, grads)
-  metrics = unroll.population_metrics(
-    unroll.mean_loss(out),
+  metrics = reductions.population_metrics(
+    reductions.mean_loss(out),
     finite,
     out.reset,
     finite.shape[0] * cfg.unroll_length,
