@@ -120,7 +120,7 @@ def build_step(
   tasks = mesh_lib.put(task_suite.stack_tasks([task_suite.get_task(spec)]), rep)
   cfg = estimators.EstimatorConfig(
     name="es",
-    num_tasks=num_pairs,
+    num_pairs=num_pairs,
     unroll_length=UNROLL,
     min_horizon=200,
     max_horizon=2000,

@@ -120,7 +120,7 @@ def make_outer_optimizer(
 def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
   """Train specs grouped by signature, filtered and capped by the config."""
   specs = task_suite.sample_suite(
-    cfg.num_tasks, seed=cfg.seed, split="train", weights=_weights(cfg)
+    cfg.num_specs, seed=cfg.seed, split="train", weights=_weights(cfg)
   )
   groups = [
     g
@@ -130,7 +130,7 @@ def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
   if not groups:
     raise ValueError(
       f"no train signature has <= config.suite.max_params={cfg.max_params} "
-      "parameters; raise it or config.suite.num_tasks."
+      "parameters; raise it or config.suite.num_specs."
     )
   groups.sort(key=len, reverse=True)  # stable: ties keep signature order
   return groups[: cfg.max_groups or None]
@@ -279,7 +279,7 @@ def run(
   mesh_lib.initialize_distributed(cfg.mesh)
   _check_workdir(workdir, cfg)
   mesh = mesh_lib.make_mesh(cfg.mesh.num_devices)
-  mesh_lib.check_population(cfg.estimator.num_tasks, mesh)
+  mesh_lib.check_population(cfg.estimator.num_pairs, mesh)
   rep, sharded = mesh_lib.replicated(mesh), mesh_lib.task_sharded(mesh)
 
   # --- The learned optimizer, the tasks and their estimators.
@@ -287,7 +287,7 @@ def run(
   init_theta = initial_theta_fn(lopt, cfg.lopt.init_from)
   groups = sample_train_groups(cfg.suite)
   if cfg.eval.every:
-    test_specs = sample_test_specs(cfg.suite, cfg.eval.num_tasks)
+    test_specs = sample_test_specs(cfg.suite, cfg.eval.num_eval_tasks)
   tasks = [
     mesh_lib.put(
       task_suite.stack_tasks([task_suite.get_task(s) for s in g]), rep

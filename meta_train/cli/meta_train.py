@@ -12,7 +12,7 @@ Re-running the same command on the same ``--workdir`` resumes from the
 latest checkpoint.
 
 On a CPU-only machine the process makes one JAX device per core (as many as
-divide ``config.estimator.num_tasks``; ``--config.mesh.cpu_devices=N`` picks
+divide ``config.estimator.num_pairs``; ``--config.mesh.cpu_devices=N`` picks
 another count, 1 turns it off) and shards the population over them, each
 device single-threaded. XLA:CPU's intra-op threading is poor on the small ops
 of meta-training: on 2 cores this is ~2x faster than one device using both
@@ -222,7 +222,7 @@ def main(argv: list[str]) -> int:
   # jax/estimators: slow imports, not needed for --help or bad configs.
   from meta_train import checkpointing, mesh, train  # noqa: PLC0415
 
-  mesh.split_host_cpu(cfg.mesh, cfg.estimator.num_tasks)
+  mesh.split_host_cpu(cfg.mesh, cfg.estimator.num_pairs)
   _terminate_with_interrupt()
   try:
     train.run(opts["config"], opts["workdir"])

@@ -4,14 +4,14 @@ An ``Estimator`` is a pair of pure functions (the caller jits them, passing
 the stacked task as an argument so that its data is not baked into the HLO):
 
 * ``init(theta, tasks, key) -> state``: a population of staggered inner runs;
-  every array leaf of the state has leading axis ``[num_tasks]``.
+  every array leaf of the state has leading axis ``[num_pairs]``.
 * ``estimate(theta, tasks, state, key) -> (grad, state, metrics)``: one
   truncation of ``unroll_length`` inner steps per instance, the meta-gradient
   averaged over finite instances (same tree as theta), and scalar metrics
   ``meta_loss``, ``num_nonfinite``, ``num_resets``, ``inner_steps``.
 
 Example:
-  >>> cfg = estimators.EstimatorConfig(name="es", num_tasks=8)
+  >>> cfg = estimators.EstimatorConfig(name="es", num_pairs=8)
   >>> est = estimators.make_estimator(lopt, cfg)
   >>> state = jax.jit(est.init)(theta, tasks, key)
   >>> grad, state, metrics = jax.jit(est.estimate)(theta, tasks, state, key)
@@ -42,8 +42,8 @@ class EstimatorConfig:
 
   Attributes:
     name: "es" (antithetic truncated ES), "pes" or "tbptt".
-    num_tasks: population: task instances (ES/PES: antithetic pairs, each
-      pair is 2 inner runs).
+    num_pairs: the population: ES/PES antithetic pairs (each pair is 2
+      inner runs); truncated backprop runs this many single inner runs.
     unroll_length: K inner steps per truncation.
     std: ES/PES perturbation std.
     min_horizon: inner-run length is log-uniform in
@@ -58,7 +58,7 @@ class EstimatorConfig:
   """
 
   name: str = "es"
-  num_tasks: int = 8
+  num_pairs: int = 8
   unroll_length: int = 20
   std: float = 0.01
   min_horizon: int = 100
@@ -80,9 +80,9 @@ class EstimatorConfig:
       raise ValueError(
         f"EstimatorConfig.name must be one of {NAMES}, got {self.name!r}."
       )
-    if self.num_tasks < 1:
+    if self.num_pairs < 1:
       raise ValueError(
-        f"EstimatorConfig.num_tasks must be >= 1, got {self.num_tasks!r}."
+        f"EstimatorConfig.num_pairs must be >= 1, got {self.num_pairs!r}."
       )
     if not (math.isfinite(self.std) and self.std > 0):
       raise ValueError(
@@ -118,7 +118,7 @@ class Estimator(NamedTuple):
 def _make_es(optimizer_fn, cfg: EstimatorConfig) -> Estimator:
   ucfg = cfg.unroll_config()
   return Estimator(
-    init=functools.partial(es.init, optimizer_fn, ucfg, cfg.num_tasks),
+    init=functools.partial(es.init, optimizer_fn, ucfg, cfg.num_pairs),
     estimate=functools.partial(es.estimate, optimizer_fn, ucfg, cfg.std),
   )
 
@@ -126,7 +126,7 @@ def _make_es(optimizer_fn, cfg: EstimatorConfig) -> Estimator:
 def _make_pes(optimizer_fn, cfg: EstimatorConfig) -> Estimator:
   ucfg = cfg.unroll_config()
   return Estimator(
-    init=functools.partial(pes.init, optimizer_fn, ucfg, cfg.num_tasks),
+    init=functools.partial(pes.init, optimizer_fn, ucfg, cfg.num_pairs),
     estimate=functools.partial(pes.estimate, optimizer_fn, ucfg, cfg.std),
   )
 
@@ -134,7 +134,7 @@ def _make_pes(optimizer_fn, cfg: EstimatorConfig) -> Estimator:
 def _make_tbptt(optimizer_fn, cfg: EstimatorConfig) -> Estimator:
   ucfg = cfg.unroll_config()
   return Estimator(
-    init=functools.partial(tbptt.init, optimizer_fn, ucfg, cfg.num_tasks),
+    init=functools.partial(tbptt.init, optimizer_fn, ucfg, cfg.num_pairs),
     estimate=functools.partial(tbptt.estimate, optimizer_fn, ucfg),
   )
 
@@ -144,7 +144,7 @@ _REGISTRY = {"es": _make_es, "pes": _make_pes, "tbptt": _make_tbptt}
 
 def population_size(cfg: EstimatorConfig) -> int:
   """Inner runs the estimator vmaps: ES/PES run 2 per antithetic pair."""
-  return cfg.num_tasks * (1 if cfg.name == "tbptt" else 2)
+  return cfg.num_pairs * (1 if cfg.name == "tbptt" else 2)
 
 
 def make_estimator(

@@ -33,14 +33,14 @@ class TBPTTState(NamedTuple):
 def init(
   optimizer_fn: unroll.OptimizerFn,
   cfg: unroll.UnrollConfig,
-  num_tasks: int,
+  num_runs: int,
   theta: MetaParams,
   tasks: task_base.Task,
   key: jax.Array,
 ) -> TBPTTState:
-  """Initial TBPTT state: ``num_tasks`` staggered inner runs."""
+  """Initial TBPTT state: ``num_runs`` staggered inner runs."""
   return TBPTTState(
-    unroll.init_states(optimizer_fn, theta, tasks, key, num_tasks, cfg)
+    unroll.init_states(optimizer_fn, theta, tasks, key, num_runs, cfg)
   )
 
 

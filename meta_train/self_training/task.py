@@ -86,7 +86,7 @@ class SelfTrainSpec(base.TaskSpec):
     """The antithetic-ES settings of this spec."""
     return estimators.EstimatorConfig(
       name="es",
-      num_tasks=self.num_pairs,
+      num_pairs=self.num_pairs,
       unroll_length=self.unroll_length,
       std=self.std,
       min_horizon=self.min_horizon,

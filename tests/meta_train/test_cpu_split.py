@@ -22,11 +22,11 @@ import jax
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 
-cpu_devices, num_tasks = int(sys.argv[1]), int(sys.argv[2])
+cpu_devices, num_pairs = int(sys.argv[1]), int(sys.argv[2])
 num_devices = int(sys.argv[4])
 asked = mesh_lib.split_host_cpu(
   config_lib.MeshConfig(cpu_devices=cpu_devices, num_devices=num_devices),
-  num_tasks,
+  num_pairs,
 )
 print(json.dumps({
   "asked": asked,
@@ -37,7 +37,7 @@ print(json.dumps({
 """
 
 
-def _split(cpu_devices: int, num_tasks: int, num_devices=0, **env) -> dict:
+def _split(cpu_devices: int, num_pairs: int, num_devices=0, **env) -> dict:
   cores = sorted(os.sched_getaffinity(0))
   if len(cores) < 2:
     pytest.skip("needs two cores")
@@ -48,7 +48,7 @@ def _split(cpu_devices: int, num_tasks: int, num_devices=0, **env) -> dict:
       "-c",
       _SCRIPT,
       str(cpu_devices),
-      str(num_tasks),
+      str(num_pairs),
       ",".join(map(str, cores[:2])),
       str(num_devices),
     ],

@@ -334,7 +334,7 @@ NAN_CFG = unroll.UnrollConfig(
 def _estimate(name: str):
   cfg = estimators.EstimatorConfig(
     name=name,
-    num_tasks=NAN_PAIRS,
+    num_pairs=NAN_PAIRS,
     unroll_length=NAN_K,
     min_horizon=50,
     max_horizon=50,
@@ -359,7 +359,7 @@ def _initial_state(name, theta, tasks):
   """What ``est.init`` builds, from the shared inner states."""
   est = _estimate(name)
   shapes = jax.eval_shape(est.init, theta, tasks, jax.random.key(1))
-  for leaf in jax.tree.leaves(shapes):  # the contract: leading [num_tasks]
+  for leaf in jax.tree.leaves(shapes):  # the contract: leading [num_pairs]
     assert leaf.shape[0] == NAN_PAIRS
   inner = _blowup_inner()
   if name == "pes":
@@ -431,7 +431,7 @@ def test_valid_split_measures_the_validation_loss():
 @pytest.mark.parametrize(
   "field,value",
   [
-    ("num_tasks", 0),
+    ("num_pairs", 0),
     ("unroll_length", 0),
     ("std", 0.0),
     ("std", float("nan")),
@@ -441,7 +441,7 @@ def test_valid_split_measures_the_validation_loss():
     ("meta_loss_split", "test"),
     ("meta_loss_weighting", "late"),
     ("unroll_length", 20.0),
-    ("num_tasks", True),
+    ("num_pairs", True),
     ("std", "0.01"),
   ],
 )
@@ -474,17 +474,17 @@ class ChunkedLRSGD(LearnedLRSGD):
 
 
 @pytest.mark.parametrize(
-  "name, num_tasks, num_devices, want",
+  "name, num_pairs, num_devices, want",
   [("es", 4, 1, 256), ("es", 4, 8, 1024), ("pes", 8, 2, 256),
    ("tbptt", 8, 1, 256), ("tbptt", 64, 1, 128)],
 )  # fmt: skip
 def test_estimators_tune_the_chunk_size_to_the_instances_per_device(
-  name, num_tasks, num_devices, want
+  name, num_pairs, num_devices, want
 ):
   built = []
   lopt = ChunkedLRSGD(built=built)
-  cfg = estimators.EstimatorConfig(name=name, num_tasks=num_tasks)
-  assert estimators.population_size(cfg) == num_tasks * (
+  cfg = estimators.EstimatorConfig(name=name, num_pairs=num_pairs)
+  assert estimators.population_size(cfg) == num_pairs * (
     1 if name == "tbptt" else 2
   )
   est = estimators.make_estimator(lopt, cfg, num_devices)
@@ -495,7 +495,7 @@ def test_estimators_tune_the_chunk_size_to_the_instances_per_device(
 def test_make_estimator_can_keep_the_chunk_size():
   built = []
   lopt = ChunkedLRSGD(built=built)
-  cfg = estimators.EstimatorConfig(name="es", num_tasks=64)
+  cfg = estimators.EstimatorConfig(name="es", num_pairs=64)
   est = estimators.make_estimator(lopt, cfg, tune_chunk_size=False)
   jax.eval_shape(est.init, lopt.init(None), blowup_tasks(), jax.random.key(0))
   assert built and set(built) == {1024}

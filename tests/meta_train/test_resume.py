@@ -233,3 +233,44 @@ def test_sigterm_to_two_process_launcher_saves_and_stops(tmp_path):
   _, theta, meta = learned_opt.load(workdir / "theta")
   assert meta["meta_train_step"] == saved[0] + 2
   test_utils.assert_tree_all_finite(theta)
+
+
+# Written by the code before the meta_train split (commit 5a5aa2d, with the
+# old field names suite/estimator/eval.num_tasks in config.json):
+#   python -m meta_train.main --config configs/tiny.py:smoke --workdir W \
+#     --config.outer.num_steps=N --config.estimator.num_tasks=2 \
+#     --config.suite.num_tasks=8 --config.mesh.cpu_devices=1 \
+#     --config.mesh.num_devices=1 --config.log.tensorboard=false \
+#     --config.log.progress=false --config.checkpoint.keep=1 \
+#     --config.lopt.kwargs.hidden_size=4
+# with N=2 (data/old_workdir_step2: config.json and the step-2 checkpoint)
+# and N=4 (data/old_theta_step4: the theta it exported at step 4).
+OLD_DATA = pathlib.Path(__file__).resolve().parent / "data"
+
+
+def test_workdir_of_the_old_code_resumes(tmp_path):
+  import shutil
+
+  from configs import tiny
+  from meta_train import train
+
+  workdir = tmp_path / "run"
+  shutil.copytree(OLD_DATA / "old_workdir_step2", workdir)
+  cd = tiny.get_config("smoke")
+  cd.outer.num_steps = 4
+  cd.estimator.num_pairs = 2
+  cd.suite.num_specs = 8
+  cd.mesh.num_devices = 1
+  cd.log.tensorboard = False
+  cd.log.progress = False
+  cd.checkpoint.keep = 1
+  cd.lopt.kwargs.hidden_size = 4
+  result = train.run(cd, workdir)
+  assert result.step == 4
+  # It resumed at step 2 (the old checkpoint), not from scratch: only the
+  # steps after it were logged by this run.
+  steps = [r["step"] for r in metrics_lib.read_jsonl(workdir / "metrics.jsonl")]
+  assert steps == [3, 4]
+  # And it continued as the old code did.
+  _, old_theta, _ = learned_opt.load(OLD_DATA / "old_theta_step4")
+  test_utils.assert_trees_equal(result.theta, old_theta)

@@ -88,7 +88,7 @@ def test_inner_static_is_applied_and_checked():
     stt.SelfTrainSpec(inner_static="width:2")
   with pytest.raises(ValueError, match="bad value 'two' for dim"):
     stt.SelfTrainSpec(inner_static="dim:two")
-  with pytest.raises(ValueError, match="num_tasks"):
+  with pytest.raises(ValueError, match="num_pairs"):
     stt.SelfTrainSpec(num_pairs=0)
 
 

@@ -184,8 +184,8 @@ def lr_config(num_steps=30, checkpoint_every=10):
   c = tiny.get_config()
   c.suite.max_params = 2
   c.suite.max_groups = 1
-  c.suite.num_tasks = 8
-  c.estimator.num_tasks = 4
+  c.suite.num_specs = 8
+  c.estimator.num_pairs = 4
   c.estimator.unroll_length = 5
   c.estimator.min_horizon = 20
   c.estimator.max_horizon = 60
@@ -193,7 +193,7 @@ def lr_config(num_steps=30, checkpoint_every=10):
   c.outer.num_steps = num_steps
   c.outer.learning_rate = 0.2
   c.eval.every = 10
-  c.eval.num_tasks = 2
+  c.eval.num_eval_tasks = 2
   c.eval.num_steps = 30
   c.checkpoint.every = checkpoint_every
   c.log.every = 5
@@ -222,7 +222,7 @@ def test_run_learns_and_writes_its_outputs(lr_run):
   assert all(r["inner_steps"] == 2 * 4 * 5 for r in train_records)
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   saved = json.loads((workdir / "config.json").read_text())
-  assert saved["estimator"]["num_tasks"] == 4
+  assert saved["estimator"]["num_pairs"] == 4
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
   assert steps == [20, 30]  # every 10, the last 2 kept
   manifest = json.loads((workdir / "theta" / "manifest.json").read_text())
