@@ -21,7 +21,7 @@ import test_train
 import test_utils
 
 import learned_opt
-from meta_train import train
+from meta_train import components, train
 
 # Runs the tiny config for 3 outer steps in a subprocess; saves theta.
 _SCRIPT = r"""
@@ -88,7 +88,7 @@ def _initial_theta():
   from configs import tiny
 
   cfg = tiny.get_config()
-  lopt = train.make_lopt(train.config_lib.from_config(cfg).lopt)
+  lopt = components.make_lopt(train.config_lib.from_config(cfg).lopt)
   key = jax.random.fold_in(jax.random.key(cfg.seed), train._THETA)
   return jax.tree.leaves(lopt.init(key))
 
