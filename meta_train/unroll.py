@@ -83,27 +83,19 @@ class UnrollConfig:
         "an int",
         self,
       )
-    _check(self.unroll_length >= 1, "unroll_length", ">= 1", self)
-    _check(self.min_horizon >= 1, "min_horizon", ">= 1", self)
-    _check(
-      self.max_horizon >= self.min_horizon,
-      "max_horizon",
-      ">= min_horizon",
-      self,
-    )
-    _check(self.valid_every >= 0, "valid_every", ">= 0 (0: never)", self)
-    _check(
-      self.meta_loss_split in SPLITS,
-      "meta_loss_split",
-      f"one of {SPLITS}",
-      self,
-    )
-    _check(
-      self.meta_loss_weighting in WEIGHTINGS,
-      "meta_loss_weighting",
-      f"one of {WEIGHTINGS}",
-      self,
-    )
+    for ok, name, allowed in (
+      (self.unroll_length >= 1, "unroll_length", ">= 1"),
+      (self.min_horizon >= 1, "min_horizon", ">= 1"),
+      (self.max_horizon >= self.min_horizon, "max_horizon", ">= min_horizon"),
+      (self.valid_every >= 0, "valid_every", ">= 0 (0: never)"),
+      (self.meta_loss_split in SPLITS, "meta_loss_split", f"one of {SPLITS}"),
+      (
+        self.meta_loss_weighting in WEIGHTINGS,
+        "meta_loss_weighting",
+        f"one of {WEIGHTINGS}",
+      ),
+    ):
+      _check(ok, name, allowed, self)
 
 
 def _check(ok: bool, name: str, allowed: str, cfg: Any) -> None:

@@ -72,16 +72,9 @@ class RolloutConfig:
   num_eval_batches: int = 4
 
   def __post_init__(self):
-    if self.num_steps < 1:
-      raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
-    if self.horizon_multiple < 1:
-      raise ValueError(
-        f"horizon_multiple must be >= 1, got {self.horizon_multiple}"
-      )
-    if self.num_eval_batches < 1:
-      raise ValueError(
-        f"num_eval_batches must be >= 1, got {self.num_eval_batches}"
-      )
+    for name in ("num_steps", "horizon_multiple", "num_eval_batches"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.valid_every < 0 or (
       self.valid_every and self.num_steps % self.valid_every
     ):
