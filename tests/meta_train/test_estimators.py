@@ -499,3 +499,30 @@ def test_make_estimator_can_keep_the_chunk_size():
   est = estimators.make_estimator(lopt, cfg, tune_chunk_size=False)
   jax.eval_shape(est.init, lopt.init(None), blowup_tasks(), jax.random.key(0))
   assert built and set(built) == {1024}
+
+
+def test_tbptt_matches_finite_differences(
+  theta, quad_tasks, episode_states, exact
+):
+  """The backprop meta-gradient agrees with central differences of the
+  episode's meta-loss, along the gradient and along a direction half
+  random (float32: the directions keep the derivative well above the
+  rounding error of the differences)."""
+  i = 1
+  one = jax.tree.map(lambda x: x[i], episode_states)
+  task = task_base.index_task(quad_tasks, one.spec_index)
+  loss = jax.jit(
+    lambda th: explicit_episode_loss(
+      th, task, one.params, one.opt_state, one.step, one.key
+    )
+  )
+  g = jax.tree.map(lambda x: x[i], exact)
+  z = optax.tree.random_like(jax.random.key(5), g)
+  z = optax.tree.scale(optax.tree.norm(g) / optax.tree.norm(z), z)
+  for d in (g, optax.tree.add(g, z)):
+    d = optax.tree.scale(1.0 / optax.tree.norm(d), d)
+    eps = 3e-3
+    plus = loss(optax.tree.add(theta, optax.tree.scale(eps, d)))
+    minus = loss(optax.tree.add(theta, optax.tree.scale(-eps, d)))
+    fd = float(plus - minus) / (2 * eps)
+    np.testing.assert_allclose(float(optax.tree.vdot(g, d)), fd, rtol=2e-2)

@@ -8,12 +8,10 @@ test meta-trains ``MLPLOpt`` on quadratics with the tiny config through the
 
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 from typing import ClassVar
 
 import jax
@@ -28,23 +26,6 @@ from meta_train import metrics as metrics_lib
 from meta_train import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# Shared by the subprocess tests of this directory: compiled programs are
-# reused across processes and test sessions (keys include the whole HLO).
-COMPILE_CACHE = pathlib.Path(tempfile.gettempdir()) / "lopt_test_jax_cache"
-
-
-def subprocess_env(**extra) -> dict[str, str]:
-  """Environment of a `lopt meta-train` subprocess of the tests."""
-  env = dict(os.environ)
-  env.update(
-    JAX_PLATFORMS="cpu",
-    JAX_COMPILATION_CACHE_DIR=str(COMPILE_CACHE),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    PYTHONPATH=f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
-  )
-  env.update(extra)
-  return env
 
 
 # ---------------------------------------------------------- outer step
@@ -286,7 +267,7 @@ def test_workdir_of_another_run_is_refused(lr_run):
 
 
 @pytest.mark.slow
-def test_tiny_config_meta_training_learns(tmp_path):
+def test_tiny_config_meta_training_learns(tmp_path, subprocess_env):
   """200 outer steps of ES: the held-out loss falls to < 1/2 of its start."""
   workdir = tmp_path / "tiny"
   cmd = [
