@@ -46,35 +46,21 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
   Raises:
     config_lib.UsageError: with a message naming the bad argument.
   """
-  opts: dict[str, Any] = {"num_local_processes": 1, "workdir": None}
-  overrides, config_spec = [], None
-  for name, value in config_lib.flag_pairs(argv, _USAGE):
-    if name == "config":
-      config_spec = value
-    elif name.startswith("config."):
-      overrides.append((name, value))
-    elif name == "workdir":
-      opts["workdir"] = value
-    elif name == "num_local_processes":
-      try:
-        opts["num_local_processes"] = int(value)
-      except ValueError:
-        raise config_lib.UsageError(
-          f"--num_local_processes: not an integer: {value!r}"
-        ) from None
-    else:
-      raise config_lib.UsageError(f"unknown option --{name}\n{_USAGE}")
-  if config_spec is None or not opts["workdir"]:
+  cd, values = config_lib.parse_command_line(
+    argv, _USAGE, required=("workdir",), optional=("num_local_processes",)
+  )
+  try:
+    num = int(values.get("num_local_processes", 1))
+  except ValueError:
     raise config_lib.UsageError(
-      f"--config and --workdir are required; e.g. {_PROG} --config "
-      f"configs/tiny.py --workdir /tmp/lopt_tiny\n{_USAGE}"
-    )
-  cd = config_lib.load_config_file(config_spec)
-  cd.lock()
-  for path, text in overrides:
-    config_lib.apply_override(cd, path, text)
-  opts["config"] = cd
-  return opts
+      "--num_local_processes: not an integer: "
+      f"{values['num_local_processes']!r}"
+    ) from None
+  return {
+    "config": cd,
+    "workdir": values["workdir"],
+    "num_local_processes": num,
+  }
 
 
 def _free_port() -> int:

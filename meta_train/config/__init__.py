@@ -40,6 +40,7 @@ from meta_train.config.parsing import (  # noqa: F401
   flag_pairs,
   load_config_file,
   migrate,
+  parse_command_line,
 )
 from meta_train.config.schema import (  # noqa: F401
   SCHEDULES,

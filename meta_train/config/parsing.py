@@ -257,3 +257,45 @@ def flag_pairs(argv: list[str], usage: str) -> list[tuple[str, str]]:
     i += 1
     pairs.append((name, value))
   return pairs
+
+
+def parse_command_line(
+  argv: list[str],
+  usage: str,
+  required: tuple[str, ...] = (),
+  optional: tuple[str, ...] = (),
+) -> tuple[ml_collections.ConfigDict, dict[str, str]]:
+  """``--config FILE[:ARG]``, ``--config.a.b=VALUE`` and other options.
+
+  Args:
+    argv: the arguments after the subcommand.
+    usage: the subcommand's usage line, shown with every error.
+    required: names of the other ``--name=value`` options that must be
+      given (``lopt meta-train``'s ``workdir``).
+    optional: names of those that may be.
+
+  Returns:
+    ``(config, {option: value})``: the config file's ConfigDict, locked,
+    with the overrides applied in order.
+
+  Raises:
+    UsageError: naming the bad argument, option or field.
+  """
+  spec, values, overrides = None, {}, []
+  for name, value in flag_pairs(argv, usage):
+    if name == "config":
+      spec = value
+    elif name.startswith("config."):
+      overrides.append((name, value))
+    elif name in required + optional:
+      values[name] = value
+    else:
+      raise UsageError(f"unknown option --{name}\n{usage}")
+  if spec is None or any(not values.get(o) for o in required):
+    names = " and --".join(["config", *required])
+    raise UsageError(f"--{names} are required\n{usage}")
+  cd = load_config_file(spec)
+  cd.lock()
+  for path, text in overrides:
+    apply_override(cd, path, text)
+  return cd, values

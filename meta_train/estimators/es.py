@@ -56,6 +56,14 @@ def perturb(theta: MetaParams, z: Any, std: float) -> MetaParams:
   return jax.tree.map(one, theta, z)
 
 
+def both_members(tree: Any) -> Any:
+  """Both antithetic members from one state: ``[pairs, ...] -> [pairs, 2, ...]``."""
+  return jax.tree.map(
+    lambda x: jnp.broadcast_to(x[:, None], x.shape[:1] + (2,) + x.shape[1:]),
+    tree,
+  )
+
+
 def pair_axes(tree: Any) -> Any:
   """Splits a leading ``[2 * pairs]`` axis into ``[pairs, 2]``."""
   return jax.tree.map(lambda x: x.reshape((-1, 2) + x.shape[1:]), tree)
@@ -129,26 +137,17 @@ def estimate(
 ) -> tuple[MetaParams, ESState, dict[str, jax.Array]]:
   """One truncated-ES estimate over all pairs (pure; the caller jits).
 
-  Args:
-    optimizer_fn: theta -> optax transform.
-    cfg: unroll settings.
-    std: perturbation std.
-    theta: meta-parameters.
-    tasks: the stacked task.
-    state: ``ESState`` from ``init`` or a previous ``estimate``.
-    key: PRNG key of this estimate (the noise).
+  ``optimizer_fn``, ``cfg`` and ``std`` are bound by ``base.make_estimator``;
+  ``state`` comes from ``init`` or a previous ``estimate``, and ``key`` draws
+  the perturbations.
 
   Returns:
     ``(grad, state, metrics)``.
   """
   num_pairs = state.inner.step.shape[0]
   z = sample_noise(key, theta, num_pairs)
-  both = jax.tree.map(
-    lambda x: jnp.broadcast_to(x[:, None], x.shape[:1] + (2,) + x.shape[1:]),
-    state.inner,
-  )
   states, out = antithetic_unroll(
-    optimizer_fn, cfg, perturb(theta, z, std), tasks, both
+    optimizer_fn, cfg, perturb(theta, z, std), tasks, both_members(state.inner)
   )
   losses = reductions.mean_loss(out)  # [pairs, 2]
   delta = jnp.mean(reductions.antithetic_difference(out), axis=0)  # [pairs]

@@ -46,10 +46,7 @@ def init(
 ) -> PESState:
   """Initial PES state: ``num_pairs`` staggered runs, zero accumulators."""
   states = unroll.init_states(optimizer_fn, theta, tasks, key, num_pairs, cfg)
-  both = jax.tree.map(
-    lambda x: jnp.broadcast_to(x[:, None], x.shape[:1] + (2,) + x.shape[1:]),
-    states,
-  )
+  both = es.both_members(states)
   accum = jax.tree.map(
     lambda t: jnp.zeros((num_pairs,) + t.shape, t.dtype), theta
   )
@@ -67,14 +64,7 @@ def estimate(
 ) -> tuple[MetaParams, PESState, dict[str, jax.Array]]:
   """One PES estimate over all pairs (pure; the caller jits).
 
-  Args:
-    optimizer_fn: theta -> optax transform.
-    cfg: unroll settings.
-    std: perturbation std.
-    theta: meta-parameters.
-    tasks: the stacked task.
-    state: ``PESState``.
-    key: PRNG key of this estimate (the noise).
+  Arguments as ``es.estimate``; ``state`` is a ``PESState``.
 
   Returns:
     ``(grad, state, metrics)``.

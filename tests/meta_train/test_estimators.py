@@ -45,12 +45,7 @@ def cosine(a, b) -> float:
   return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def pair_up(tree):
-  """Both antithetic members from one state: [n, ...] -> [n, 2, ...]."""
-  return jax.tree.map(
-    lambda x: jnp.broadcast_to(x[:, None], x.shape[:1] + (2,) + x.shape[1:]),
-    tree,
-  )
+pair_up = es.both_members  # [n, ...] -> [n, 2, ...]
 
 
 @pytest.fixture(scope="module")
