@@ -1,4 +1,4 @@
-"""Tests of ``lopt demo`` (meta_train/demo.py) on a random-init checkpoint."""
+"""Tests of ``lopt demo`` (meta_train/cli/demo.py) on a random-init checkpoint."""
 
 import json
 

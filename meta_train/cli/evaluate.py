@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from meta_train.evaluation import report, resolve
-from meta_train.evaluation import rollout as evaluation
+from meta_train.evaluation import report, resolve, rollout
 import task_suite
 
 ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -144,20 +143,18 @@ def _normalizer(task):
   return apply
 
 
-def _to_numpy(result: evaluation.RolloutResult) -> evaluation.RolloutResult:
-  return evaluation.RolloutResult(*(np.asarray(x) for x in result))
+def _to_numpy(result: rollout.RolloutResult) -> rollout.RolloutResult:
+  return rollout.RolloutResult(*(np.asarray(x) for x in result))
 
 
 def make_groups(
   candidate: resolve.Resolved, grids: dict[str, tuple[float, ...]]
-) -> list[evaluation.Group]:
+) -> list[rollout.Group]:
   """The candidate, then each baseline's learning-rate grid."""
-  groups = [evaluation.Group(candidate.factory, candidate.hparams)]
+  groups = [rollout.Group(candidate.factory, candidate.hparams)]
   for name, values in grids.items():
     lrs = jnp.asarray(values, jnp.float32)
-    groups.append(
-      evaluation.Group(resolve.BaselineFactory(name), lrs, grid=True)
-    )
+    groups.append(rollout.Group(resolve.BaselineFactory(name), lrs, grid=True))
   return groups
 
 
@@ -172,9 +169,9 @@ def evaluate_task(
   """Runs the candidate and every baseline grid on one task (one program)."""
   start = time.perf_counter()
   task = task_suite.get_task(spec)
-  keys = evaluation.seed_keys(_task_key(seed, spec.name), num_seeds)
+  keys = rollout.seed_keys(_task_key(seed, spec.name), num_seeds)
   groups = make_groups(candidate, grids)
-  cand, *results = evaluation.run_groups(groups, task, keys, config)
+  cand, *results = rollout.run_groups(groups, task, keys, config)
   runs = {
     name: report.Grid(tuple(values), _to_numpy(result))
     for (name, values), result in zip(grids.items(), results)
@@ -208,7 +205,7 @@ def main(argv: list[str]) -> int:
     )
     return 2
   try:
-    config = evaluation.RolloutConfig(
+    config = rollout.RolloutConfig(
       num_steps=args.steps,
       horizon_multiple=args.horizon_multiple,
       valid_every=args.valid_every,
@@ -222,7 +219,7 @@ def main(argv: list[str]) -> int:
   grids = {"adam": args.adam_lrs, "momentum": args.sgdm_lrs}
   groups = task_suite.group_by_signature(specs)
   ordered = [s for group in groups.values() for s in group]
-  compiled_before = evaluation.compilation_count()
+  compiled_before = rollout.compilation_count()
   start = time.perf_counter()
   records = []
   for spec in tqdm.tqdm(ordered, desc="tasks", unit="task"):
@@ -239,7 +236,7 @@ def main(argv: list[str]) -> int:
     "seeds": args.seeds,
     "seed": args.seed,
     "signatures": len(groups),
-    "compilations": evaluation.compilation_count() - compiled_before,
+    "compilations": rollout.compilation_count() - compiled_before,
     "seconds": round(seconds, 1),
     "seconds_per_task": round(seconds / len(records), 2),
     "adam_lrs": list(args.adam_lrs),

@@ -1,6 +1,6 @@
 """Summary, markdown table and plot of a self-training comparison.
 
-``summarize`` turns the per-run curves of ``meta_train.self_train.run`` into
+``summarize`` turns the per-run curves of ``self_training.self_train.run`` into
 the reported numbers: for each outer optimizer (and learning rate) the final
 evaluation meta-loss (mean over seeds) and the outer steps it needed to reach
 meta-loss levels placed at fractions of the way from the initial meta-loss

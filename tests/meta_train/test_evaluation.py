@@ -1,4 +1,4 @@
-"""Tests of meta_train/evaluation.py, report.py and the `lopt evaluate` CLI.
+"""Tests of meta_train/evaluation/ (rollout, report, resolve) and the `lopt evaluate` CLI.
 
 Three test-function tasks (one static signature) x 2 seeds, 12 steps. The
 CLI runs once to T and once to 2T with a randomly initialised MLPLOpt
@@ -18,8 +18,7 @@ import pytest
 import learned_opt
 from learned_opt import pretrained
 from meta_train.cli import evaluate as evaluate_cli
-from meta_train.evaluation import report
-from meta_train.evaluation import rollout as evaluation
+from meta_train.evaluation import report, rollout
 import task_suite
 from task_suite.families import test_functions
 
@@ -39,7 +38,7 @@ CLI_ARGS = [
   "--seeds",
   str(SEEDS),
 ]
-CONFIG = evaluation.RolloutConfig(
+CONFIG = rollout.RolloutConfig(
   num_steps=STEPS, valid_every=VALID_EVERY, num_eval_batches=4
 )
 
@@ -188,15 +187,15 @@ def test_diverged_runs_are_recorded_and_do_not_leak(checkpoints, run_t):
   _, data = run_t
   name = data["tasks"][0]["name"]
   task = task_suite.get_task(name)
-  keys = evaluation.seed_keys(evaluate_cli._task_key(0, name), SEEDS)
+  keys = rollout.seed_keys(evaluate_cli._task_key(0, name), SEEDS)
   candidate = evaluate_cli.resolve_optimizer(str(checkpoints / "random_mlp"))
   lrs = (1e-3, 1e-2, 1e4, 1e8, 1e12, 1e16, 1e20)
   grids = {"adam": evaluate_cli.ADAM_LRS, "momentum": lrs}
   groups = evaluate_cli.make_groups(candidate, grids)
-  before = evaluation.compilation_count()
-  _, adam, sgdm = evaluation.run_groups(groups, task, keys, CONFIG)
-  assert evaluation.compilation_count() == before  # the CLI's program
-  sgdm = evaluation.RolloutResult(*(np.asarray(x) for x in sgdm))
+  before = rollout.compilation_count()
+  _, adam, sgdm = rollout.run_groups(groups, task, keys, CONFIG)
+  assert rollout.compilation_count() == before  # the CLI's program
+  sgdm = rollout.RolloutResult(*(np.asarray(x) for x in sgdm))
   finite = np.isfinite(sgdm.final_train[..., 0]).all(axis=-1)  # [G]
   assert finite[0] and not finite[-1]
   # The diverging runs share the program, not the numbers: Adam's runs are
@@ -213,7 +212,7 @@ def test_diverged_runs_are_recorded_and_do_not_leak(checkpoints, run_t):
 
 
 def grid_record(grid: report.Grid) -> report.TaskRecord:
-  candidate = evaluation.RolloutResult(*(x[0] for x in grid.result))
+  candidate = rollout.RolloutResult(*(x[0] for x in grid.result))
   return report.TaskRecord("t", "f", candidate, {"sgd": grid})
 
 
@@ -240,9 +239,9 @@ def test_valid_value_is_passed_every_valid_every_steps():
     function="booth", x0=3.0, y0=-2.0, noise_std=0.0
   )
   task = task_suite.get_task(spec)
-  keys = evaluation.seed_keys(jax.random.key(0), 1)
+  keys = rollout.seed_keys(jax.random.key(0), 1)
   config = dataclasses.replace(CONFIG, horizon_multiple=2)
-  result = evaluation.run_seeds(_StepOnValid(), task, None, keys, config)
+  result = rollout.run_seeds(_StepOnValid(), task, None, keys, config)
   losses = np.asarray(result.train_loss[0])
   assert losses.shape == (2 * STEPS,)
   moved = np.flatnonzero(losses[1:] != losses[:-1])
@@ -272,9 +271,9 @@ def test_report_treats_divergence_as_a_loss():
 
 def test_config_and_cli_errors(capsys):
   with pytest.raises(ValueError, match="must divide"):
-    evaluation.RolloutConfig(num_steps=10, valid_every=3)
-  assert evaluation.RolloutConfig(num_steps=1000).chunk == 100
-  assert evaluation.RolloutConfig(num_steps=7).chunk == 1
+    rollout.RolloutConfig(num_steps=10, valid_every=3)
+  assert rollout.RolloutConfig(num_steps=1000).chunk == 100
+  assert rollout.RolloutConfig(num_steps=7).chunk == 1
   argv = ["--optimizer", "no_such_optimizer", "--out", "/nonexistent"]
   assert evaluate_cli.main(argv) == 2
   err = capsys.readouterr().err
