@@ -64,9 +64,9 @@ def outer_step(task, tx, clip_norm, run_key, state: OuterRunState):
     ``(state, (meta_loss, skipped))``.
   """
 
-  def estimate(theta, est_state, key):
-    meta_loss, grad, est_state, metrics = task.estimate(theta, est_state, key)
-    return grad, est_state, dict(metrics, meta_loss=meta_loss)
+  def estimate(theta, est_state, key):  # metrics["meta_loss"] is the loss
+    _, grad, est_state, metrics = task.estimate(theta, est_state, key)
+    return grad, est_state, metrics
 
   key = jax.random.fold_in(jax.random.fold_in(run_key, _STEPS), state.step)
   step = outer.make_outer_step(estimate, tx, clip_norm)
