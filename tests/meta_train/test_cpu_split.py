@@ -114,14 +114,13 @@ def test_usable_cores_follow_the_affinity_mask(subprocess_env):
   # A process pinned to one core (as --num_local_processes pins its
   # workers) sees that core only, whatever os.cpu_count() says.
   core = max(os.sched_getaffinity(0))
+  script = (
+    f"import os; os.sched_setaffinity(0, {{{core}}}); "
+    "from meta_train import mesh; print(mesh.usable_cores())"
+  )
   proc = subprocess.run(
-    [
-      sys.executable,
-      "-c",
-      "from meta_train import mesh; print(mesh.usable_cores())",
-    ],
+    [sys.executable, "-c", script],
     env=subprocess_env(),
-    preexec_fn=lambda: os.sched_setaffinity(0, {core}),
     capture_output=True,
     text=True,
     timeout=120,
