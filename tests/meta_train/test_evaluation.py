@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import test_utils
 
 import learned_opt
 from learned_opt import pretrained
 from meta_train.cli import evaluate as evaluate_cli
-from meta_train.evaluation import report, rollout
+from meta_train.evaluation import report, resolve, rollout
 import task_suite
 from task_suite.families import test_functions
 
@@ -281,3 +282,28 @@ def test_config_and_cli_errors(capsys):
   argv = ["--optimizer", "adam", "--out", "/x", "--adam-lrs", "0.01,0.1"]
   assert evaluate_cli.main(argv) == 2
   assert "--adam-lrs must include 0.001" in capsys.readouterr().err
+
+
+def test_resolve_names_directories_and_baselines(checkpoints, tmp_path):
+  # A baseline: its factory ignores hparams and uses the defaults.
+  adam = resolve.resolve("adam")
+  assert adam.factory == resolve.BaselineFactory("adam", hparam=None)
+  assert adam.lopt is None and adam.theta is None
+  # A shipped name (under root) and its directory: the manifest's name.
+  by_name = resolve.resolve("random_mlp", root=checkpoints)
+  by_dir = resolve.resolve(checkpoints / "random_mlp")
+  assert by_name.label == by_dir.label == "random_mlp"
+  test_utils.assert_trees_equal(by_name.theta, by_dir.theta)
+  assert by_name.factory == resolve.LearnedFactory(by_name.lopt)
+  # A learned_opt.save directory (e.g. a run's WORKDIR/theta): its name.
+  learned_opt.save(tmp_path / "theta", by_name.lopt, by_name.theta)
+  saved = resolve.resolve(tmp_path / "theta")
+  assert saved.label == "theta"
+  test_utils.assert_trees_equal(saved.theta, by_name.theta)
+  # Unknown names list both kinds; a learned optimizer's source refuses
+  # baseline names.
+  with pytest.raises(FileNotFoundError, match="random_mlp.*baseline.*adam"):
+    resolve.resolve("nope", root=checkpoints)
+  with pytest.raises(FileNotFoundError) as e:
+    resolve.resolve("adam", root=checkpoints, learned_only=True)
+  assert "baseline" not in str(e.value)
