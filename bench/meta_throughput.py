@@ -120,7 +120,7 @@ def build_step(
   tasks = mesh_lib.put(task_suite.stack_tasks([task_suite.get_task(spec)]), rep)
   cfg = estimators.EstimatorConfig(
     name="es",
-    num_tasks=num_pairs,
+    num_pairs=num_pairs,
     unroll_length=UNROLL,
     min_horizon=200,
     max_horizon=2000,
@@ -133,14 +133,14 @@ def build_step(
     theta = lopt.init(key)
     est_state = est.init(theta, tasks, key)
     zero = jax.numpy.zeros([], jax.numpy.int32)
-    return theta, outer_tx.init(theta), est_state, zero, zero
+    return train.OuterState(theta, outer_tx.init(theta), est_state, zero, zero)
 
   abstract = jax.eval_shape(init, key, tasks)
   est_sh = jax.tree.map(lambda x: sharded if x.ndim else rep, abstract[2])
-  part = (rep, rep, est_sh, rep, rep)
+  part = train.OuterState(rep, rep, est_sh, rep, rep)
   state = jax.jit(init, out_shardings=part)(key, tasks)
   step = jax.jit(
-    functools.partial(train.outer_step, est.estimate, outer_tx, 30.0),
+    functools.partial(train.group_step, est.estimate, outer_tx, 30.0),
     static_argnums=(3,),
     in_shardings=(rep, part, rep),
     out_shardings=(part, rep),
@@ -424,7 +424,7 @@ def part_suite_compile() -> None:
     cmd = [
       sys.executable,
       "-m",
-      "meta_train.main",
+      "meta_train.cli.meta_train",
       "--config",
       str(ROOT / "configs" / "small_cpu.py"),
       "--workdir",

@@ -20,66 +20,44 @@ Expected runtime: weeks of a pod slice (e.g. 64-256 accelerators) for
 Expected outcome: a hierarchical optimizer that generalizes across the suite
 and beyond it (the paper's headline: it beats tuned Adam on most held-out
 TaskSet tasks and stays stable far past its training horizons).
-``num_tasks`` (the population) must be a multiple of the total device count.
+``estimator.num_pairs`` (the population) must be a multiple of the total device count.
 The ``smoke`` arg shrinks everything to check a multi-host setup quickly.
 """
 
 import ml_collections
 
-from meta_train import config as config_lib
+from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The paper-scale config; ``arg="smoke"`` shrinks it."""
-  c = config_lib.default_config_dict()
-  c.seed = 0
-  c.lopt.name = "hierarchical"
-  c.lopt.kwargs = ml_collections.ConfigDict({})
-
-  c.suite.families = ()
-  c.suite.num_tasks = 6000
-  c.suite.max_params = 0
-  c.suite.max_groups = 0
+  smoke = "smoke" in base.variants(arg, ("smoke",), "paper")
+  c = base.base()
+  c.suite.num_specs = 6000
 
   c.estimator.name = "pes"
-  c.estimator.num_tasks = 1024
-  c.estimator.unroll_length = 20
-  c.estimator.std = 0.01
+  c.estimator.num_pairs = 1024
   c.estimator.min_horizon = 200
   c.estimator.max_horizon = 20_000
-  c.estimator.valid_every = 10
   c.estimator.meta_loss_weighting = "end"
 
   c.outer.num_steps = 200_000
-  c.outer.optimizer = "adam"
   c.outer.learning_rate = 3e-4
-  c.outer.schedule = "cosine"
   c.outer.warmup_steps = 2000
   c.outer.final_lr_fraction = 0.05
   c.outer.clip_norm = 10.0
 
   c.eval.every = 2000
-  c.eval.num_tasks = 64
+  c.eval.num_eval_tasks = 64
   c.eval.num_steps = 10_000
 
-  c.checkpoint.every = 500
   c.checkpoint.keep = 5
   c.log.every = 100
   c.mesh.distributed = True
 
-  if arg == "smoke":
-    c.suite.num_tasks = 40
-    c.suite.max_groups = 2
-    c.estimator.num_tasks = 16
+  if smoke:
+    base.smoke(c)
+    c.estimator.num_pairs = 16
     c.estimator.max_horizon = 2000
-    c.outer.num_steps = 4
-    c.outer.warmup_steps = 0
-    c.eval.every = 2
-    c.eval.num_tasks = 1
-    c.eval.num_steps = 20
-    c.checkpoint.every = 2
-    c.log.every = 1
     c.mesh.distributed = False  # still joins hosts given the JAX_* env vars
-  elif arg:
-    raise ValueError(f"configs/paper.py: unknown arg {arg!r}; valid: smoke")
   return c

@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sgd_lrs = (1.0, 3.0, 10.0)
   c.level_fractions = (0.25, 0.5, 0.75)
 
-  # The self-training task (meta_train.self_train.SelfTrainSpec).
+  # The self-training task (meta_train.self_training.task.SelfTrainSpec).
   c.task = ml_collections.ConfigDict()
   c.task.lopt_hidden = 8
   c.task.lopt_layers = 1

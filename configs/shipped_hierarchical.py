@@ -44,18 +44,12 @@ test tasks it drifts up past the horizon on 16 tasks, against 22 for stage
 
 import ml_collections
 
-from configs import shipped_mlp
+from configs import base, shipped_mlp
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The warm-started run; ``arg``: ``end`` (stage 2), ``smoke``, or both."""
-  variants = [v for v in (arg or "").split(",") if v]
-  unknown = sorted(set(variants) - {"end", "smoke"})
-  if unknown:
-    raise ValueError(
-      f"configs/shipped_hierarchical.py: unknown variant(s) {unknown}; "
-      "valid: end, smoke"
-    )
+  variants = base.variants(arg, ("end", "smoke"), "shipped_hierarchical")
   c = shipped_mlp.get_config("smoke" if "smoke" in variants else None)
   c.lopt.name = "hierarchical"
   c.lopt.init_from = "mlp_small_cpu"

@@ -26,46 +26,34 @@ Expected outcome: the meta-loss falls from ~1.08 to ~0.3 and the held-out
 
 import ml_collections
 
-from meta_train import config as config_lib
+from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The shipped MLPLOpt run; ``arg="smoke"`` runs 4 outer steps."""
-  c = config_lib.default_config_dict()
-  c.seed = 0
+  smoke = "smoke" in base.variants(arg, ("smoke",), "shipped_mlp")
+  c = base.base()
   c.lopt.name = "mlp"
-  c.lopt.kwargs = ml_collections.ConfigDict({})
-  c.suite.families = ()
-  c.suite.num_tasks = 2000
+  c.suite.num_specs = 2000
   c.suite.max_params = 11000
   c.suite.max_groups = 16
-  c.estimator.name = "es"
-  c.estimator.num_tasks = 16
-  c.estimator.unroll_length = 20
-  c.estimator.std = 0.01
+
+  c.estimator.num_pairs = 16
   c.estimator.min_horizon = 100
   c.estimator.max_horizon = 2000
   c.estimator.valid_every = 0
+
   c.outer.num_steps = 3000
-  c.outer.optimizer = "adam"
   c.outer.learning_rate = 2e-3
-  c.outer.schedule = "cosine"
-  c.outer.clip_norm = 30.0
+
   c.eval.every = 250
-  c.eval.num_tasks = 4
+  c.eval.num_eval_tasks = 4
   c.eval.num_steps = 500
   c.checkpoint.every = 50
-  c.checkpoint.keep = 3
   c.log.every = 10
   c.log.progress = False
-  if arg == "smoke":
+
+  if smoke:  # this run's specs and population, 2 of its groups
+    base.smoke(c, suite=False, evaluate=False)
     c.suite.max_groups = 2
-    c.outer.num_steps = 4
-    c.eval.every = 0
-    c.checkpoint.every = 2
-    c.log.every = 1
-  elif arg:
-    raise ValueError(
-      f"configs/shipped_mlp.py: unknown arg {arg!r}; valid: smoke"
-    )
   return c

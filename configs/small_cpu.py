@@ -37,61 +37,37 @@ Resuming after an interruption: re-run the command.
 
 import ml_collections
 
-from meta_train import config as config_lib
+from configs import base
 
 _VARIANTS = ("pes", "long", "end", "valid", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The small CPU config; ``arg`` is a comma-separated list of variants."""
-  variants = [v for v in (arg or "").split(",") if v]
-  unknown = sorted(set(variants) - set(_VARIANTS))
-  if unknown:
-    raise ValueError(
-      f"configs/small_cpu.py: unknown variant(s) {unknown}; valid: "
-      f"{', '.join(_VARIANTS)}"
-    )
-  c = config_lib.default_config_dict()
-  c.seed = 0
-  c.lopt.name = "hierarchical"
-  c.lopt.kwargs = ml_collections.ConfigDict({})
-
+  variants = base.variants(arg, _VARIANTS, "small_cpu")
+  c = base.base()
   # The default family mix, restricted to signatures of <= 20k parameters
   # (about 1-2 ms per inner step here) and to the 12 largest groups.
-  c.suite.families = ()
-  c.suite.num_tasks = 400
+  c.suite.num_specs = 400
   c.suite.max_params = 20_000
   c.suite.max_groups = 12
 
-  c.estimator.name = "es"
-  c.estimator.num_tasks = 8
-  c.estimator.unroll_length = 20
-  c.estimator.std = 0.01
+  c.estimator.num_pairs = 8
   c.estimator.min_horizon = 200
   c.estimator.max_horizon = 2000
-  c.estimator.valid_every = 10
-  c.estimator.meta_loss_split = "train"
-  c.estimator.meta_loss_weighting = "uniform"
 
   c.outer.num_steps = 30_000
-  c.outer.optimizer = "adam"
   c.outer.learning_rate = 2e-3
-  c.outer.schedule = "cosine"
   c.outer.warmup_steps = 200
-  c.outer.final_lr_fraction = 0.1
-  c.outer.clip_norm = 30.0
 
   c.eval.every = 500
-  c.eval.num_tasks = 8
+  c.eval.num_eval_tasks = 8
   c.eval.num_steps = 500
-
-  c.checkpoint.every = 500
-  c.checkpoint.keep = 3
   c.log.every = 20
 
   if "pes" in variants:
     c.estimator.name = "pes"
-    c.estimator.num_tasks = 32
+    c.estimator.num_pairs = 32
   if "long" in variants:
     c.estimator.unroll_length = 50
     c.estimator.min_horizon = 500
@@ -102,13 +78,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "valid" in variants:
     c.estimator.meta_loss_split = "valid"
   if "smoke" in variants:
-    c.suite.num_tasks = 40
-    c.suite.max_groups = 2
-    c.outer.num_steps = 4
-    c.outer.warmup_steps = 0
-    c.eval.every = 2
-    c.eval.num_tasks = 1
-    c.eval.num_steps = 20
-    c.checkpoint.every = 2
-    c.log.every = 1
+    base.smoke(c)
   return c

@@ -20,48 +20,40 @@ The ``smoke`` arg (``--config configs/tiny.py:smoke``) runs 4 outer steps.
 
 import ml_collections
 
-from meta_train import config as config_lib
+from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The tiny config; ``arg="smoke"`` shrinks it to a few steps."""
-  c = config_lib.default_config_dict()
-  c.seed = 0
+  smoke = "smoke" in base.variants(arg, ("smoke",), "tiny")
+  c = base.base()
   c.lopt.name = "mlp"
   c.lopt.kwargs = ml_collections.ConfigDict({"hidden_size": 16})
 
   c.suite.families = ("quadratic",)
-  c.suite.num_tasks = 32
+  c.suite.num_specs = 32
   c.suite.max_params = 8  # dimensions 2 and 8 only: two small compilations
   c.suite.max_groups = 2
 
-  c.estimator.name = "es"
-  c.estimator.num_tasks = 8
+  c.estimator.num_pairs = 8
   c.estimator.unroll_length = 10
-  c.estimator.std = 0.01
   c.estimator.min_horizon = 50
   c.estimator.max_horizon = 200
   c.estimator.valid_every = 0
 
   c.outer.num_steps = 200
-  c.outer.optimizer = "adam"
   c.outer.learning_rate = 1e-2
   c.outer.schedule = "constant"
   c.outer.clip_norm = 10.0
 
   c.eval.every = 50
-  c.eval.num_tasks = 4
+  c.eval.num_eval_tasks = 4
   c.eval.num_steps = 100
 
   c.checkpoint.every = 50
   c.checkpoint.keep = 2
   c.log.every = 10
 
-  if arg == "smoke":
-    c.outer.num_steps = 4
-    c.eval.every = 0
-    c.checkpoint.every = 2
-    c.log.every = 1
-  elif arg:
-    raise ValueError(f"configs/tiny.py: unknown arg {arg!r}; valid: smoke")
+  if smoke:
+    base.smoke(c, suite=False, evaluate=False)
   return c

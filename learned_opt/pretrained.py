@@ -256,8 +256,14 @@ def load_pretrained_with_info(
 
 def load_any(
   name_or_path: str | os.PathLike,
+  *,
+  root: str | os.PathLike | None = None,
 ) -> tuple[base.LearnedOptimizer, base.MetaParams, dict[str, Any]]:
   """A shipped name, a pretrained directory or a ``learned_opt.save`` one.
+
+  ``root`` is where shipped names live (default: the shipped
+  ``checkpoints/``). To also accept baseline names, use
+  ``meta_train.evaluation.resolve``.
 
   Returns:
     ``(lopt, theta, info)``: ``info`` is the pretrained manifest, or the
@@ -274,7 +280,9 @@ def load_any(
   ).is_dir():
     lopt, theta, metadata = checkpoint.load(path)
     return lopt, theta, dict(metadata or {})
-  return load_pretrained_with_info(path if path.is_dir() else name_or_path)
+  return load_pretrained_with_info(
+    path if path.is_dir() else name_or_path, root=root
+  )
 
 
 def load_pretrained(

@@ -2,7 +2,7 @@
 
 One mesh axis, ``"tasks"``, spans every device of every process. theta and
 the outer-optimizer state are replicated; estimator states (every leaf has a
-leading ``[num_tasks]`` axis) are sharded on that axis with
+leading ``[num_pairs]`` axis) are sharded on that axis with
 ``NamedSharding(mesh, P("tasks"))``. The jitted outer step takes and returns
 these shardings, so XLA inserts the one all-reduce the population mean needs;
 there is no pmap and no hand-written communication.
@@ -91,9 +91,9 @@ def usable_cores() -> list[int]:
   return list(range(os.cpu_count() or 1))
 
 
-def cpu_device_count(num_cores: int, num_tasks: int) -> int:
+def cpu_device_count(num_cores: int, num_pairs: int) -> int:
   """The most devices, at most one per core, that divide the population."""
-  return max(d for d in range(1, max(num_cores, 1) + 1) if num_tasks % d == 0)
+  return max(d for d in range(1, max(num_cores, 1) + 1) if num_pairs % d == 0)
 
 
 def _accelerator_installed() -> bool:
@@ -106,7 +106,7 @@ def _accelerator_installed() -> bool:
   return any(pkgutil.iter_modules(plugins.submodule_search_locations))
 
 
-def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
+def split_host_cpu(cfg: config_lib.MeshConfig, num_pairs: int) -> int:
   """Makes this process's CPU cores several JAX devices, before JAX starts.
 
   The population axis is sharded over all devices, so with one device per
@@ -129,7 +129,7 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
     cfg: the mesh configuration; ``cfg.cpu_devices`` devices are made (0:
       ``cfg.num_devices`` if set, else ``cpu_device_count`` of the cores
       this process may run on and the population; 1: leave one device).
-    num_tasks: the population size (``config.estimator.num_tasks``).
+    num_pairs: the population size (``config.estimator.num_pairs``).
 
   Returns:
     The number of CPU devices asked for (1 if unchanged). JAX reads it when
@@ -147,7 +147,7 @@ def split_host_cpu(cfg: config_lib.MeshConfig, num_tasks: int) -> int:
     return 1
   cores = len(usable_cores())
   # A mesh of a given size gets that many devices (one: no split).
-  n = cfg.cpu_devices or cfg.num_devices or cpu_device_count(cores, num_tasks)
+  n = cfg.cpu_devices or cfg.num_devices or cpu_device_count(cores, num_pairs)
   if n <= 1:
     return 1
   jax.config.update("jax_num_cpu_devices", n)
@@ -192,24 +192,24 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
 
 
 def task_sharded(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-  """Sharding of estimator states: leading ``[num_tasks]`` axis split."""
+  """Sharding of estimator states: leading ``[num_pairs]`` axis split."""
   return jax.sharding.NamedSharding(mesh, P(AXIS))
 
 
-def check_population(num_tasks: int, mesh: jax.sharding.Mesh) -> None:
+def check_population(num_pairs: int, mesh: jax.sharding.Mesh) -> None:
   """Raises unless the population splits evenly over the mesh.
 
   Args:
-    num_tasks: the estimator's population size (leading state axis).
+    num_pairs: the estimator's population size (leading state axis).
     mesh: the mesh.
 
   Raises:
     ValueError: naming the config field and a valid value.
   """
-  if num_tasks % mesh.size:
-    fit = -(-num_tasks // mesh.size) * mesh.size
+  if num_pairs % mesh.size:
+    fit = -(-num_pairs // mesh.size) * mesh.size
     raise ValueError(
-      f"config.estimator.num_tasks={num_tasks} must be a multiple of the "
+      f"config.estimator.num_pairs={num_pairs} must be a multiple of the "
       f"number of devices ({mesh.size}) so the population shards evenly "
       f"over the mesh; use e.g. {fit}, or set config.mesh.num_devices."
     )

@@ -1,13 +1,17 @@
 """The outer loop of meta-training: ``run(config, workdir)``.
 
-Read top to bottom: configuration, the learned optimizer, the train tasks
-(grouped by static signature), one estimator per group, the outer optimizer,
-the mesh, the initial or restored state, then the loop. Each outer step
-picks a signature group from the step number, estimates the meta-gradient
-over that group's population (whose inner runs carry over between the
-group's turns), clips it, and applies the outer optimizer, all in one jitted
-function with explicit shardings. A non-finite meta-gradient or update never
-reaches theta: the step is skipped and counted.
+``run`` reads top to bottom as a list of setup calls that return plain
+values (big_vision style), then ``_loop``: the config (parsed once), the
+devices (``setup_devices``), the learned optimizer, its train tasks grouped
+by static signature and the held-out ones (``components``), the estimator
+and the outer optimizer; then the state, restored from the latest
+checkpoint or fresh (``restore_or_init``), and one jitted outer step per
+signature group (``make_program``). Each outer step picks a group from the
+step number, estimates the meta-gradient over that group's population
+(whose inner runs carry over between the group's turns) and applies
+``outer.make_outer_step``, all in one jitted function with explicit
+shardings. A non-finite meta-gradient or update never reaches theta: the
+step is skipped and counted.
 
 Every PRNG stream is ``fold_in(root_key, step)`` (or a fixed index), and all
 state that evolves is checkpointed, so a run killed at any point and resumed
@@ -34,12 +38,11 @@ import optax
 import tqdm
 
 import learned_opt
-from learned_opt import pretrained, warm_start
-from meta_train import checkpointing, estimators
+from meta_train import checkpointing, components, estimators, outer
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 from meta_train import metrics as metrics_lib
-import task_suite
+from meta_train.evaluation import rollout
 
 # Fixed stream indices under the root key (the per-step streams use the step).
 _THETA, _EST_INIT, _STEPS, _GROUPS, _EVAL = range(5)
@@ -52,12 +55,12 @@ class OuterState(NamedTuple):
 
   theta: Any  # replicated
   opt_state: Any  # replicated
-  est_states: tuple  # one per group; leaves [num_tasks, ...], P("tasks")
+  est_states: tuple  # one per group; leaves [population, ...], P("tasks")
   step: jax.Array  # [] int32, outer steps done
   num_skipped: jax.Array  # [] int32, steps skipped for non-finite values
 
 
-class RunResult(NamedTuple):
+class TrainResult(NamedTuple):
   """What ``run`` returns."""
 
   lopt: learned_opt.LearnedOptimizer
@@ -66,105 +69,7 @@ class RunResult(NamedTuple):
   state: OuterState  # the final state, on the mesh
 
 
-# ------------------------------------------------------------ components
-
-
-def make_lopt(cfg: config_lib.LOptConfig) -> learned_opt.LearnedOptimizer:
-  """The learned optimizer named by the config."""
-  return config_lib.lopt_class(cfg.name)(**cfg.kwargs)
-
-
-def initial_theta_fn(lopt: learned_opt.LearnedOptimizer, init_from: str):
-  """``key -> theta``: ``lopt.init``, or a warm start from ``init_from``.
-
-  The source is loaded (and checked against ``lopt``) here, before any
-  compute, so a wrong ``config.lopt.init_from`` fails early.
-  """
-  if not init_from:
-    return lopt.init
-  try:
-    source, source_theta, _ = pretrained.load_any(init_from)
-    # Checks compatibility now, on abstract values.
-    jax.eval_shape(
-      lambda k: warm_start.warm_start_theta(lopt, k, source, source_theta),
-      jax.random.key(0),
-    )
-  except (FileNotFoundError, ValueError) as e:
-    raise config_lib.ConfigError(f"config.lopt.init_from: {e}") from None
-  return lambda key: warm_start.warm_start_theta(
-    lopt, key, source, source_theta
-  )
-
-
-def make_outer_optimizer(
-  cfg: config_lib.OuterConfig,
-) -> optax.GradientTransformationExtraArgs:
-  """The outer optimizer: a baseline by name, or a trained learned one."""
-  if cfg.optimizer == "learned":
-    lopt, theta, _ = learned_opt.load(cfg.learned_path)
-    return lopt.optimizer(theta)
-  schedule = {"schedule": "constant", "warmup_steps": cfg.warmup_steps}
-  if cfg.schedule == "cosine":
-    schedule.update(
-      schedule="cosine",
-      decay_steps=max(cfg.num_steps, cfg.warmup_steps + 1),
-      final_lr_scale=cfg.final_lr_fraction,
-    )
-  return learned_opt.baseline(
-    cfg.optimizer, learning_rate=cfg.learning_rate, **schedule, **cfg.hparams
-  )
-
-
-def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
-  """Train specs grouped by signature, filtered and capped by the config."""
-  specs = task_suite.sample_suite(
-    cfg.num_tasks, seed=cfg.seed, split="train", weights=_weights(cfg)
-  )
-  groups = [
-    g
-    for g in task_suite.group_by_signature(specs).values()
-    if not cfg.max_params or task_suite.num_params(g[0]) <= cfg.max_params
-  ]
-  if not groups:
-    raise ValueError(
-      f"no train signature has <= config.suite.max_params={cfg.max_params} "
-      "parameters; raise it or config.suite.num_tasks."
-    )
-  groups.sort(key=len, reverse=True)  # stable: ties keep signature order
-  return groups[: cfg.max_groups or None]
-
-
-def sample_test_specs(cfg: config_lib.SuiteConfig, num: int) -> list[Any]:
-  """Held-out (test-split) specs passing the same filters as training.
-
-  Raises:
-    ValueError: if no test-split spec passes them.
-  """
-  for pool in (20 * num, 4 * num, num):  # small families run out of specs
-    try:
-      specs = task_suite.sample_suite(
-        pool, seed=cfg.seed, split="test", weights=_weights(cfg)
-      )
-      break
-    except ValueError:
-      specs = []
-  if cfg.max_params:
-    specs = [s for s in specs if task_suite.num_params(s) <= cfg.max_params]
-  if not specs:
-    raise ValueError(
-      "no test-split task passes config.suite's filters (families, "
-      f"max_params={cfg.max_params}) for evaluation; relax them or set "
-      "config.eval.every=0."
-    )
-  return specs[:num]
-
-
-def _weights(cfg: config_lib.SuiteConfig) -> dict[str, float] | None:
-  # Listed families are drawn with equal weights; none listed: the default mix.
-  return {f: 1.0 for f in cfg.families} if cfg.families else None
-
-
-def outer_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
+def group_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
   """One outer step on one group (pure; jitted by ``run``).
 
   Args:
@@ -172,40 +77,30 @@ def outer_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
     outer_tx: the outer optimizer.
     clip_norm: global-norm clip (0: none).
     root_key: the run's root key.
-    state: ``(theta, opt_state, est_state, step, num_skipped)``.
+    state: the ``OuterState`` with only this group's estimator state in
+      ``est_states``.
     tasks: the group's stacked task.
     group: the group index (for the key stream).
 
   Returns:
-    ``(state, metrics)`` with the same structure.
+    ``(state, metrics)``.
   """
-  theta, opt_state, est_state, step, num_skipped = state
-  key = jax.random.fold_in(jax.random.fold_in(root_key, _STEPS), step)
-  grad, est_state, metrics = estimate(
-    theta, tasks, est_state, jax.random.fold_in(key, group)
+  key = jax.random.fold_in(jax.random.fold_in(root_key, _STEPS), state.step)
+  step = outer.make_outer_step(
+    lambda th, s, k: estimate(th, tasks, s, k), outer_tx, clip_norm
   )
-  grad_norm = optax.tree.norm(grad)
-  if clip_norm:
-    grad = optax.tree.scale(jnp.minimum(1.0, clip_norm / grad_norm), grad)
-  meta_loss = metrics["meta_loss"]
-  updates, new_opt_state = outer_tx.update(
-    grad, opt_state, theta, value=meta_loss
+  theta, opt_state, est_state, metrics = step(
+    state.theta,
+    state.opt_state,
+    state.est_states,
+    jax.random.fold_in(key, group),
   )
-  new_theta = optax.apply_updates(theta, updates)
-  ok = jnp.isfinite(grad_norm) & jnp.isfinite(meta_loss)
-  ok &= jnp.all(
-    jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_theta)])
-  )
-  keep = lambda new, old: jax.tree.map(
-    lambda a, b: jnp.where(ok, a, b), new, old
-  )
-  metrics = dict(metrics, grad_norm=grad_norm, skipped=~ok)
-  state = (
-    keep(new_theta, theta),
-    keep(new_opt_state, opt_state),
+  state = OuterState(
+    theta,
+    opt_state,
     est_state,
-    step + 1,
-    num_skipped + (~ok).astype(jnp.int32),
+    state.step + 1,
+    state.num_skipped + metrics["skipped"].astype(jnp.int32),
   )
   return state, metrics
 
@@ -235,77 +130,6 @@ def _check_workdir(workdir: pathlib.Path, cfg: config_lib.Config) -> None:
     tmp.replace(path)
 
 
-def make_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
-  """A function ``(theta, key) -> metrics`` of held-out tasks trained anew.
-
-  Each task trains from ``task.init`` for ``num_steps`` steps with
-  ``lopt.optimizer(theta)``; its final loss is the normalized mean loss of
-  the final parameters on ``num_batches`` fresh train (and test) batches.
-  Tasks of one signature are vmapped: one compilation per signature.
-
-  Args:
-    lopt: the learned optimizer.
-    specs: the held-out task specs.
-    num_steps: inner training steps per task.
-    num_batches: batches averaged for the final losses.
-
-  Returns:
-    The evaluation function (host floats out).
-  """
-  stacked = [
-    task_suite.stack_tasks([task_suite.get_task(s) for s in g])
-    for g in task_suite.group_by_signature(specs).values()
-  ]
-
-  def one_task(theta, task, key):
-    tx = lopt.optimizer(theta)
-    k_init, k_data, k_final = jax.random.split(key, 3)
-
-    def step(carry, i):
-      params, opt_state = carry
-      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
-      batch = task.batch(k_batch, "train")
-      loss, grads = task.value_and_grad(params, k_loss, batch)
-      updates, opt_state = tx.update(
-        grads, opt_state, params, value=loss, num_steps=num_steps
-      )
-      return (optax.apply_updates(params, updates), opt_state), None
-
-    params = task.init(k_init)
-    carry = (params, tx.init(params))
-    (params, _), _ = jax.lax.scan(step, carry, jnp.arange(num_steps))
-
-    def final(split, k):
-      k_batch, k_loss = jax.random.split(k)
-      return task.loss(params, k_loss, task.batch(k_batch, split))
-
-    keys = jax.random.split(k_final, num_batches)
-    return tuple(
-      task.normalize(jnp.mean(jax.vmap(functools.partial(final, s))(keys)))
-      for s in ("train", "test")
-    )
-
-  @jax.jit
-  def group_losses(theta, tasks, key):
-    keys = jax.random.split(key, jax.tree.leaves(tasks.dynamic)[0].shape[0])
-    axes = (None, task_suite.vmap_axes(tasks), 0)
-    return jax.vmap(one_task, in_axes=axes)(theta, tasks, keys)
-
-  def evaluate(theta, key) -> dict[str, float]:
-    out = [
-      group_losses(theta, t, jax.random.fold_in(key, i))
-      for i, t in enumerate(stacked)
-    ]
-    train_loss = np.concatenate([np.asarray(o[0]) for o in out])
-    test_loss = np.concatenate([np.asarray(o[1]) for o in out])
-    return {
-      "eval/final_loss": float(np.mean(train_loss)),
-      "eval/final_test_loss": float(np.mean(test_loss)),
-    }
-
-  return evaluate
-
-
 def _reached_preemption(step: int) -> bool:
   """Whether every process has reached the step at which to save and stop.
 
@@ -328,13 +152,148 @@ def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
     )
 
 
+class Program(NamedTuple):
+  """The jitted pieces of a run and what they close over."""
+
+  step_fns: list  # per group: (root, state of the group, tasks) -> ...
+  pick_group: Any  # step -> group index
+  root: jax.Array  # the root key, replicated on the mesh
+
+
+def make_init_fn(init_theta, estimator, outer_tx, num_groups: int):
+  """``(root, tasks) -> OuterState``: a fresh state (pure; jitted later)."""
+
+  def init_fn(key, all_tasks):
+    theta = init_theta(jax.random.fold_in(key, _THETA))
+    k_est = jax.random.fold_in(key, _EST_INIT)
+    return OuterState(
+      theta=theta,
+      opt_state=outer_tx.init(theta),
+      est_states=tuple(
+        estimator.init(theta, t, jax.random.fold_in(k_est, g))
+        for g, t in zip(range(num_groups), all_tasks)
+      ),
+      step=jnp.zeros([], jnp.int32),
+      num_skipped=jnp.zeros([], jnp.int32),
+    )
+
+  return init_fn
+
+
+def state_shardings(abstract: OuterState, mesh) -> OuterState:
+  """Theta and counters replicated; estimator states split on ``tasks``."""
+  rep, sharded = mesh_lib.replicated(mesh), mesh_lib.task_sharded(mesh)
+  return OuterState(
+    theta=rep,
+    opt_state=rep,
+    est_states=jax.tree.map(
+      lambda x: sharded if x.ndim else rep, abstract.est_states
+    ),
+    step=rep,
+    num_skipped=rep,
+  )
+
+
+def restore_or_init(manager, init_fn, root, tasks, shardings) -> OuterState:
+  """The latest checkpoint's state, or a fresh one, sharded on the mesh."""
+  abstract = jax.eval_shape(init_fn, root, tasks)
+  if checkpointing.latest_step(manager) is not None:
+    target = jax.tree.map(
+      lambda s, sub: jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub
+      ),
+      shardings,
+      abstract,
+    )
+    return checkpointing.restore(manager, target)[0]
+  root_global = mesh_lib.put(root, shardings.step)  # replicated
+  return jax.jit(init_fn, out_shardings=shardings)(root_global, tasks)
+
+
+def make_program(estimator, outer_tx, clip_norm, shardings, groups, root):
+  """One jitted outer step per signature group, and the group picker."""
+  rep = shardings.step  # replicated
+
+  def make_step(g):
+    part = shardings._replace(est_states=shardings.est_states[g])
+    fn = functools.partial(group_step, estimator.estimate, outer_tx, clip_norm)
+    return jax.jit(
+      lambda key, s, t: fn(key, s, t, g),
+      in_shardings=(rep, part, rep),
+      out_shardings=(part, rep),
+      donate_argnums=(1,),
+    )
+
+  probs = np.array([len(g) for g in groups], np.float64)
+  pick_group = jax.jit(
+    lambda s: jax.random.choice(
+      jax.random.fold_in(jax.random.fold_in(root, _GROUPS), s),
+      len(groups),
+      p=jnp.asarray(probs / probs.sum(), jnp.float32),
+    )
+  )
+  return Program(
+    [make_step(g) for g in range(len(groups))],
+    pick_group,
+    mesh_lib.put(root, rep),
+  )
+
+
+def advance(program: Program, state: OuterState, tasks, g: int):
+  """One outer step on group ``g``: ``(state, host metrics)``."""
+  t0 = time.perf_counter()
+  part = state._replace(est_states=state.est_states[g])
+  part, m = program.step_fns[g](program.root, part, tasks[g])
+  est_states = list(state.est_states)
+  est_states[g] = part.est_states
+  state = part._replace(est_states=tuple(est_states))
+  m = {k: float(v) for k, v in mesh_lib.to_host(m).items()}
+  m["time/step_s"] = time.perf_counter() - t0
+  m["inner_steps_per_s"] = m["inner_steps"] / m["time/step_s"]
+  m["group"] = g
+  if m["skipped"]:
+    logging.warning(
+      "outer step %d skipped: non-finite meta-gradient, meta-loss or "
+      "update (group %d); theta unchanged",
+      int(mesh_lib.to_host(state.step)),
+      g,
+    )
+  return state, m
+
+
+def make_eval_hook(cfg: config_lib.Config, lopt, specs, workdir, writer):
+  """``(step, theta) -> None``: held-out evaluation, logged and exported.
+
+  None when this process does not evaluate (``eval.every=0``, or not the
+  main process).
+  """
+  if not (cfg.eval.every and mesh_lib.is_main_process()):
+    return None
+  evaluator = rollout.make_heldout_evaluator(lopt, specs, cfg.eval.num_steps)
+  key = jax.random.fold_in(jax.random.key(cfg.seed), _EVAL)
+
+  def evaluate(step, theta):
+    theta = mesh_lib.to_host(theta)  # once, for the evaluation and export
+    metrics = evaluator(theta, key)
+    writer.write(step, metrics)
+    if cfg.eval.keep_thetas:
+      checkpointing.export_theta(
+        workdir / "eval_thetas" / f"step_{step:07d}",
+        lopt,
+        theta,
+        {"meta_train_step": step, "eval": metrics},
+      )
+
+  return evaluate
+
+
 def run(
   config: Any,
   workdir: str | pathlib.Path,
   *,
   lopt: learned_opt.LearnedOptimizer | None = None,
   outer_tx: optax.GradientTransformationExtraArgs | None = None,
-) -> RunResult:
+) -> TrainResult:
   """Meta-trains theta as configured; resumes if ``workdir`` has a run.
 
   Args:
@@ -351,126 +310,63 @@ def run(
   Raises:
     config.ConfigError: on a bad config, before any compute.
   """
-  # --- Configuration: everything that can be wrong fails here.
+  # --- Configuration, devices, tasks: all that can be wrong fails here.
   cfg = config_lib.from_config(config)
   workdir = pathlib.Path(workdir).absolute()
-  jax.config.update("jax_threefry_partitionable", True)
-  mesh_lib.initialize_distributed(cfg.mesh)
-  _check_workdir(workdir, cfg)
-  mesh = mesh_lib.make_mesh(cfg.mesh.num_devices)
-  mesh_lib.check_population(cfg.estimator.num_tasks, mesh)
-  rep, sharded = mesh_lib.replicated(mesh), mesh_lib.task_sharded(mesh)
-
-  # --- The learned optimizer, the tasks and their estimators.
-  lopt = lopt or make_lopt(cfg.lopt)
-  init_theta = initial_theta_fn(lopt, cfg.lopt.init_from)
-  groups = sample_train_groups(cfg.suite)
+  mesh = setup_devices(cfg, workdir)
+  lopt = lopt or components.make_lopt(cfg.lopt)
+  init_theta = components.initial_theta_fn(lopt, cfg.lopt.init_from)
+  groups = components.sample_train_groups(cfg.suite)
+  test_specs = []
   if cfg.eval.every:
-    test_specs = sample_test_specs(cfg.suite, cfg.eval.num_tasks)
-  tasks = [
-    mesh_lib.put(
-      task_suite.stack_tasks([task_suite.get_task(s) for s in g]), rep
+    test_specs = components.sample_test_specs(
+      cfg.suite, cfg.eval.num_eval_tasks
     )
-    for g in groups
-  ]
-  probs = np.array([len(g) for g in groups], np.float64)
+  tasks = components.stack_groups(groups, mesh_lib.replicated(mesh))
   estimator = estimators.make_estimator(lopt, cfg.estimator, mesh.size)
-  if outer_tx is None:
-    outer_tx = make_outer_optimizer(cfg.outer)
+  outer_tx = outer_tx or components.make_outer_optimizer(cfg.outer)
 
-  # --- Initial state: restored from the latest checkpoint, or fresh.
+  # --- The state (restored or fresh) and the jitted outer steps.
   root = jax.random.key(cfg.seed)
-  root_global = mesh_lib.put(root, rep)
-  est_inits = [
-    functools.partial(
-      lambda g, th, t, k: estimator.init(
-        th, t, jax.random.fold_in(jax.random.fold_in(k, _EST_INIT), g)
-      ),
-      g,
-    )
-    for g in range(len(groups))
-  ]
-
-  def init_fn(key, all_tasks):
-    theta = init_theta(jax.random.fold_in(key, _THETA))
-    return OuterState(
-      theta=theta,
-      opt_state=outer_tx.init(theta),
-      est_states=tuple(f(theta, t, key) for f, t in zip(est_inits, all_tasks)),
-      step=jnp.zeros([], jnp.int32),
-      num_skipped=jnp.zeros([], jnp.int32),
-    )
-
-  abstract = jax.eval_shape(init_fn, root, tasks)
-  shardings = OuterState(
-    theta=rep,
-    opt_state=rep,
-    est_states=jax.tree.map(
-      lambda x: sharded if x.ndim else rep, abstract.est_states
-    ),
-    step=rep,
-    num_skipped=rep,
-  )
+  init_fn = make_init_fn(init_theta, estimator, outer_tx, len(groups))
   manager = checkpointing.make_manager(
     workdir / "checkpoints", cfg.checkpoint.keep
   )
-  if checkpointing.latest_step(manager) is not None:
-    target = jax.tree.map(
-      lambda s, sub: jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub
-      ),
-      shardings,
-      abstract,
-    )
-    state, _ = checkpointing.restore(manager, target)
-  else:
-    state = jax.jit(init_fn, out_shardings=shardings)(root_global, tasks)
-  step = int(mesh_lib.to_host(state.step))
-
-  # --- The jitted outer step, one compilation per signature group.
-  def make_step(g):
-    part = (rep, rep, shardings.est_states[g], rep, rep)
-    fn = functools.partial(
-      outer_step, estimator.estimate, outer_tx, cfg.outer.clip_norm
-    )
-    return jax.jit(
-      lambda key, s, t: fn(key, s, t, g),
-      in_shardings=(rep, part, rep),
-      out_shardings=(part, rep),
-      donate_argnums=(1,),
-    )
-
-  step_fns = [make_step(g) for g in range(len(groups))]
-  pick_group = jax.jit(
-    lambda s: jax.random.choice(
-      jax.random.fold_in(jax.random.fold_in(root, _GROUPS), s),
-      len(groups),
-      p=jnp.asarray(probs / probs.sum(), jnp.float32),
-    )
+  shardings = state_shardings(jax.eval_shape(init_fn, root, tasks), mesh)
+  state = restore_or_init(manager, init_fn, root, tasks, shardings)
+  program = make_program(
+    estimator, outer_tx, cfg.outer.clip_norm, shardings, groups, root
   )
-  eval_key = jax.random.fold_in(root, _EVAL)
-
-  # --- The loop: log, evaluate, checkpoint.
+  step = int(mesh_lib.to_host(state.step))
   main = mesh_lib.is_main_process()
   writer = metrics_lib.MetricWriter(
     workdir, step, tensorboard=cfg.log.tensorboard, active=main
   )
-  if cfg.eval.every and main:
-    evaluator = make_evaluator(lopt, test_specs, cfg.eval.num_steps)
+  evaluate = make_eval_hook(cfg, lopt, test_specs, workdir, writer)
 
-  def evaluate(step, theta):
-    theta = mesh_lib.to_host(theta)  # once, for the evaluation and export
-    metrics = evaluator(theta, eval_key)
-    writer.write(step, metrics)
-    if cfg.eval.keep_thetas:
-      checkpointing.export_theta(
-        workdir / "eval_thetas" / f"step_{step:07d}",
-        lopt,
-        theta,
-        {"meta_train_step": step, "eval": metrics},
-      )
+  # --- The loop: log, evaluate, checkpoint.
+  save = lambda st, n: _save(manager, st, cfg, lopt, workdir, n)
+  try:
+    state, step = _loop(cfg, program, state, tasks, writer, evaluate, save)
+  finally:
+    writer.close()
+    manager.close()
+  return TrainResult(lopt, mesh_lib.to_host(state.theta), step, state)
 
-  if step == 0 and cfg.eval.every and main:
+
+def _loop(cfg, program, state, tasks, writer, evaluate, save):
+  """Outer steps from ``state`` to ``cfg.outer.num_steps``.
+
+  Logs every ``log.every`` steps, evaluates (``evaluate``, None: never)
+  every ``eval.every``, checkpoints (``save(state, step)``) every
+  ``checkpoint.every`` and, when it stops early, on its way out.
+
+  Returns:
+    ``(state, step)`` at the end.
+  """
+  step = int(mesh_lib.to_host(state.step))
+  main = mesh_lib.is_main_process()
+  if step == 0 and evaluate:
     evaluate(0, state.theta)
   bar = tqdm.tqdm(
     total=cfg.outer.num_steps,
@@ -479,29 +375,11 @@ def run(
     desc="meta-train",
     dynamic_ncols=True,
   )
-  window: list[dict[str, float]] = []
-  saved_step = step
-  interrupted = False
+  window, saved_step, interrupted = [], step, False
   try:
     while step < cfg.outer.num_steps:
-      g = int(pick_group(step))
-      t0 = time.perf_counter()
-      part = (*state[:2], state.est_states[g], *state[3:])
-      part, m = step_fns[g](root_global, part, tasks[g])
-      est_states = list(state.est_states)
-      est_states[g] = part[2]
-      state = OuterState(part[0], part[1], tuple(est_states), part[3], part[4])
-      m = {k: float(v) for k, v in mesh_lib.to_host(m).items()}
-      m["time/step_s"] = time.perf_counter() - t0
-      m["inner_steps_per_s"] = m["inner_steps"] / m["time/step_s"]
-      m["group"] = g
-      if m["skipped"]:
-        logging.warning(
-          "outer step %d skipped: non-finite meta-gradient, meta-loss or "
-          "update (group %d); theta unchanged",
-          step + 1,
-          g,
-        )
+      g = int(program.pick_group(step))
+      state, m = advance(program, state, tasks, g)
       window.append(m)
       step += 1
       bar.update(1)
@@ -511,16 +389,13 @@ def run(
       )
       last = step == cfg.outer.num_steps
       if step % cfg.log.every == 0 or last:
-        means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-        means["num_skipped"] = int(mesh_lib.to_host(state.num_skipped))
-        means["group"] = g
-        writer.write(step, means)
+        writer.write(step, _window_means(window, state, g))
         window = []
-      if cfg.eval.every and (step % cfg.eval.every == 0 or last) and main:
+      if evaluate and (step % cfg.eval.every == 0 or last):
         evaluate(step, state.theta)
       preempted = _reached_preemption(step)
       if step % cfg.checkpoint.every == 0 or preempted:
-        _save(manager, state, cfg, lopt, workdir, step)
+        save(state, step)
         saved_step = step
       if preempted:
         raise KeyboardInterrupt
@@ -529,15 +404,35 @@ def run(
     raise
   finally:
     bar.close()
-    alive = not any(
-      x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)
-    )
     # Processes interrupted otherwise than by a preemption notice stop at
     # different points, and a multi-process save would wait for the others
     # forever: they keep their last checkpoint instead.
     coordinated = jax.process_count() == 1 or not interrupted
-    if step != saved_step and alive and coordinated:
-      _save(manager, state, cfg, lopt, workdir, step)
-    writer.close()
-    manager.close()
-  return RunResult(lopt, mesh_lib.to_host(state.theta), step, state)
+    if step != saved_step and _alive(state) and coordinated:
+      save(state, step)
+  return state, step
+
+
+def setup_devices(cfg: config_lib.Config, workdir: pathlib.Path):
+  """Joins the processes, checks the workdir, and makes the mesh."""
+  jax.config.update("jax_threefry_partitionable", True)
+  mesh_lib.initialize_distributed(cfg.mesh)
+  _check_workdir(workdir, cfg)
+  mesh = mesh_lib.make_mesh(cfg.mesh.num_devices)
+  mesh_lib.check_population(cfg.estimator.num_pairs, mesh)
+  return mesh
+
+
+def _window_means(window: list[dict], state: OuterState, g: int) -> dict:
+  """Means of the metrics since the last write, with the run's counters."""
+  means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+  means["num_skipped"] = int(mesh_lib.to_host(state.num_skipped))
+  means["group"] = g
+  return means
+
+
+def _alive(state: OuterState) -> bool:
+  """Whether no array of ``state`` was donated away (an interrupted step)."""
+  return not any(
+    x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array)
+  )

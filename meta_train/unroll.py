@@ -24,7 +24,7 @@ Example:
   >>> thetas = jax.tree.map(lambda x: jnp.broadcast_to(x, (8,) + x.shape), theta)
   >>> states, out = jax.jit(unroll.unroll, static_argnums=(0, 4))(
   ...     lopt.optimizer, thetas, tasks, states, cfg)
-  >>> unroll.mean_loss(out)  # [8] per-instance meta-loss of the truncation
+  >>> out.loss.shape  # [K, 8] per-step normalized losses of the truncation
 """
 
 from collections.abc import Callable
@@ -93,33 +93,24 @@ class UnrollConfig:
         "an int",
         self,
       )
-    _check(self.unroll_length >= 1, "unroll_length", ">= 1", self)
-    _check(self.min_horizon >= 1, "min_horizon", ">= 1", self)
-    _check(
-      self.max_horizon >= self.min_horizon,
-      "max_horizon",
-      ">= min_horizon",
-      self,
-    )
-    _check(self.valid_every >= 0, "valid_every", ">= 0 (0: never)", self)
-    _check(
-      self.meta_loss_split in SPLITS,
-      "meta_loss_split",
-      f"one of {SPLITS}",
-      self,
-    )
-    _check(
-      self.meta_loss_weighting in WEIGHTINGS,
-      "meta_loss_weighting",
-      f"one of {WEIGHTINGS}",
-      self,
-    )
-    _check(
-      self.meta_loss_transform in TRANSFORMS,
-      "meta_loss_transform",
-      f"one of {TRANSFORMS}",
-      self,
-    )
+    for ok, name, allowed in (
+      (self.unroll_length >= 1, "unroll_length", ">= 1"),
+      (self.min_horizon >= 1, "min_horizon", ">= 1"),
+      (self.max_horizon >= self.min_horizon, "max_horizon", ">= min_horizon"),
+      (self.valid_every >= 0, "valid_every", ">= 0 (0: never)"),
+      (self.meta_loss_split in SPLITS, "meta_loss_split", f"one of {SPLITS}"),
+      (
+        self.meta_loss_weighting in WEIGHTINGS,
+        "meta_loss_weighting",
+        f"one of {WEIGHTINGS}",
+      ),
+      (
+        self.meta_loss_transform in TRANSFORMS,
+        "meta_loss_transform",
+        f"one of {TRANSFORMS}",
+      ),
+    ):
+      _check(ok, name, allowed, self)
 
 
 def _check(ok: bool, name: str, allowed: str, cfg: Any) -> None:
@@ -289,44 +280,6 @@ def init_states(
 def force_reset(states: InnerState, mask: jax.Array) -> InnerState:
   """Makes the masked instances ``[pop]`` start a new run at their next step."""
   return states._replace(step=jnp.where(mask, states.horizon, states.step))
-
-
-def mean_loss(out: UnrollOut) -> jax.Array:
-  """Per-instance meta-loss of a truncation: weighted mean over steps [pop]."""
-  return jnp.mean(out.loss * out.weight, axis=0)
-
-
-def antithetic_difference(out: UnrollOut) -> jax.Array:
-  """Per-step ``(loss+ - loss-) * weight`` of pairs: ``[T, pairs]``.
-
-  ``out`` has ``[T, pairs, 2]`` fields. Differencing step by step, before
-  the mean over steps, makes identical members give exactly 0 (XLA may
-  reduce the two members' sums in different orders) and keeps the digits
-  that a difference of two O(1) means would lose.
-  """
-  diff = out.loss[..., 0] - out.loss[..., 1]
-  return diff * out.weight[..., 0]  # members share step and horizon
-
-
-def segment_means(
-  values: jax.Array, reset: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """Means over a truncation's steps, split at its first reset.
-
-  Args:
-    values: per-step values ``[T, n]``.
-    reset: per-step reset flags ``[T, n]``.
-
-  Returns:
-    ``(before, after)``, each ``[n]``, summing to ``mean(values, 0)``: the
-    part from the run in progress when the truncation started, and the
-    part from runs started during it.
-  """
-  started = jnp.cumsum(reset.astype(jnp.int32), axis=0) > 0  # [T, n]
-  terms = values / values.shape[0]
-  before = jnp.sum(jnp.where(started, 0.0, terms), axis=0)
-  after = jnp.sum(jnp.where(started, terms, 0.0), axis=0)
-  return before, after
 
 
 def tree_finite(tree: Any) -> jax.Array:
@@ -563,32 +516,3 @@ def unroll(
     (states.params, states.opt_state)
   )
   return states, UnrollOut(loss, weight, reset, finite)
-
-
-def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-  """Mean of ``values`` [n] over ``mask`` [n] (0 if nothing is kept)."""
-  kept = jnp.sum(mask.astype(jnp.float32))
-  return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(kept, 1.0)
-
-
-def population_metrics(
-  meta_loss: jax.Array, finite: jax.Array, reset: jax.Array, inner_steps: int
-) -> dict[str, jax.Array]:
-  """The metrics every estimator returns.
-
-  Args:
-    meta_loss: per-instance meta-loss [n].
-    finite: per-instance finiteness [n].
-    reset: per-step reset flags [T, n].
-    inner_steps: inner steps executed (both antithetic members counted).
-
-  Returns:
-    Scalar arrays: ``meta_loss`` (mean over finite instances),
-    ``num_nonfinite``, ``num_resets``, ``inner_steps``.
-  """
-  return {
-    "meta_loss": masked_mean(meta_loss, finite),
-    "num_nonfinite": jnp.sum(~finite).astype(jnp.int32),
-    "num_resets": jnp.sum(reset).astype(jnp.int32),
-    "inner_steps": jnp.asarray(inner_steps, jnp.int32),
-  }

@@ -10,6 +10,7 @@ tests/meta_train/test_sharding.py).
 
 import os
 import pathlib
+import tempfile
 
 import jax
 import pytest
@@ -24,3 +25,32 @@ if "LOPT_DATA_DIR" not in os.environ and _SHARED_DATA.is_dir():
 @pytest.fixture
 def key():
   return jax.random.key(0)
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Compiled programs are reused across the subprocesses of the tests and
+# across test sessions (the cache keys include the whole HLO).
+_COMPILE_CACHE = pathlib.Path(tempfile.gettempdir()) / "lopt_test_jax_cache"
+
+
+@pytest.fixture(scope="session")
+def subprocess_env():
+  """``(**extra) -> env``: the environment of a test's JAX subprocess.
+
+  CPU only, the repository on PYTHONPATH, a persistent compilation cache,
+  and ``extra`` on top (e.g. ``XLA_FLAGS``).
+  """
+
+  def make(**extra) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=str(_COMPILE_CACHE),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+      PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+  return make

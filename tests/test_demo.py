@@ -1,4 +1,4 @@
-"""Tests of ``lopt demo`` (meta_train/demo.py) on a random-init checkpoint."""
+"""Tests of ``lopt demo`` (meta_train/cli/demo.py) on a random-init checkpoint."""
 
 import json
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from learned_opt import checkpoint, mlp_lopt
-from meta_train import demo
+from meta_train.cli import demo
 
 STEPS, SEEDS = 40, 2
 

@@ -8,8 +8,8 @@ import ml_collections
 import pytest
 
 from meta_train import config as config_lib
-from meta_train import main as main_lib
 from meta_train import mesh as mesh_lib
+from meta_train.cli import meta_train as main_lib
 
 CONFIG_MODULES = (
   "tiny",
@@ -75,7 +75,7 @@ def test_round_trip_and_defaults():
   [
     (
       _cd(estimator__stdd=0.1),
-      r"^config\.estimator\.stdd: unknown field; valid: name, num_tasks",
+      r"^config\.estimator\.stdd: unknown field; valid: name, num_pairs",
     ),
     ({"outre": {}}, r"^config\.outre: unknown field; valid: seed, lopt"),
     (
@@ -175,7 +175,7 @@ def test_population_must_fit_the_mesh():
   class FakeMesh:
     size = 8
 
-  with pytest.raises(ValueError, match=r"num_tasks=12 .* multiple .*\(8\)"):
+  with pytest.raises(ValueError, match=r"num_pairs=12 .* multiple .*\(8\)"):
     mesh_lib.check_population(12, FakeMesh())
   mesh_lib.check_population(16, FakeMesh())
 
@@ -208,7 +208,7 @@ def test_cli_overrides_parse_typed_values():
       "--config.suite.families=quadratic,mlp",
       "--config.log.progress=false",
       "--config.outer.learning_rate=3e-3",
-      "--config.estimator.num_tasks",
+      "--config.estimator.num_pairs",
       "4",
       "--config.lopt.kwargs.num_hidden_layers=1",  # new key of a kwargs dict
     ]
@@ -217,6 +217,62 @@ def test_cli_overrides_parse_typed_values():
   assert cfg.suite.families == ("quadratic", "mlp")
   assert cfg.log.progress is False
   assert cfg.outer.learning_rate == 3e-3
-  assert cfg.estimator.num_tasks == 4
+  assert cfg.estimator.num_pairs == 4
   assert cfg.lopt.kwargs == {"hidden_size": 16, "num_hidden_layers": 1}
   assert cfg.outer.num_steps == 4  # the :smoke arg reached get_config
+
+
+@pytest.mark.parametrize(
+  "text, want",
+  [
+    ("[quadratic]", ("quadratic",)),
+    ("quadratic,mlp", ("quadratic", "mlp")),
+    ("(quadratic, mlp)", ("quadratic", "mlp")),
+    ("['quadratic', 'mlp']", ("quadratic", "mlp")),
+    ("quadratic", ("quadratic",)),
+    ("[]", ()),
+  ],
+)
+def test_tuple_overrides_parse_brackets_and_bare_words(text, want):
+  cd = config_lib.default_config_dict()
+  config_lib.apply_override(cd, "config.suite.families", text)
+  assert config_lib.from_config(cd).suite.families == want
+
+
+def test_renamed_field_override_names_the_new_field():
+  cd = config_lib.default_config_dict()
+  with pytest.raises(
+    config_lib.UsageError, match=r"renamed config\.suite\.num_specs"
+  ):
+    config_lib.apply_override(cd, "config.suite.num_tasks", "5")
+
+
+def test_old_field_names_are_migrated():
+  # A config.json written before the renames (see LEGACY_FIELDS).
+  old = _cd()
+  old["suite"]["num_tasks"] = old["suite"].pop("num_specs") + 1
+  old["estimator"]["num_tasks"] = 2
+  del old["estimator"]["num_pairs"]
+  old["eval"]["num_tasks"] = 3
+  del old["eval"]["num_eval_tasks"]
+  cfg = config_lib.from_config(old)
+  assert cfg.suite.num_specs == config_lib.SuiteConfig().num_specs + 1
+  assert cfg.estimator.num_pairs == 2
+  assert cfg.eval.num_eval_tasks == 3
+  # Old and new name with different values: ambiguous, refused.
+  both = _cd()
+  both["suite"]["num_tasks"] = 7
+  with pytest.raises(config_lib.ConfigError, match="renamed.*num_specs"):
+    config_lib.from_config(both)
+
+
+@pytest.mark.parametrize("name", ["hierarchical_small_cpu", "mlp_small_cpu"])
+def test_shipped_manifest_configs_still_parse(name):
+  # The manifests record the config of their run with the old field names.
+  import json
+
+  root = pathlib.Path(__file__).resolve().parents[2] / "checkpoints"
+  manifest = json.loads((root / name / "manifest.json").read_text())
+  cfg = config_lib.from_config(manifest["config"])
+  assert cfg.estimator.num_pairs == manifest["config"]["estimator"]["num_tasks"]
+  assert cfg.suite.num_specs == manifest["config"]["suite"]["num_tasks"]

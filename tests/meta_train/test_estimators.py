@@ -22,7 +22,8 @@ import pytest
 
 from learned_opt import base as lopt_base
 from learned_opt import mlp_lopt
-from meta_train import es, estimators, pes, tbptt, unroll
+from meta_train import estimators, unroll
+from meta_train.estimators import es, pes, reductions, tbptt
 from task_suite import base as task_base
 from task_suite.families import quadratic
 
@@ -44,12 +45,7 @@ def cosine(a, b) -> float:
   return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def pair_up(tree):
-  """Both antithetic members from one state: [n, ...] -> [n, 2, ...]."""
-  return jax.tree.map(
-    lambda x: jnp.broadcast_to(x[:, None], x.shape[:1] + (2,) + x.shape[1:]),
-    tree,
-  )
+pair_up = es.both_members  # [n, ...] -> [n, 2, ...]
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +193,7 @@ def test_antithetic_members_identical_at_zero_std(
     state.inner.params["x"], tb_states.params["x"], rtol=1e-5, atol=1e-6
   )
   np.testing.assert_allclose(
-    metrics["meta_loss"], jnp.mean(unroll.mean_loss(tb_out)), rtol=1e-5
+    metrics["meta_loss"], jnp.mean(reductions.mean_loss(tb_out)), rtol=1e-5
   )
 
 
@@ -333,7 +329,7 @@ NAN_CFG = unroll.UnrollConfig(
 def _estimate(name: str):
   cfg = estimators.EstimatorConfig(
     name=name,
-    num_tasks=NAN_PAIRS,
+    num_pairs=NAN_PAIRS,
     unroll_length=NAN_K,
     min_horizon=50,
     max_horizon=50,
@@ -358,7 +354,7 @@ def _initial_state(name, theta, tasks):
   """What ``est.init`` builds, from the shared inner states."""
   est = _estimate(name)
   shapes = jax.eval_shape(est.init, theta, tasks, jax.random.key(1))
-  for leaf in jax.tree.leaves(shapes):  # the contract: leading [num_tasks]
+  for leaf in jax.tree.leaves(shapes):  # the contract: leading [num_pairs]
     assert leaf.shape[0] == NAN_PAIRS
   inner = _blowup_inner()
   if name == "pes":
@@ -430,7 +426,7 @@ def test_valid_split_measures_the_validation_loss():
 @pytest.mark.parametrize(
   "field,value",
   [
-    ("num_tasks", 0),
+    ("num_pairs", 0),
     ("unroll_length", 0),
     ("std", 0.0),
     ("std", float("nan")),
@@ -440,7 +436,7 @@ def test_valid_split_measures_the_validation_loss():
     ("meta_loss_split", "test"),
     ("meta_loss_weighting", "late"),
     ("unroll_length", 20.0),
-    ("num_tasks", True),
+    ("num_pairs", True),
     ("std", "0.01"),
   ],
 )
@@ -473,17 +469,17 @@ class ChunkedLRSGD(LearnedLRSGD):
 
 
 @pytest.mark.parametrize(
-  "name, num_tasks, num_devices, want",
+  "name, num_pairs, num_devices, want",
   [("es", 4, 1, 256), ("es", 4, 8, 1024), ("pes", 8, 2, 256),
    ("tbptt", 8, 1, 256), ("tbptt", 64, 1, 128)],
 )  # fmt: skip
 def test_estimators_tune_the_chunk_size_to_the_instances_per_device(
-  name, num_tasks, num_devices, want
+  name, num_pairs, num_devices, want
 ):
   built = []
   lopt = ChunkedLRSGD(built=built)
-  cfg = estimators.EstimatorConfig(name=name, num_tasks=num_tasks)
-  assert estimators.population_size(cfg) == num_tasks * (
+  cfg = estimators.EstimatorConfig(name=name, num_pairs=num_pairs)
+  assert estimators.population_size(cfg) == num_pairs * (
     1 if name == "tbptt" else 2
   )
   est = estimators.make_estimator(lopt, cfg, num_devices)
@@ -494,7 +490,34 @@ def test_estimators_tune_the_chunk_size_to_the_instances_per_device(
 def test_make_estimator_can_keep_the_chunk_size():
   built = []
   lopt = ChunkedLRSGD(built=built)
-  cfg = estimators.EstimatorConfig(name="es", num_tasks=64)
+  cfg = estimators.EstimatorConfig(name="es", num_pairs=64)
   est = estimators.make_estimator(lopt, cfg, tune_chunk_size=False)
   jax.eval_shape(est.init, lopt.init(None), blowup_tasks(), jax.random.key(0))
   assert built and set(built) == {1024}
+
+
+def test_tbptt_matches_finite_differences(
+  theta, quad_tasks, episode_states, exact
+):
+  """The backprop meta-gradient agrees with central differences of the
+  episode's meta-loss, along the gradient and along a direction half
+  random (float32: the directions keep the derivative well above the
+  rounding error of the differences)."""
+  i = 1
+  one = jax.tree.map(lambda x: x[i], episode_states)
+  task = task_base.index_task(quad_tasks, one.spec_index)
+  loss = jax.jit(
+    lambda th: explicit_episode_loss(
+      th, task, one.params, one.opt_state, one.step, one.key
+    )
+  )
+  g = jax.tree.map(lambda x: x[i], exact)
+  z = optax.tree.random_like(jax.random.key(5), g)
+  z = optax.tree.scale(optax.tree.norm(g) / optax.tree.norm(z), z)
+  for d in (g, optax.tree.add(g, z)):
+    d = optax.tree.scale(1.0 / optax.tree.norm(d), d)
+    eps = 3e-3
+    plus = loss(optax.tree.add(theta, optax.tree.scale(eps, d)))
+    minus = loss(optax.tree.add(theta, optax.tree.scale(-eps, d)))
+    fd = float(plus - minus) / (2 * eps)
+    np.testing.assert_allclose(float(optax.tree.vdot(g, d)), fd, rtol=2e-2)

@@ -1,4 +1,4 @@
-"""Tests of meta_train/evaluation.py, report.py and the `lopt evaluate` CLI.
+"""Tests of meta_train/evaluation/ (rollout, report, resolve) and the `lopt evaluate` CLI.
 
 Three test-function tasks (one static signature) x 2 seeds, 12 steps. The
 CLI runs once to T and once to 2T with a randomly initialised MLPLOpt
@@ -14,10 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import test_utils
 
 import learned_opt
 from learned_opt import pretrained
-from meta_train import evaluate_cli, evaluation, report
+from meta_train.cli import evaluate as evaluate_cli
+from meta_train.evaluation import report, resolve, rollout
 import task_suite
 from task_suite.families import test_functions
 
@@ -37,7 +39,7 @@ CLI_ARGS = [
   "--seeds",
   str(SEEDS),
 ]
-CONFIG = evaluation.EvalConfig(
+CONFIG = rollout.RolloutConfig(
   num_steps=STEPS, valid_every=VALID_EVERY, num_eval_batches=4
 )
 
@@ -114,20 +116,25 @@ def test_cli_curves_have_one_value_per_step(run_t):
     np.testing.assert_allclose(first, first[0], rtol=1e-6)
 
 
-def test_cli_tuned_adam_never_worse_than_default(run_t):
+def test_cli_adam_arms_are_rows_of_the_adam_grid(run_t):
+  # (Tuned <= default holds by construction; what can go wrong is which
+  # row each arm reports.)
   _, data = run_t
-  tuned = _values(data, "adam_tuned", "final_train")
-  default = _values(data, "adam_default", "final_train")
-  assert all(t <= d for t, d in zip(tuned, default)), (tuned, default)
   for task in data["tasks"]:
     lrs = task["grids"]["adam"]["values"]
     assert task["arms"]["adam_default"]["hparam"] == 1e-3
-    assert task["arms"]["adam_tuned"]["hparam"] in lrs
     assert len(lrs) >= 7 and min(lrs) == 1e-4 and max(lrs) == 1e-1
     # Tuned = the grid value with the lowest seed-mean final train loss.
     finals = np.asarray(task["grids"]["adam"]["final_train"], float)
-    best = np.argmin(report.seed_mean(finals[..., 0]))
-    assert task["arms"]["adam_tuned"]["hparam"] == lrs[best]
+    per_lr = report.seed_mean(finals[..., 0])  # [G]
+    assert task["arms"]["adam_tuned"]["hparam"] == lrs[np.argmin(per_lr)]
+    # Each arm's reported final loss is its own row's (rounded in the JSON).
+    for arm in ("adam_default", "adam_tuned"):
+      row = lrs.index(task["arms"][arm]["hparam"])
+      got = task["arms"][arm]["metrics"][0]["final_train"]
+      want = per_lr[row]
+      got = np.inf if got is None else got  # JSON: None for inf/NaN
+      np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=arm)
 
 
 def test_cli_win_rates_match_per_task_numbers(run_t):
@@ -181,15 +188,15 @@ def test_diverged_runs_are_recorded_and_do_not_leak(checkpoints, run_t):
   _, data = run_t
   name = data["tasks"][0]["name"]
   task = task_suite.get_task(name)
-  keys = evaluation.seed_keys(evaluate_cli._task_key(0, name), SEEDS)
+  keys = rollout.seed_keys(evaluate_cli._task_key(0, name), SEEDS)
   candidate = evaluate_cli.resolve_optimizer(str(checkpoints / "random_mlp"))
   lrs = (1e-3, 1e-2, 1e4, 1e8, 1e12, 1e16, 1e20)
   grids = {"adam": evaluate_cli.ADAM_LRS, "momentum": lrs}
   groups = evaluate_cli.make_groups(candidate, grids)
-  before = evaluation.compilation_count()
-  _, adam, sgdm = evaluation.run_groups(groups, task, keys, CONFIG)
-  assert evaluation.compilation_count() == before  # the CLI's program
-  sgdm = evaluation.RunResult(*(np.asarray(x) for x in sgdm))
+  before = rollout.compilation_count()
+  _, adam, sgdm = rollout.run_groups(groups, task, keys, CONFIG)
+  assert rollout.compilation_count() == before  # the CLI's program
+  sgdm = rollout.RolloutResult(*(np.asarray(x) for x in sgdm))
   finite = np.isfinite(sgdm.final_train[..., 0]).all(axis=-1)  # [G]
   assert finite[0] and not finite[-1]
   # The diverging runs share the program, not the numbers: Adam's runs are
@@ -206,7 +213,7 @@ def test_diverged_runs_are_recorded_and_do_not_leak(checkpoints, run_t):
 
 
 def grid_record(grid: report.Grid) -> report.TaskRecord:
-  candidate = evaluation.RunResult(*(x[0] for x in grid.result))
+  candidate = rollout.RolloutResult(*(x[0] for x in grid.result))
   return report.TaskRecord("t", "f", candidate, {"sgd": grid})
 
 
@@ -235,9 +242,9 @@ def test_valid_value_is_passed_every_valid_every_steps():
     function="booth", x0=3.0, y0=-2.0, noise_std=0.0
   )
   task = task_suite.get_task(spec)
-  keys = evaluation.seed_keys(jax.random.key(0), 1)
+  keys = rollout.seed_keys(jax.random.key(0), 1)
   config = dataclasses.replace(CONFIG, horizon_multiple=2)
-  result = evaluation.run_seeds(_StepOnValid(), task, None, keys, config)
+  result = rollout.run_seeds(_StepOnValid(), task, None, keys, config)
   losses = np.asarray(result.train_loss[0])
   assert losses.shape == (2 * STEPS,)
   moved = np.flatnonzero(losses[1:] != losses[:-1])
@@ -267,9 +274,9 @@ def test_report_treats_divergence_as_a_loss():
 
 def test_config_and_cli_errors(capsys):
   with pytest.raises(ValueError, match="must divide"):
-    evaluation.EvalConfig(num_steps=10, valid_every=3)
-  assert evaluation.EvalConfig(num_steps=1000).chunk == 100
-  assert evaluation.EvalConfig(num_steps=7).chunk == 1
+    rollout.RolloutConfig(num_steps=10, valid_every=3)
+  assert rollout.RolloutConfig(num_steps=1000).chunk == 100
+  assert rollout.RolloutConfig(num_steps=7).chunk == 1
   argv = ["--optimizer", "no_such_optimizer", "--out", "/nonexistent"]
   assert evaluate_cli.main(argv) == 2
   err = capsys.readouterr().err
@@ -277,3 +284,28 @@ def test_config_and_cli_errors(capsys):
   argv = ["--optimizer", "adam", "--out", "/x", "--adam-lrs", "0.01,0.1"]
   assert evaluate_cli.main(argv) == 2
   assert "--adam-lrs must include 0.001" in capsys.readouterr().err
+
+
+def test_resolve_names_directories_and_baselines(checkpoints, tmp_path):
+  # A baseline: its factory ignores hparams and uses the defaults.
+  adam = resolve.resolve("adam")
+  assert adam.factory == resolve.BaselineFactory("adam", hparam=None)
+  assert adam.lopt is None and adam.theta is None
+  # A shipped name (under root) and its directory: the manifest's name.
+  by_name = resolve.resolve("random_mlp", root=checkpoints)
+  by_dir = resolve.resolve(checkpoints / "random_mlp")
+  assert by_name.label == by_dir.label == "random_mlp"
+  test_utils.assert_trees_equal(by_name.theta, by_dir.theta)
+  assert by_name.factory == resolve.LearnedFactory(by_name.lopt)
+  # A learned_opt.save directory (e.g. a run's WORKDIR/theta): its name.
+  learned_opt.save(tmp_path / "theta", by_name.lopt, by_name.theta)
+  saved = resolve.resolve(tmp_path / "theta")
+  assert saved.label == "theta"
+  test_utils.assert_trees_equal(saved.theta, by_name.theta)
+  # Unknown names list both kinds; a learned optimizer's source refuses
+  # baseline names.
+  with pytest.raises(FileNotFoundError, match="random_mlp.*baseline.*adam"):
+    resolve.resolve("nope", root=checkpoints)
+  with pytest.raises(FileNotFoundError) as e:
+    resolve.resolve("adam", root=checkpoints, learned_only=True)
+  assert "baseline" not in str(e.value)

@@ -12,12 +12,13 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import pytest
-import test_train
 import test_utils
 
 import learned_opt
 from meta_train import checkpointing
 from meta_train import metrics as metrics_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class _State(NamedTuple):
@@ -102,9 +103,9 @@ def _meta_train_cmd(workdir: pathlib.Path, *overrides: str) -> list[str]:
   return [
     sys.executable,
     "-m",
-    "meta_train.main",
+    "meta_train.cli.meta_train",
     "--config",
-    str(test_train.ROOT / "configs" / "tiny.py"),
+    str(ROOT / "configs" / "tiny.py"),
     "--workdir",
     str(workdir),
     "--config.outer.num_steps=40",
@@ -122,10 +123,10 @@ def _finished_steps(workdir: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-def _run(cmd, timeout=900):
+def _run(cmd, env, timeout=900):
   proc = subprocess.run(
     cmd,
-    env=test_train.subprocess_env(),
+    env=env,
     capture_output=True,
     text=True,
     timeout=timeout,
@@ -145,10 +146,13 @@ def _without_timings(records):
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_bit_identically(tmp_path):
+def test_sigkilled_run_resumes_bit_identically(tmp_path, subprocess_env):
   # Uninterrupted reference (checkpoints only at the end).
   reference = tmp_path / "reference"
-  _run(_meta_train_cmd(reference, "--config.checkpoint.every=1000"))
+  _run(
+    _meta_train_cmd(reference, "--config.checkpoint.every=1000"),
+    subprocess_env(),
+  )
 
   # The same run, checkpointing every step, SIGKILLed after step >= 5 is
   # saved (possibly in the middle of writing the next checkpoint).
@@ -156,7 +160,7 @@ def test_sigkilled_run_resumes_bit_identically(tmp_path):
   cmd = _meta_train_cmd(workdir, "--config.checkpoint.every=1")
   proc = subprocess.Popen(
     cmd,
-    env=test_train.subprocess_env(),
+    env=subprocess_env(),
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
   )
@@ -175,7 +179,7 @@ def test_sigkilled_run_resumes_bit_identically(tmp_path):
   at_kill = max(_finished_steps(workdir))
   assert 5 <= at_kill < 40, at_kill  # killed mid-run, not after it
 
-  _run(cmd)  # the same command resumes
+  _run(cmd, subprocess_env())  # the same command resumes
   _, ref_theta, ref_meta = learned_opt.load(reference / "theta")
   _, theta, meta = learned_opt.load(workdir / "theta")
   assert meta["meta_train_step"] == ref_meta["meta_train_step"] == 40
@@ -187,7 +191,9 @@ def test_sigkilled_run_resumes_bit_identically(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_two_process_launcher_saves_and_stops(tmp_path):
+def test_sigterm_to_two_process_launcher_saves_and_stops(
+  tmp_path, subprocess_env
+):
   """Both workers save the same agreed step, stop, and the run resumes."""
   workdir = tmp_path / "run"
   cmd = _meta_train_cmd(
@@ -198,7 +204,7 @@ def test_sigterm_to_two_process_launcher_saves_and_stops(tmp_path):
   )
   proc = subprocess.Popen(
     cmd,
-    env=test_train.subprocess_env(),
+    env=subprocess_env(),
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
     text=True,
@@ -228,8 +234,50 @@ def test_sigterm_to_two_process_launcher_saves_and_stops(tmp_path):
       f"--config.outer.num_steps={saved[0] + 2}",
       "--config.checkpoint.every=100000",
       "--num_local_processes=2",
-    )
+    ),
+    subprocess_env(),
   )
   _, theta, meta = learned_opt.load(workdir / "theta")
   assert meta["meta_train_step"] == saved[0] + 2
   test_utils.assert_tree_all_finite(theta)
+
+
+# Written by the code before the meta_train split (commit 5a5aa2d, with the
+# old field names suite/estimator/eval.num_tasks in config.json):
+#   python -m meta_train.main --config configs/tiny.py:smoke --workdir W \
+#     --config.outer.num_steps=N --config.estimator.num_tasks=2 \
+#     --config.suite.num_tasks=8 --config.mesh.cpu_devices=1 \
+#     --config.mesh.num_devices=1 --config.log.tensorboard=false \
+#     --config.log.progress=false --config.checkpoint.keep=1 \
+#     --config.lopt.kwargs.hidden_size=4
+# with N=2 (data/old_workdir_step2: config.json and the step-2 checkpoint)
+# and N=4 (data/old_theta_step4: the theta it exported at step 4).
+OLD_DATA = pathlib.Path(__file__).resolve().parent / "data"
+
+
+def test_workdir_of_the_old_code_resumes(tmp_path):
+  import shutil
+
+  from configs import tiny
+  from meta_train import train
+
+  workdir = tmp_path / "run"
+  shutil.copytree(OLD_DATA / "old_workdir_step2", workdir)
+  cd = tiny.get_config("smoke")
+  cd.outer.num_steps = 4
+  cd.estimator.num_pairs = 2
+  cd.suite.num_specs = 8
+  cd.mesh.num_devices = 1
+  cd.log.tensorboard = False
+  cd.log.progress = False
+  cd.checkpoint.keep = 1
+  cd.lopt.kwargs.hidden_size = 4
+  result = train.run(cd, workdir)
+  assert result.step == 4
+  # It resumed at step 2 (the old checkpoint), not from scratch: only the
+  # steps after it were logged by this run.
+  steps = [r["step"] for r in metrics_lib.read_jsonl(workdir / "metrics.jsonl")]
+  assert steps == [3, 4]
+  # And it continued as the old code did.
+  _, old_theta, _ = learned_opt.load(OLD_DATA / "old_theta_step4")
+  test_utils.assert_trees_equal(result.theta, old_theta)

@@ -17,9 +17,10 @@ import pytest
 
 from configs import self_train as self_train_config
 from learned_opt import checkpoint, mlp_lopt
-from meta_train import self_train as st
-from meta_train import self_train_report
-from meta_train import self_train_task as stt
+from meta_train.cli import self_train as self_train_cli
+from meta_train.self_training import report as self_train_report
+from meta_train.self_training import self_train as st
+from meta_train.self_training import task as stt
 from task_suite import base as task_base
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def test_inner_static_is_applied_and_checked():
     stt.SelfTrainSpec(inner_static="width:2")
   with pytest.raises(ValueError, match="bad value 'two' for dim"):
     stt.SelfTrainSpec(inner_static="dim:two")
-  with pytest.raises(ValueError, match="num_tasks"):
+  with pytest.raises(ValueError, match="num_pairs"):
     stt.SelfTrainSpec(num_pairs=0)
 
 
@@ -165,7 +166,7 @@ def test_cli_writes_curves_plot_and_table(tmp_path, capsys):
   outer = tmp_path / "outer"
   checkpoint.save(outer, OUTER_LOPT, OUTER_LOPT.init(jax.random.key(0)))
   out = tmp_path / "out"
-  rc = st.main(
+  rc = self_train_cli.main(
     ["--config", f"{CONFIG}:smoke", f"--config.pretrained={outer}"]
     + ["--out", str(out)]
   )
@@ -208,13 +209,13 @@ def test_cli_writes_curves_plot_and_table(tmp_path, capsys):
 
 
 def test_cli_rejects_unknown_field_before_compute(tmp_path, capsys):
-  rc = st.main(
+  rc = self_train_cli.main(
     ["--config", f"{CONFIG}:smoke", "--config.task.num_pairz=2"]
     + ["--out", str(tmp_path)]
   )
   assert rc == 2
   assert "num_pairz: unknown field" in capsys.readouterr().err
-  assert st.main(["--config", CONFIG]) == 2
+  assert self_train_cli.main(["--config", CONFIG]) == 2
   assert "--out" in capsys.readouterr().err
 
 

@@ -17,11 +17,10 @@ import sys
 import jax
 import numpy as np
 import pytest
-import test_train
 import test_utils
 
 import learned_opt
-from meta_train import train
+from meta_train import components, train
 
 # Runs the tiny config for 3 outer steps in a subprocess; saves theta.
 _SCRIPT = r"""
@@ -67,12 +66,10 @@ def _theta(path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory):
+def eight_devices(tmp_path_factory, subprocess_env):
   """Theta after 3 outer steps on an 8-device mesh and on a 1-device mesh."""
   out = tmp_path_factory.mktemp("eight")
-  env = test_train.subprocess_env(
-    XLA_FLAGS="--xla_force_host_platform_device_count=8"
-  )
+  env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
   proc = subprocess.run(
     [sys.executable, "-c", _SCRIPT, str(out), "8,1"],
     env=env,
@@ -88,7 +85,7 @@ def _initial_theta():
   from configs import tiny
 
   cfg = tiny.get_config()
-  lopt = train.make_lopt(train.config_lib.from_config(cfg).lopt)
+  lopt = components.make_lopt(train.config_lib.from_config(cfg).lopt)
   key = jax.random.fold_in(jax.random.key(cfg.seed), train._THETA)
   return jax.tree.leaves(lopt.init(key))
 
@@ -119,13 +116,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_agree_with_each_other_and_one_device(
-  eight_devices, tmp_path
+  eight_devices, tmp_path, subprocess_env
 ):
   port = _free_port()
   procs = []
   try:
     for pid in range(2):
-      env = test_train.subprocess_env(
+      env = subprocess_env(
         JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
         JAX_NUM_PROCESSES="2",
         JAX_PROCESS_ID=str(pid),

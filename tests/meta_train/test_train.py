@@ -8,12 +8,10 @@ test meta-trains ``MLPLOpt`` on quadratics with the tiny config through the
 
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 from typing import ClassVar
 
 import jax
@@ -28,23 +26,6 @@ from meta_train import metrics as metrics_lib
 from meta_train import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# Shared by the subprocess tests of this directory: compiled programs are
-# reused across processes and test sessions (keys include the whole HLO).
-COMPILE_CACHE = pathlib.Path(tempfile.gettempdir()) / "lopt_test_jax_cache"
-
-
-def subprocess_env(**extra) -> dict[str, str]:
-  """Environment of a `lopt meta-train` subprocess of the tests."""
-  env = dict(os.environ)
-  env.update(
-    JAX_PLATFORMS="cpu",
-    JAX_COMPILATION_CACHE_DIR=str(COMPILE_CACHE),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    PYTHONPATH=f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
-  )
-  env.update(extra)
-  return env
 
 
 # ---------------------------------------------------------- outer step
@@ -60,7 +41,7 @@ def _fake_estimate(theta, tasks, est_state, key):
 @pytest.fixture(scope="module")
 def jitted_outer_step():
   def step(outer_tx, clip_norm, state, tasks):
-    return train.outer_step(
+    return train.group_step(
       _fake_estimate, outer_tx, clip_norm, jax.random.key(0), state, tasks, 0
     )
 
@@ -68,7 +49,9 @@ def jitted_outer_step():
 
 
 def _state(theta):
-  return (theta, optax.sgd(1.0).init(theta), jnp.zeros([4]), 3, 0)
+  return train.OuterState(
+    theta, optax.sgd(1.0).init(theta), jnp.zeros([4]), 3, 0
+  )
 
 
 def test_nonfinite_meta_gradient_never_reaches_theta(jitted_outer_step):
@@ -106,7 +89,7 @@ def test_outer_step_clips_and_passes_meta_loss_as_value(jitted_outer_step):
   theta = {"w": jnp.array([1.0, 2.0])}
   grad = {"w": jnp.array([3.0, 4.0])}  # norm 5
   tasks = {"grad": grad, "loss": jnp.float32(0.5)}
-  state = (theta, optax.EmptyState(), jnp.zeros([4]), 0, 0)
+  state = train.OuterState(theta, optax.EmptyState(), jnp.zeros([4]), 0, 0)
   (new_theta, *_, skipped), m = jitted_outer_step(
     value_scaled_sgd(), 1.0, state, tasks
   )
@@ -182,8 +165,8 @@ def lr_config(num_steps=30, checkpoint_every=10):
   c = tiny.get_config()
   c.suite.max_params = 2
   c.suite.max_groups = 1
-  c.suite.num_tasks = 8
-  c.estimator.num_tasks = 4
+  c.suite.num_specs = 8
+  c.estimator.num_pairs = 4
   c.estimator.unroll_length = 5
   c.estimator.min_horizon = 20
   c.estimator.max_horizon = 60
@@ -191,7 +174,7 @@ def lr_config(num_steps=30, checkpoint_every=10):
   c.outer.num_steps = num_steps
   c.outer.learning_rate = 0.2
   c.eval.every = 10
-  c.eval.num_tasks = 2
+  c.eval.num_eval_tasks = 2
   c.eval.num_steps = 30
   c.checkpoint.every = checkpoint_every
   c.log.every = 5
@@ -220,7 +203,7 @@ def test_run_learns_and_writes_its_outputs(lr_run):
   assert all(r["inner_steps"] == 2 * 4 * 5 for r in train_records)
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   saved = json.loads((workdir / "config.json").read_text())
-  assert saved["estimator"]["num_tasks"] == 4
+  assert saved["estimator"]["num_pairs"] == 4
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
   assert steps == [20, 30]  # every 10, the last 2 kept
   manifest = json.loads((workdir / "theta" / "manifest.json").read_text())
@@ -284,13 +267,13 @@ def test_workdir_of_another_run_is_refused(lr_run):
 
 
 @pytest.mark.slow
-def test_tiny_config_meta_training_learns(tmp_path):
+def test_tiny_config_meta_training_learns(tmp_path, subprocess_env):
   """200 outer steps of ES: the held-out loss falls to < 1/2 of its start."""
   workdir = tmp_path / "tiny"
   cmd = [
     sys.executable,
     "-m",
-    "meta_train.main",
+    "meta_train.cli.meta_train",
     "--config",
     str(ROOT / "configs" / "tiny.py"),
     "--workdir",
