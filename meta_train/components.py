@@ -69,9 +69,12 @@ def make_outer_optimizer(
 
 def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
   """Train specs grouped by signature, filtered and capped by the config."""
+  aug = cfg.augment_config()
   specs = task_suite.sample_suite(
-    cfg.num_specs, seed=cfg.seed, split="train", weights=_weights(cfg)
-  )
+    cfg.num_specs, seed=cfg.seed, split="train", weights=_weights(cfg),
+    augment_prob=aug.prob, augment_range=aug.scale_range,
+    augment_kinds=aug.kinds, augment_loss_prob=aug.loss_prob,
+  )  # fmt: skip
   groups = [
     g
     for g in task_suite.group_by_signature(specs).values()

@@ -9,6 +9,7 @@ import dataclasses
 
 from learned_opt import registry
 from meta_train import estimators
+import task_suite.suite
 
 SCHEDULES = ("constant", "cosine")
 
@@ -65,6 +66,14 @@ class SuiteConfig:
     max_params: drop signatures whose task has more inner parameters than
       this (0: no limit); restricts a suite to cheap signatures.
     seed: seed of the suite sampler.
+    augment_prob: probability that a train spec is augmented (weights
+      reparameterized as ``w = s * w'``, the loss scaled; see
+      ``task_suite.augment``). 0: no augmentation.
+    augment_range: ``(low, high)`` of the log-uniform scales.
+    augment_kinds: weight-scale kinds drawn from (``global``,
+      ``per_tensor``, ``per_param``).
+    augment_loss_prob: probability that an augmented spec also scales its
+      loss.
   """
 
   families: tuple[str, ...] = ()
@@ -72,6 +81,10 @@ class SuiteConfig:
   max_groups: int = 0
   max_params: int = 0
   seed: int = 0
+  augment_prob: float = 0.0
+  augment_range: tuple[float, ...] = (1e-3, 1e3)
+  augment_kinds: tuple[str, ...] = ("global", "per_tensor", "per_param")
+  augment_loss_prob: float = 0.5
 
   def __post_init__(self):
     _require(
@@ -79,6 +92,23 @@ class SuiteConfig:
     )
     _require(self.max_groups >= 0, "max_groups must be >= 0 (0: all)")
     _require(self.max_params >= 0, "max_params must be >= 0 (0: no limit)")
+    _require(
+      len(self.augment_range) == 2,
+      f"augment_range must be (low, high), got {self.augment_range}",
+    )
+    try:
+      self.augment_config()
+    except ValueError as e:
+      raise ConfigError(str(e)) from e
+
+  def augment_config(self) -> task_suite.suite.AugmentConfig:
+    """The sampler's augmentation settings."""
+    return task_suite.suite.AugmentConfig(
+      prob=self.augment_prob,
+      scale_range=tuple(self.augment_range),
+      kinds=tuple(self.augment_kinds),
+      loss_prob=self.augment_loss_prob,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
