@@ -131,6 +131,8 @@ def _with_interface(
     return tx.init(params)
 
   def update_fn(updates, state, params=None, **extra_args):
+    if params is not None:
+      base.check_grads(updates, params, f"{where}.update")
     new_updates, state = tx.update(updates, state, params, **extra_args)
     # Noise and schedules are float32; keep bfloat16 updates bfloat16.
     return optax.tree.cast_like(new_updates, updates), state

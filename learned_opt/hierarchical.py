@@ -189,9 +189,10 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       grads, state, params=None, *, value=None, valid_value=None, **extra
     ):
       del extra
-      base.require_value(value, name)
+      base.require_value(value, name, valid_value)
       per_param.require_params(params, name)
       base.check_params(params, f"{name}.update")
+      base.check_grads(grads, params, f"{name}.update")
       check_ranks(params, f"{name}.update")
       return self._update(theta, grads, state, params, value, valid_value)
 

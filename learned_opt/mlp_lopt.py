@@ -110,10 +110,11 @@ class MLPLOpt(base.LearnedOptimizer):
     def update_fn(
       grads, state, params=None, *, value=None, valid_value=None, **extra
     ):
+      base.require_value(value, name, valid_value)
       del valid_value, extra  # the MLP has no loss features
-      base.require_value(value, name)
       per_param.require_params(params, name)
       base.check_params(params, f"{name}.update")
+      base.check_grads(grads, params, f"{name}.update")
       treedef, ps, (gs, ms, vs) = per_param.flatten_like(
         params, grads, state.m, state.v
       )

@@ -326,3 +326,12 @@ def test_hparam_names_match_what_baseline_accepts():
   assert "momentum" in baselines.hparam_names("momentum")
   assert "nesterov" not in baselines.hparam_names("nesterov")
   assert "alpha" in baselines.hparam_names("powersign")
+
+
+@pytest.mark.parametrize("name", ["adam", "powersign"])
+def test_gradients_of_another_shape_raise(name):
+  tx = baselines.baseline(name)
+  params = {"w": jnp.ones((3, 4))}
+  state = tx.init(params)
+  with pytest.raises(ValueError, match=r"\['w'\] has shape \(4, 3\), but"):
+    tx.update({"w": jnp.ones((4, 3))}, state, params)

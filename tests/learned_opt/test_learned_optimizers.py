@@ -388,3 +388,56 @@ def test_hierarchical_rejects_rank_5_tensors():
   tx = HIER.optimizer(THETAS["hierarchical"])
   with pytest.raises(ValueError, match=r"\['w5'\].*rank 5"):
     tx.init({"ok": jnp.zeros(2), "w5": jnp.zeros((1, 1, 1, 1, 2))})
+
+
+# ------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    (
+      (4, 3),
+      r"\['w'\] has shape \(4, 3\), but the parameter has shape \(3, 4\)",
+    ),
+    ((2, 3, 4), r"\['w'\] has shape \(2, 3, 4\), but the parameter has shape"),
+    ((12,), r"\['w'\] has shape \(12,\), but the parameter has shape \(3, 4\)"),
+  ],
+  ids=["transposed", "batched", "flat"],
+)
+def test_gradients_of_another_shape_raise_at_trace_time(name, bad, message):
+  # Same number of entries or not, a gradient of another shape would be
+  # read entry by entry into the wrong places (or its rows dropped).
+  lopt, theta = LOPTS[name], THETAS[name]
+  params = {"w": jnp.ones((3, 4)), "b": jnp.ones(3)}
+  state = _init(lopt, theta, params)
+  grads = {"w": jnp.ones(bad), "b": jnp.ones(3)}
+  with pytest.raises(ValueError, match=message):
+    # Tracing only: the check costs nothing per step.
+    jax.eval_shape(
+      lambda g: lopt.optimizer(theta).update(g, state, params, value=1.0),
+      grads,
+    )
+
+
+def test_gradients_of_another_tree_raise(name):
+  lopt, theta = LOPTS[name], THETAS[name]
+  params = {"w": jnp.ones((3, 4)), "b": jnp.ones(3)}
+  tx = lopt.optimizer(theta)
+  state = tx.init(params)
+  with pytest.raises(ValueError, match=r"no gradient for \['w'\]"):
+    tx.update({"b": jnp.ones(3), "c": jnp.ones(3)}, state, params, value=1.0)
+  with pytest.raises(ValueError, match="tree structure"):
+    tx.update([jnp.ones(3), jnp.ones((3, 4))], state, params, value=1.0)
+
+
+def test_a_non_scalar_loss_raises(name):
+  tx = LOPTS[name].optimizer(THETAS[name])
+  params = {"w": jnp.ones(2)}
+  state = tx.init(params)
+  with pytest.raises(ValueError, match=r"scalar training loss .*shape \(8,\)"):
+    tx.update(params, state, params, value=jnp.ones(8))
+  with pytest.raises(ValueError, match="pass the mean loss"):
+    tx.update(params, state, params, value=jnp.ones((1, 1)))
+  with pytest.raises(ValueError, match="scalar validation loss"):
+    tx.update(params, state, params, value=1.0, valid_value=jnp.ones(2))
