@@ -32,7 +32,7 @@ class MLPLOptState(NamedTuple):
   count: jax.Array  # [] int32, updates done so far
   m: Any  # params-like tree, leaves [D, p.size] float32 (init_moments)
   v: Any  # params-like tree, leaves [D, p.size] float32
-  grad_sq_ema: jax.Array  # [T] clipping EMA of each tensor (leaf order)
+  grad_sq_ema: jax.Array  # [T] clipping EMA per tensor with entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +99,7 @@ class MLPLOpt(base.LearnedOptimizer):
     def init_fn(params):
       base.check_params(params, f"{name}.init")
       m, v = per_param.init_moments(params, len(self.decays))
-      num_tensors = len(jax.tree.leaves(params))
+      num_tensors = per_param.num_tensors(params)
       return MLPLOptState(
         count=jnp.zeros([], jnp.int32),
         m=m,
@@ -133,10 +133,10 @@ class MLPLOpt(base.LearnedOptimizer):
       updates, _ = per_param.per_param_updates(theta["mlp"], x, shared, self)
       m, v = x.moments()
       new_state = MLPLOptState(
-        state.count + 1, treedef.unflatten(m), treedef.unflatten(v),
+        state.count + 1, treedef.unflatten(m, state.m), treedef.unflatten(v, state.v),
         x.grad_sq_ema,
       )  # fmt: skip
-      updates = treedef.unflatten(per_param.shaped_like(updates, ps))
+      updates = treedef.unflatten(per_param.shaped_like(updates, ps), params)
       return updates, per_param.cast_state(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -9,8 +9,8 @@ second-moment accumulators, and run one small MLP over every entry
   into shared units (``plan_units``) so their per-op overhead is paid once;
 * ``per_param_updates``: the MLP over every entry, chunked, with per-tensor
   inputs folded into its first layer, and the step rule applied per chunk;
-* the state helpers (``init_moments``, ``flatten_like``, ``shaped_like``,
-  ``cast_state``).
+* the state helpers (``init_moments``, ``flatten_like`` and ``Layout``,
+  which leave zero-size tensors out, ``shaped_like``, ``cast_state``).
 """
 
 from collections.abc import Sequence
@@ -221,10 +221,62 @@ def shaped_like(updates, params) -> list[jax.Array]:
   ]
 
 
+class Layout(NamedTuple):
+  """Where the tensors with entries sit among a parameter tree's leaves.
+
+  The per-parameter core sees only tensors with at least one entry: a
+  zero-size tensor has no entries to update and no statistics (its means
+  would be 0/0), so it gets an empty update and keeps its (empty) state.
+  """
+
+  treedef: jax.tree_util.PyTreeDef
+  keep: tuple[int, ...]  # leaf positions of the tensors with entries
+
+  def unflatten(self, leaves, like):
+    """A tree with ``leaves`` at the kept positions, ``like``'s elsewhere.
+
+    Args:
+      leaves: one leaf per kept tensor, in leaf order.
+      like: a tree of the same structure; its leaves fill the positions of
+        the zero-size tensors (they are empty arrays there).
+    """
+    full = self.treedef.flatten_up_to(like)
+    for i, x in zip(self.keep, leaves, strict=True):
+      full[i] = x
+    return self.treedef.unflatten(full)
+
+
+def _check_some_entries(params, count: int) -> None:
+  if not count:
+    raise ValueError(
+      "the learned optimizers need at least one parameter with entries; "
+      f"every parameter here has size 0 ({jax.tree.map(jnp.shape, params)})."
+    )
+
+
+def num_tensors(params) -> int:
+  """The number of parameter tensors with at least one entry (>= 1)."""
+  count = sum(int(np.size(p)) > 0 for p in jax.tree.leaves(params))
+  _check_some_entries(params, count)
+  return count
+
+
 def flatten_like(params, *trees):
-  """Leaves of ``params`` and of each tree with the same structure."""
+  """Leaves of the non-empty tensors of ``params`` and of same-shaped trees.
+
+  Returns:
+    ``(layout, params' kept leaves, [each tree's kept leaves])``; put
+    results back with ``layout.unflatten``.
+  """
   leaves, treedef = jax.tree.flatten(params)
-  return treedef, leaves, [treedef.flatten_up_to(t) for t in trees]
+  keep = tuple(i for i, p in enumerate(leaves) if np.size(p) > 0)
+  _check_some_entries(params, len(keep))
+  pick = lambda xs: [xs[i] for i in keep]
+  return (
+    Layout(treedef, keep),
+    pick(leaves),
+    [pick(treedef.flatten_up_to(t)) for t in trees],
+  )
 
 
 def cast_state(new_state, old_state):

@@ -441,3 +441,32 @@ def test_a_non_scalar_loss_raises(name):
     tx.update(params, state, params, value=jnp.ones((1, 1)))
   with pytest.raises(ValueError, match="scalar validation loss"):
     tx.update(params, state, params, value=1.0, valid_value=jnp.ones(2))
+
+
+def test_zero_size_parameters_get_empty_updates(name):
+  # As with optax's optimizers: nothing to update, and no 0/0 statistics
+  # that would leak into the other tensors (the LSTM's global mean).
+  lopt, theta = LOPTS[name], _sensitive_theta(name)
+  params = {"empty": jnp.zeros((0, 3)), "w": jnp.ones((3, 4)), "s": jnp.ones(1)}
+  others = {"w": params["w"], "s": params["s"]}
+  grads = _grads(params, 5)
+  state = _init(lopt, theta, params)
+  updates, new_state = _update(lopt, theta, grads, state, params, 1.0)
+  assert updates["empty"].shape == (0, 3)
+  assert updates["empty"].dtype == jnp.float32
+  assert new_state.m["empty"].shape == (len(lopt.decays), 0)
+  test_utils.assert_tree_all_finite(new_state)
+  # The other tensors are updated as if the empty one were not there.
+  ref_updates, ref_state = _update(
+    lopt, theta, {k: grads[k] for k in others}, _init(lopt, theta, others),
+    others, 1.0,
+  )  # fmt: skip
+  for k in others:
+    np.testing.assert_array_equal(updates[k], ref_updates[k])
+  np.testing.assert_array_equal(new_state.grad_sq_ema, ref_state.grad_sq_ema)
+
+
+def test_only_zero_size_parameters_raise(name):
+  tx = LOPTS[name].optimizer(THETAS[name])
+  with pytest.raises(ValueError, match="at least one parameter with entries"):
+    tx.init({"empty": jnp.zeros((0, 3))})
