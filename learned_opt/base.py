@@ -14,10 +14,20 @@ The extra arguments of ``update`` are optax's own convention:
   "no validation loss at this step", so a traced loop can supply it on some
   steps only without changing the call signature.
 
-A non-finite loss is not folded into the learned optimizers' loss
-statistics, so one bad step does not leave their state NaN. Non-finite
-gradients still reach the moments, as they reach Adam's: wrap the transform
-in ``optax.apply_if_finite`` to skip such steps.
+The learned optimizers check at trace time that ``value`` is a scalar and
+that the gradients have the parameters' tree and shapes. Bad values never
+poison their state:
+
+* a non-finite loss is not folded into their loss statistics;
+* a NaN or +-inf gradient entry reads as 0 (no information), so it never
+  reaches the moments (wrap the transform in ``optax.apply_if_finite`` to
+  skip such steps altogether);
+* a tensor whose largest gradient entry exceeds ``features.MAX_GRAD``
+  (2^24) is scaled down as a whole to it before any square is taken, so no
+  second moment, norm or sum of squares overflows float32 for any finite
+  gradient (the features are normalized per tensor, so the step changes
+  little);
+* a zero-size parameter gets an empty update.
 
 Example:
   >>> lopt = learned_opt.MLPLOpt()

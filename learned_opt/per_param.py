@@ -100,6 +100,36 @@ def _expand(x: jax.Array, segment_sizes) -> jax.Array:
   )
 
 
+def _segment_max(x: jax.Array, segment_sizes) -> jax.Array:
+  """``[N] -> [k]`` maxima per tensor of a unit (of non-negative ``x``)."""
+  if segment_sizes is None:
+    return jnp.max(x, axis=-1, keepdims=True)
+  bounds = np.cumsum([0, *segment_sizes])
+  return jnp.stack([jnp.max(x[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def _bounded(g: jax.Array, segment_sizes, sizes: Sequence[int]):
+  """Gradients with non-finite entries as 0, bounding factors, mean squares.
+
+  A NaN or +-inf gradient entry reads as 0 (no information), so it never
+  reaches the accumulators. The per-tensor max, ``mean(g^2)`` and the
+  overflow-proof mean come from the same pass over ``g``
+  (``features.bound_gradients``).
+
+  Returns:
+    ``([N] gradients, [k] factors, [k] mean squares of the bounded
+    gradients)``.
+  """
+  g = jnp.where(jnp.isfinite(g), g, 0.0)
+  n = np.asarray(sizes, np.float32)
+  mean_sq = _segment_sum(jnp.square(g), segment_sizes) / n  # [k]
+  small = g * 2.0**-features._HUGE_SCALE_LOG2
+  mean_sq_small = _segment_sum(jnp.square(small), segment_sizes) / n
+  amax = _segment_max(jnp.abs(g), segment_sizes)
+  factor, mean_sq = features.bound_gradients(amax, mean_sq, mean_sq_small)
+  return g, factor, mean_sq
+
+
 def prepare(
   grads: Sequence[jax.Array],
   params: Sequence[jax.Array],
@@ -134,14 +164,14 @@ def prepare(
     segment_sizes = tuple(sizes[t] for t in idx) if len(idx) > 1 else None
     cat = lambda xs, idx=idx: jnp.concatenate([flat(xs, t) for t in idx], 1)
     g, p, mu, vu = cat(grads)[0], cat(params)[0], cat(m), cat(v)
-    mean_sq = _segment_sum(jnp.square(g), segment_sizes) / np.asarray(
-      [sizes[t] for t in idx], np.float32
-    )  # [k]
+    g, factor, mean_sq = _bounded(g, segment_sizes, [sizes[t] for t in idx])
     limit, unit_ema = features.clip_limits(
       mean_sq, grad_sq_ema[np.asarray(idx)], count
     )
+    # One elementwise pass: the bounding factor (1.0 in the normal range)
+    # and the clip.
     limit = _expand(limit, segment_sizes)
-    g = jnp.clip(g, -limit, limit)
+    g = jnp.clip(g * _expand(factor, segment_sizes), -limit, limit)
     mu, vu = features.update_moments(mu, vu, g, decays)
     if segment_sizes is None:
       # Chunked like the MLP: cache-sized passes were ~2x faster on CPU.
