@@ -47,8 +47,6 @@ MAX_RANK = 4  # the LSTM's shape features cover ranks 0..4
 # read gradients through per-tensor normalized features, so a tensor-wide
 # factor changes little (DESIGN.md §3).
 MAX_GRAD = 2.0**24
-# (g * 2^-66)^2 <= 2^124 for any finite float32 g: its mean cannot overflow.
-_HUGE_SCALE_LOG2 = 66
 
 _NORM_EPS = 1e-5  # x * rsqrt(_NORM_EPS + mean(x^2))
 _V_EPS = 1e-6  # rsqrt(v + _V_EPS)
@@ -128,31 +126,18 @@ def update_moments(
   return d * m + (1.0 - d) * g, d * v + (1.0 - d) * jnp.square(g)
 
 
-def bound_gradients(
-  amax: jax.Array, mean_sq: jax.Array, mean_sq_small: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """Per-tensor factors that bound ``|g|`` by ``MAX_GRAD``, and ``mean(g^2)``.
-
-  Everything comes from one pass over the gradients: ``mean(g^2)`` overflows
-  float32 from ``|g| ~ 1.8e19``, so a second mean, of ``(g * 2^-66)^2``,
-  gives the mean square of huge tensors (entries below ~2 underflow there,
-  which is far below float rounding next to ``max|g| > 2^24``).
+def bound_factors(amax: jax.Array) -> jax.Array:
+  """Per-tensor factors that bring ``max|g|`` down to at most ``MAX_GRAD``.
 
   Args:
     amax: ``[k]`` each tensor's ``max|g|`` (finite).
-    mean_sq: ``[k]`` its ``mean(g^2)`` (may be inf when ``amax`` is huge).
-    mean_sq_small: ``[k]`` its ``mean((g * 2^-66)^2)``.
 
   Returns:
-    ``([k] factors, 1.0 exactly unless amax > MAX_GRAD, [k] mean squares of
-    the scaled gradients)``. Normal-range values are returned unchanged.
+    ``[k]`` factors: exactly 1.0 unless ``amax > MAX_GRAD`` (so normal-range
+    gradients pass bit for bit), else ``MAX_GRAD / amax``. No gradient flows
+    through them.
   """
-  huge = amax > MAX_GRAD
-  factor = jax.lax.stop_gradient(MAX_GRAD / jnp.maximum(amax, MAX_GRAD))
-  # (factor * 2^66) * sqrt(mean_sq_small) is the scaled RMS, <= MAX_GRAD.
-  rms = (factor * 2.0**_HUGE_SCALE_LOG2) * jnp.sqrt(mean_sq_small)
-  scaled = jax.lax.stop_gradient(jnp.square(rms))
-  return factor, jnp.where(huge, scaled, mean_sq)
+  return jax.lax.stop_gradient(MAX_GRAD / jnp.maximum(amax, MAX_GRAD))
 
 
 def clip_limits(

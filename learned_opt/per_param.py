@@ -109,25 +109,23 @@ def _segment_max(x: jax.Array, segment_sizes) -> jax.Array:
 
 
 def _bounded(g: jax.Array, segment_sizes, sizes: Sequence[int]):
-  """Gradients with non-finite entries as 0, bounding factors, mean squares.
+  """Gradients bounded for float32 squares, and their mean squares.
 
   A NaN or +-inf gradient entry reads as 0 (no information), so it never
-  reaches the accumulators. The per-tensor max, ``mean(g^2)`` and the
-  overflow-proof mean come from the same pass over ``g``
-  (``features.bound_gradients``).
+  reaches the accumulators; a tensor whose ``max|g|`` exceeds
+  ``features.MAX_GRAD`` is scaled down as a whole to it, so that no square
+  formed from it overflows. This costs one reduction (the max) per tensor.
+  A one-pass form, ``mean((g * 2^-66)^2)`` beside ``mean(g^2)``, was not
+  safe: XLA rewrote ``(g * c)^2`` as ``g^2 * c^2`` (``inf * 0``) under jit.
 
   Returns:
-    ``([N] gradients, [k] factors, [k] mean squares of the bounded
-    gradients)``.
+    ``([N] bounded gradients, [k] their mean squares)``.
   """
   g = jnp.where(jnp.isfinite(g), g, 0.0)
+  factor = features.bound_factors(_segment_max(jnp.abs(g), segment_sizes))
+  g = g * _expand(factor, segment_sizes)
   n = np.asarray(sizes, np.float32)
-  mean_sq = _segment_sum(jnp.square(g), segment_sizes) / n  # [k]
-  small = g * 2.0**-features._HUGE_SCALE_LOG2
-  mean_sq_small = _segment_sum(jnp.square(small), segment_sizes) / n
-  amax = _segment_max(jnp.abs(g), segment_sizes)
-  factor, mean_sq = features.bound_gradients(amax, mean_sq, mean_sq_small)
-  return g, factor, mean_sq
+  return g, _segment_sum(jnp.square(g), segment_sizes) / n  # [k]
 
 
 def prepare(
@@ -164,14 +162,12 @@ def prepare(
     segment_sizes = tuple(sizes[t] for t in idx) if len(idx) > 1 else None
     cat = lambda xs, idx=idx: jnp.concatenate([flat(xs, t) for t in idx], 1)
     g, p, mu, vu = cat(grads)[0], cat(params)[0], cat(m), cat(v)
-    g, factor, mean_sq = _bounded(g, segment_sizes, [sizes[t] for t in idx])
+    g, mean_sq = _bounded(g, segment_sizes, [sizes[t] for t in idx])
     limit, unit_ema = features.clip_limits(
       mean_sq, grad_sq_ema[np.asarray(idx)], count
     )
-    # One elementwise pass: the bounding factor (1.0 in the normal range)
-    # and the clip.
     limit = _expand(limit, segment_sizes)
-    g = jnp.clip(g * _expand(factor, segment_sizes), -limit, limit)
+    g = jnp.clip(g, -limit, limit)
     mu, vu = features.update_moments(mu, vu, g, decays)
     if segment_sizes is None:
       # Chunked like the MLP: cache-sized passes were ~2x faster on CPU.
