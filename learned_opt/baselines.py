@@ -6,6 +6,10 @@ that is used exactly like ``lopt.optimizer(theta)``: its ``update`` accepts
 ``init`` rejects parameter trees no optimizer can update, and its updates
 have the dtypes of the gradients. Built from optax wherever optax has the
 optimizer; PowerSign and AddSign are ours (``learned_opt.sign_optimizers``).
+Hyperparameters are range-checked when they are concrete numbers, and
+gradients must have the parameters' tree and shapes when ``params`` is
+given. As in optax, a NaN or inf gradient reaches their state: wrap the
+transform in ``optax.apply_if_finite`` to skip such steps.
 
 Composable options, accepted by every name:
 
