@@ -443,12 +443,16 @@ def test_a_non_scalar_loss_raises(name):
     tx.update(params, state, params, value=1.0, valid_value=jnp.ones(2))
 
 
+# A one-entry tensor and a chunked one (shared by tests, compiled once).
+_SMALL_TREE = {"one": jnp.ones((1, 1)), "w": jnp.ones((3, 4))}
+
+
 def test_zero_size_parameters_get_empty_updates(name):
   # As with optax's optimizers: nothing to update, and no 0/0 statistics
   # that would leak into the other tensors (the LSTM's global mean).
   lopt, theta = LOPTS[name], _sensitive_theta(name)
-  params = {"empty": jnp.zeros((0, 3)), "w": jnp.ones((3, 4)), "s": jnp.ones(1)}
-  others = {"w": params["w"], "s": params["s"]}
+  others = _SMALL_TREE
+  params = {"empty": jnp.zeros((0, 3)), **others}
   grads = _grads(params, 5)
   state = _init(lopt, theta, params)
   updates, new_state = _update(lopt, theta, grads, state, params, 1.0)
@@ -491,7 +495,7 @@ def test_huge_finite_gradients_keep_state_and_updates_finite(name, magnitude):
   # non-finite from 1e19 and the updates from 1e20. A one-entry tensor too:
   # XLA simplified a one-pass overflow guard there into inf * 0.
   lopt, theta = LOPTS[name], THETAS[name]
-  params = {"w": jnp.ones((3, 4)), "b": jnp.ones(3), "one": jnp.ones((1, 1))}
+  params = _SMALL_TREE
   state = _init(lopt, theta, params)
   for step in range(3):
     grads = _uniform_like(params, step, magnitude)
