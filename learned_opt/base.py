@@ -14,10 +14,20 @@ The extra arguments of ``update`` are optax's own convention:
   "no validation loss at this step", so a traced loop can supply it on some
   steps only without changing the call signature.
 
-A non-finite loss is not folded into the learned optimizers' loss
-statistics, so one bad step does not leave their state NaN. Non-finite
-gradients still reach the moments, as they reach Adam's: wrap the transform
-in ``optax.apply_if_finite`` to skip such steps.
+The learned optimizers check at trace time that ``value`` is a scalar and
+that the gradients have the parameters' tree and shapes. Bad values never
+poison their state:
+
+* a non-finite loss is not folded into their loss statistics;
+* a NaN or +-inf gradient entry reads as 0 (no information), so it never
+  reaches the moments (wrap the transform in ``optax.apply_if_finite`` to
+  skip such steps altogether);
+* a tensor whose largest gradient entry exceeds ``features.MAX_GRAD``
+  (2^24) is scaled down as a whole to it before any square is taken, so no
+  second moment, norm or sum of squares overflows float32 for any finite
+  gradient (the features are normalized per tensor, so the step changes
+  little);
+* a zero-size parameter gets an empty update.
 
 Example:
   >>> lopt = learned_opt.MLPLOpt()
@@ -160,15 +170,68 @@ def check_params(params: Params, where: str = "optimizer") -> None:
       )
 
 
-def require_value(value: Any, where: str) -> None:
-  """Raises if a learned optimizer's ``update`` was called without the loss.
+def check_grads(grads: Any, params: Params, where: str) -> None:
+  """Raises unless ``grads`` has the structure and leaf shapes of ``params``.
+
+  The per-parameter passes flatten every leaf, so a transposed or batched
+  gradient would otherwise be read entry by entry into the wrong places.
+  Runs at trace time (structure and shapes only): free in a jitted step.
+
+  Args:
+    grads: the gradient pytree given to ``update``.
+    params: the parameter pytree.
+    where: name of the caller, used in the message.
+
+  Raises:
+    ValueError: naming the offending leaf's path and both shapes, or the
+      leaves present in one tree only.
+  """
+  path_str = lambda path: jax.tree_util.keystr(path) or "<root>"
+  if jax.tree.structure(grads) != jax.tree.structure(params):
+    g_paths = [
+      path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(grads)
+    ]
+    p_paths = [
+      path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)
+    ]
+    missing = [p for p in p_paths if p not in g_paths]
+    extra = [p for p in g_paths if p not in p_paths]
+    detail = "; ".join(
+      [f"no gradient for {', '.join(missing)}"] * bool(missing)
+      + [f"gradients for unknown {', '.join(extra)}"] * bool(extra)
+    ) or (
+      f"tree structures differ: {jax.tree.structure(grads)} vs "
+      f"{jax.tree.structure(params)}"
+    )
+    raise ValueError(
+      f"{where}: the gradients do not have the parameters' tree structure "
+      f"({detail}). Pass the gradients of the loss with respect to these "
+      "params, e.g. jax.grad(loss_fn)(params)."
+    )
+  flat_params = jax.tree.leaves(params)
+  for (path, g), p in zip(
+    jax.tree_util.tree_leaves_with_path(grads), flat_params
+  ):
+    if jnp.shape(g) != jnp.shape(p):
+      raise ValueError(
+        f"{where}: the gradient of parameter {path_str(path)} has shape "
+        f"{jnp.shape(g)}, but the parameter has shape {jnp.shape(p)}. Each "
+        "gradient must have its parameter's shape (a transposed gradient, "
+        "or per-example gradients not yet averaged over the batch?)."
+      )
+
+
+def require_value(value: Any, where: str, valid_value: Any = None) -> None:
+  """Raises unless a learned optimizer's ``update`` got a scalar loss.
 
   Args:
     value: the ``value`` keyword given to ``update``.
     where: name of the optimizer, used in the message.
+    valid_value: the ``valid_value`` keyword (None: not given).
 
   Raises:
-    ValueError: if ``value`` is None.
+    ValueError: if ``value`` is None, or ``value`` or ``valid_value`` is not
+      a scalar (shape ``()``).
   """
   if value is None:
     raise ValueError(
@@ -177,3 +240,13 @@ def require_value(value: Any, where: str) -> None:
       "the loss as an input feature at every step (jax.value_and_grad gives "
       "both the loss and the gradients)."
     )
+  for arg, kind, x in (
+    ("value", "training", value),
+    ("valid_value", "validation", valid_value),
+  ):
+    if x is not None and jnp.shape(x) != ():
+      raise ValueError(
+        f"{where}.update needs the scalar {kind} loss as {arg} (shape ()), "
+        f"got shape {jnp.shape(x)}: pass the mean loss, e.g. "
+        f"{arg}=jnp.mean(per_example_losses)."
+      )

@@ -6,6 +6,10 @@ that is used exactly like ``lopt.optimizer(theta)``: its ``update`` accepts
 ``init`` rejects parameter trees no optimizer can update, and its updates
 have the dtypes of the gradients. Built from optax wherever optax has the
 optimizer; PowerSign and AddSign are ours (``learned_opt.sign_optimizers``).
+Hyperparameters are range-checked when they are concrete numbers, and
+gradients must have the parameters' tree and shapes when ``params`` is
+given. As in optax, a NaN or inf gradient reaches their state: wrap the
+transform in ``optax.apply_if_finite`` to skip such steps.
 
 Composable options, accepted by every name:
 
@@ -27,8 +31,11 @@ Example:
 
 import dataclasses
 import inspect
+import math
 from typing import Any
 
+import jax
+import numpy as np
 import optax
 
 from learned_opt import base, schedules, sign_optimizers
@@ -99,6 +106,61 @@ def _get_spec(name: str) -> _Spec:
   return _SPECS[name]
 
 
+# Valid ranges of hyperparameters, by name, as (test, description). Only
+# concrete numbers are checked: a traced value (a vmap over a grid) or a
+# schedule passes through.
+_IN_0_1 = (lambda x: 0.0 <= x < 1.0, "in [0, 1)")
+_POSITIVE = (lambda x: x > 0.0, "> 0")
+_NON_NEGATIVE = (lambda x: x >= 0.0, ">= 0")
+_RANGES = {
+  "learning_rate": _POSITIVE,
+  "b1": _IN_0_1,
+  "b2": _IN_0_1,
+  "beta": _IN_0_1,
+  "decay": _IN_0_1,
+  "rho": _IN_0_1,
+  "momentum": _IN_0_1,
+  "eps": _POSITIVE,
+  "eps_root": _NON_NEGATIVE,
+  "weight_decay": _NON_NEGATIVE,
+  "initial_accumulator_value": _NON_NEGATIVE,
+  "initial_scale": _NON_NEGATIVE,
+  "noise_eta": _POSITIVE,
+  "noise_gamma": _NON_NEGATIVE,
+  "final_lr_scale": _NON_NEGATIVE,
+}
+
+
+def _concrete_number(x: Any) -> float | None:
+  """``x`` as a float if it is a concrete real scalar, else None."""
+  if isinstance(x, bool) or callable(x) or isinstance(x, jax.core.Tracer):
+    return None
+  try:
+    a = np.asarray(x)
+  except (TypeError, ValueError):
+    return None
+  if a.shape != () or not np.issubdtype(a.dtype, np.number):
+    return None
+  return float(a)
+
+
+def _check_ranges(name: str, hparams: dict[str, Any]) -> None:
+  """Raises for a concrete hyperparameter outside its valid range."""
+  ranges = dict(_RANGES)
+  if name == "powersign":
+    ranges["alpha"] = _POSITIVE  # the base of a power
+  for arg, value in hparams.items():
+    x = _concrete_number(value)
+    if arg not in ranges or x is None:
+      continue
+    test, description = ranges[arg]
+    if not (math.isfinite(x) and test(x)):
+      raise ValueError(
+        f"baseline({name!r}): {arg} must be finite and {description}, got "
+        f"{value!r}."
+      )
+
+
 def _gradient_noise(name: str, options: dict[str, Any]):
   """optax.add_noise from the noise options, or None when noise is off."""
   eta = options.get("noise_eta")
@@ -131,6 +193,8 @@ def _with_interface(
     return tx.init(params)
 
   def update_fn(updates, state, params=None, **extra_args):
+    if params is not None:
+      base.check_grads(updates, params, f"{where}.update")
     new_updates, state = tx.update(updates, state, params, **extra_args)
     # Noise and schedules are float32; keep bfloat16 updates bfloat16.
     return optax.tree.cast_like(new_updates, updates), state
@@ -159,7 +223,10 @@ def baseline(
 
   Raises:
     ValueError: for an unknown name (the message lists the valid ones), a
-      hyperparameter the optimizer does not take, or inconsistent options.
+      hyperparameter the optimizer does not take, a concrete value outside
+      its valid range (a learning rate or ``eps`` <= 0, decays such as
+      ``b1``, ``b2``, ``decay``, ``momentum`` outside [0, 1), NaN), or
+      inconsistent options.
   """
   spec = _get_spec(name)
   valid = hparam_names(name)
@@ -176,6 +243,7 @@ def baseline(
       f"baseline({name!r}) got unknown hyperparameter(s) "
       f"{', '.join(unknown)}{hint}; valid: {', '.join(valid)}."
     )
+  _check_ranges(name, hparams)
   options = {k: hparams.pop(k) for k in _COMMON_KWARGS if k in hparams}
   kwargs = {**spec.defaults, **hparams, **spec.fixed}
   kwargs["learning_rate"] = schedules.make_schedule(

@@ -40,6 +40,14 @@ TRAIN_LOSS_DECAY = 0.9
 VALID_LOSS_DECAY = 0.95
 MAX_RANK = 4  # the LSTM's shape features cover ranks 0..4
 
+# Gradients are bounded before they reach any square: a tensor whose largest
+# |g| exceeds MAX_GRAD is scaled down as a whole to it. Then v <= 2^48,
+# v^2 <= 2^96, and the sums of squares over a tensor of up to 2^31 entries
+# (the features' normalization) stay below float32's 2^128. The optimizers
+# read gradients through per-tensor normalized features, so a tensor-wide
+# factor changes little (DESIGN.md §3).
+MAX_GRAD = 2.0**24
+
 _NORM_EPS = 1e-5  # x * rsqrt(_NORM_EPS + mean(x^2))
 _V_EPS = 1e-6  # rsqrt(v + _V_EPS)
 _LOG_EPS = 1e-8
@@ -122,6 +130,20 @@ def update_moments(
   g = g[None]  # [1, *S]
   d = jnp.asarray(decays, jnp.float32).reshape((-1,) + (1,) * (g.ndim - 1))
   return d * m + (1.0 - d) * g, d * v + (1.0 - d) * jnp.square(g)
+
+
+def bound_factors(amax: jax.Array) -> jax.Array:
+  """Per-tensor factors that bring ``max|g|`` down to at most ``MAX_GRAD``.
+
+  Args:
+    amax: ``[k]`` each tensor's ``max|g|`` (finite).
+
+  Returns:
+    ``[k]`` factors: exactly 1.0 unless ``amax > MAX_GRAD`` (so normal-range
+    gradients pass bit for bit), else ``MAX_GRAD / amax``. No gradient flows
+    through them.
+  """
+  return jax.lax.stop_gradient(MAX_GRAD / jnp.maximum(amax, MAX_GRAD))
 
 
 def clip_limits(

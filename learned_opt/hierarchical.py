@@ -40,12 +40,13 @@ from learned_opt import base, features, networks, per_param
 
 
 class HierarchicalLOptState(NamedTuple):
-  """State of ``HierarchicalLOpt``; T = number of parameter tensors."""
+  """State of ``HierarchicalLOpt``; T = number of parameter tensors
+  with entries (zero-size ones have no per-tensor state)."""
 
   count: jax.Array  # [] int32, updates done so far
   m: Any  # params-like tree, leaves [D, p.size] float32 (init_moments)
   v: Any  # params-like tree, leaves [D, p.size] float32
-  grad_sq_ema: jax.Array  # [T] clipping EMA of each tensor (leaf order)
+  grad_sq_ema: jax.Array  # [T] clipping EMA per tensor with entries
   lstm_h: jax.Array  # [T, lstm_hidden_size]
   lstm_c: jax.Array  # [T, lstm_hidden_size]
   mlp_avg: jax.Array  # [T, mlp_to_lstm], averaged MLP outputs of last step
@@ -196,7 +197,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     def init_fn(params):
       base.check_params(params, f"{name}.init")
       check_ranks(params, f"{name}.init")
-      num_tensors = len(jax.tree.leaves(params))
+      num_tensors = per_param.num_tensors(params)
       tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
       m, v = per_param.init_moments(params, len(self.decays))
       return HierarchicalLOptState(
@@ -219,9 +220,10 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       num_steps=None, **extra,
     ):  # fmt: skip
       del extra
-      base.require_value(value, name)
+      base.require_value(value, name, valid_value)
       per_param.require_params(params, name)
       base.check_params(params, f"{name}.update")
+      base.check_grads(grads, params, f"{name}.update")
       check_ranks(params, f"{name}.update")
       if num_steps is None:
         num_steps = default_num_steps
@@ -280,8 +282,8 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     m, v = x.moments()
     new_state = HierarchicalLOptState(
       count=state.count + 1,
-      m=treedef.unflatten(m),
-      v=treedef.unflatten(v),
+      m=treedef.unflatten(m, state.m),
+      v=treedef.unflatten(v, state.v),
       grad_sq_ema=x.grad_sq_ema,
       lstm_h=h,
       lstm_c=c,
@@ -290,5 +292,5 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       loss=loss_state,
       param_scale=state.param_scale,
     )
-    updates = treedef.unflatten(per_param.shaped_like(updates, ps))
+    updates = treedef.unflatten(per_param.shaped_like(updates, ps), params)
     return updates, per_param.cast_state(new_state, state)

@@ -32,7 +32,7 @@ class MLPLOptState(NamedTuple):
   count: jax.Array  # [] int32, updates done so far
   m: Any  # params-like tree, leaves [D, p.size] float32 (init_moments)
   v: Any  # params-like tree, leaves [D, p.size] float32
-  grad_sq_ema: jax.Array  # [T] clipping EMA of each tensor (leaf order)
+  grad_sq_ema: jax.Array  # [T] clipping EMA per tensor with entries
   # [T] step scales of step_scale="init_rms"; None (no leaf) otherwise.
   param_scale: Any = None
 
@@ -121,7 +121,7 @@ class MLPLOpt(base.LearnedOptimizer):
     def init_fn(params):
       base.check_params(params, f"{name}.init")
       m, v = per_param.init_moments(params, len(self.decays))
-      num_tensors = len(jax.tree.leaves(params))
+      num_tensors = per_param.num_tensors(params)
       return MLPLOptState(
         count=jnp.zeros([], jnp.int32),
         m=m,
@@ -134,10 +134,11 @@ class MLPLOpt(base.LearnedOptimizer):
       grads, state, params=None, *, value=None, valid_value=None,
       num_steps=None, **extra,
     ):  # fmt: skip
+      base.require_value(value, name, valid_value)
       del valid_value, extra  # the MLP has no loss features
-      base.require_value(value, name)
       per_param.require_params(params, name)
       base.check_params(params, f"{name}.update")
+      base.check_grads(grads, params, f"{name}.update")
       treedef, ps, (gs, ms, vs) = per_param.flatten_like(
         params, grads, state.m, state.v
       )
@@ -162,10 +163,10 @@ class MLPLOpt(base.LearnedOptimizer):
       )
       m, v = x.moments()
       new_state = MLPLOptState(
-        state.count + 1, treedef.unflatten(m), treedef.unflatten(v),
-        x.grad_sq_ema, state.param_scale,
+        state.count + 1, treedef.unflatten(m, state.m),
+        treedef.unflatten(v, state.v), x.grad_sq_ema, state.param_scale,
       )  # fmt: skip
-      updates = treedef.unflatten(per_param.shaped_like(updates, ps))
+      updates = treedef.unflatten(per_param.shaped_like(updates, ps), params)
       return updates, per_param.cast_state(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

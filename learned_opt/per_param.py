@@ -9,8 +9,8 @@ second-moment accumulators, and run one small MLP over every entry
   into shared units (``plan_units``) so their per-op overhead is paid once;
 * ``per_param_updates``: the MLP over every entry, chunked, with per-tensor
   inputs folded into its first layer, and the step rule applied per chunk;
-* the state helpers (``init_moments``, ``flatten_like``, ``shaped_like``,
-  ``cast_state``).
+* the state helpers (``init_moments``, ``flatten_like`` and ``Layout``,
+  which leave zero-size tensors out, ``shaped_like``, ``cast_state``).
 """
 
 from collections.abc import Sequence
@@ -101,6 +101,34 @@ def _expand(x: jax.Array, segment_sizes) -> jax.Array:
   )
 
 
+def _segment_max(x: jax.Array, segment_sizes) -> jax.Array:
+  """``[N] -> [k]`` maxima per tensor of a unit (of non-negative ``x``)."""
+  if segment_sizes is None:
+    return jnp.max(x, axis=-1, keepdims=True)
+  bounds = np.cumsum([0, *segment_sizes])
+  return jnp.stack([jnp.max(x[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def _bounded(g: jax.Array, segment_sizes, sizes: Sequence[int]):
+  """Gradients bounded for float32 squares, and their mean squares.
+
+  A NaN or +-inf gradient entry reads as 0 (no information), so it never
+  reaches the accumulators; a tensor whose ``max|g|`` exceeds
+  ``features.MAX_GRAD`` is scaled down as a whole to it, so that no square
+  formed from it overflows. This costs one reduction (the max) per tensor.
+  A one-pass form, ``mean((g * 2^-66)^2)`` beside ``mean(g^2)``, was not
+  safe: XLA rewrote ``(g * c)^2`` as ``g^2 * c^2`` (``inf * 0``) under jit.
+
+  Returns:
+    ``([N] bounded gradients, [k] their mean squares)``.
+  """
+  g = jnp.where(jnp.isfinite(g), g, 0.0)
+  factor = features.bound_factors(_segment_max(jnp.abs(g), segment_sizes))
+  g = g * _expand(factor, segment_sizes)
+  n = np.asarray(sizes, np.float32)
+  return g, _segment_sum(jnp.square(g), segment_sizes) / n  # [k]
+
+
 def prepare(
   grads: Sequence[jax.Array],
   params: Sequence[jax.Array],
@@ -135,9 +163,7 @@ def prepare(
     segment_sizes = tuple(sizes[t] for t in idx) if len(idx) > 1 else None
     cat = lambda xs, idx=idx: jnp.concatenate([flat(xs, t) for t in idx], 1)
     g, p, mu, vu = cat(grads)[0], cat(params)[0], cat(m), cat(v)
-    mean_sq = _segment_sum(jnp.square(g), segment_sizes) / np.asarray(
-      [sizes[t] for t in idx], np.float32
-    )  # [k]
+    g, mean_sq = _bounded(g, segment_sizes, [sizes[t] for t in idx])
     limit, unit_ema = features.clip_limits(
       mean_sq, grad_sq_ema[np.asarray(idx)], count
     )
@@ -270,7 +296,8 @@ def _overflow_free_rms(x: jax.Array, weights=None) -> jax.Array:
 
 
 def init_param_scales(params, floor_fraction: float) -> jax.Array:
-  """``[T]`` step scales of the ``"init_rms"`` rule, from the initial params.
+  """``[T]`` step scales of the ``"init_rms"`` rule, from the initial params
+  (the tensors with entries).
 
   Each tensor's RMS when the optimizer starts, floored like
   ``param_scales``. Fixed for the run: a scale that follows the parameters
@@ -279,10 +306,8 @@ def init_param_scales(params, floor_fraction: float) -> jax.Array:
   classifiers within 500 steps).
   """
   flat = [jnp.asarray(p, jnp.float32).reshape(-1) for p in params]
-  sizes = jnp.asarray([max(p.size, 1) for p in flat], jnp.float32)
-  own = jnp.stack(
-    [_overflow_free_rms(p) if p.size else jnp.zeros([]) for p in flat]
-  )
+  sizes = jnp.asarray([p.size for p in flat], jnp.float32)
+  own = jnp.stack([_overflow_free_rms(p) for p in flat])
   overall = _overflow_free_rms(own, weights=sizes)
   return jnp.maximum(jnp.maximum(own, floor_fraction * overall), 1e-12)
 
@@ -295,10 +320,62 @@ def shaped_like(updates, params) -> list[jax.Array]:
   ]
 
 
+class Layout(NamedTuple):
+  """Where the tensors with entries sit among a parameter tree's leaves.
+
+  The per-parameter core sees only tensors with at least one entry: a
+  zero-size tensor has no entries to update and no statistics (its means
+  would be 0/0), so it gets an empty update and keeps its (empty) state.
+  """
+
+  treedef: jax.tree_util.PyTreeDef
+  keep: tuple[int, ...]  # leaf positions of the tensors with entries
+
+  def unflatten(self, leaves, like):
+    """A tree with ``leaves`` at the kept positions, ``like``'s elsewhere.
+
+    Args:
+      leaves: one leaf per kept tensor, in leaf order.
+      like: a tree of the same structure; its leaves fill the positions of
+        the zero-size tensors (they are empty arrays there).
+    """
+    full = self.treedef.flatten_up_to(like)
+    for i, x in zip(self.keep, leaves, strict=True):
+      full[i] = x
+    return self.treedef.unflatten(full)
+
+
+def _check_some_entries(params, count: int) -> None:
+  if not count:
+    raise ValueError(
+      "the learned optimizers need at least one parameter with entries; "
+      f"every parameter here has size 0 ({jax.tree.map(jnp.shape, params)})."
+    )
+
+
+def num_tensors(params) -> int:
+  """The number of parameter tensors with at least one entry (>= 1)."""
+  count = sum(int(np.size(p)) > 0 for p in jax.tree.leaves(params))
+  _check_some_entries(params, count)
+  return count
+
+
 def flatten_like(params, *trees):
-  """Leaves of ``params`` and of each tree with the same structure."""
+  """Leaves of the non-empty tensors of ``params`` and of same-shaped trees.
+
+  Returns:
+    ``(layout, params' kept leaves, [each tree's kept leaves])``; put
+    results back with ``layout.unflatten``.
+  """
   leaves, treedef = jax.tree.flatten(params)
-  return treedef, leaves, [treedef.flatten_up_to(t) for t in trees]
+  keep = tuple(i for i, p in enumerate(leaves) if np.size(p) > 0)
+  _check_some_entries(params, len(keep))
+  pick = lambda xs: [xs[i] for i in keep]
+  return (
+    Layout(treedef, keep),
+    pick(leaves),
+    [pick(treedef.flatten_up_to(t)) for t in trees],
+  )
 
 
 def cast_state(new_state, old_state):
@@ -368,7 +445,8 @@ def initial_scales(lopt, params) -> jax.Array | None:
   """The state's ``param_scale``: ``[T]`` for ``init_rms``, else None."""
   if lopt.step_scale != "init_rms":
     return None
-  return init_param_scales(jax.tree.leaves(params), lopt.param_scale_floor)
+  kept = [p for p in jax.tree.leaves(params) if np.size(p) > 0]  # as Layout
+  return init_param_scales(kept, lopt.param_scale_floor)
 
 
 def require_params(params, name: str) -> None:

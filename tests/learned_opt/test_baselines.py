@@ -326,3 +326,47 @@ def test_hparam_names_match_what_baseline_accepts():
   assert "momentum" in baselines.hparam_names("momentum")
   assert "nesterov" not in baselines.hparam_names("nesterov")
   assert "alpha" in baselines.hparam_names("powersign")
+
+
+@pytest.mark.parametrize("name", ["adam", "powersign"])
+def test_gradients_of_another_shape_raise(name):
+  tx = baselines.baseline(name)
+  params = {"w": jnp.ones((3, 4))}
+  state = tx.init(params)
+  with pytest.raises(ValueError, match=r"\['w'\] has shape \(4, 3\), but"):
+    tx.update({"w": jnp.ones((4, 3))}, state, params)
+
+
+@pytest.mark.parametrize(
+  "name, kwargs, message",
+  [
+    ("adam", {"learning_rate": -1e-3}, "learning_rate must be finite and > 0"),
+    ("sgd", {"learning_rate": 0.0}, "learning_rate must be finite and > 0"),
+    ("momentum", {"learning_rate": float("nan")}, "learning_rate .* nan"),
+    ("adam", {"b1": 1.0}, r"b1 must be finite and in \[0, 1\), got 1.0"),
+    ("adamw", {"b2": -0.1}, r"b2 must be .* in \[0, 1\)"),
+    ("adam", {"eps": 0.0}, "eps must be finite and > 0"),
+    ("rmsprop", {"decay": 1.5}, r"decay must be .* in \[0, 1\)"),
+    ("nesterov", {"momentum": 1.2}, r"momentum must be .* in \[0, 1\)"),
+    ("adamw", {"weight_decay": -1.0}, "weight_decay must be finite and >= 0"),
+    ("powersign", {"alpha": 0.0}, "alpha must be finite and > 0"),
+    ("addsign", {"beta": 1.0}, r"beta must be .* in \[0, 1\)"),
+    ("adam", {"noise_eta": -0.1}, "noise_eta must be finite and > 0"),
+  ],
+)
+def test_out_of_range_hyperparameters_raise(name, kwargs, message):
+  with pytest.raises(ValueError, match=rf"baseline\('{name}'\): {message}"):
+    baselines.baseline(name, **kwargs)
+
+
+def test_traced_and_scheduled_learning_rates_are_not_range_checked():
+  lrs = jnp.asarray([1e-3, 1e-2])
+  grads = {"w": jnp.ones(2)}
+
+  def step(lr):
+    tx = baselines.baseline("adam", learning_rate=lr)
+    return tx.update(grads, tx.init(grads), grads)[0]["w"]
+
+  assert jax.vmap(step)(lrs).shape == (2, 2)
+  baselines.baseline("sgd", learning_rate=optax.constant_schedule(0.1))
+  baselines.baseline("adam", learning_rate=np.float32(1e-3))

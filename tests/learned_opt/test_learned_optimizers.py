@@ -442,3 +442,159 @@ def test_hierarchical_rejects_rank_5_tensors():
   tx = HIER.optimizer(THETAS["hierarchical"])
   with pytest.raises(ValueError, match=r"\['w5'\].*rank 5"):
     tx.init({"ok": jnp.zeros(2), "w5": jnp.zeros((1, 1, 1, 1, 2))})
+
+
+# ------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    (
+      (4, 3),
+      r"\['w'\] has shape \(4, 3\), but the parameter has shape \(3, 4\)",
+    ),
+    ((2, 3, 4), r"\['w'\] has shape \(2, 3, 4\), but the parameter has shape"),
+    ((12,), r"\['w'\] has shape \(12,\), but the parameter has shape \(3, 4\)"),
+  ],
+  ids=["transposed", "batched", "flat"],
+)
+def test_gradients_of_another_shape_raise_at_trace_time(name, bad, message):
+  # Same number of entries or not, a gradient of another shape would be
+  # read entry by entry into the wrong places (or its rows dropped).
+  lopt, theta = LOPTS[name], THETAS[name]
+  params = {"w": jnp.ones((3, 4)), "b": jnp.ones(3)}
+  state = _init(lopt, theta, params)
+  grads = {"w": jnp.ones(bad), "b": jnp.ones(3)}
+  with pytest.raises(ValueError, match=message):
+    # Tracing only: the check costs nothing per step.
+    jax.eval_shape(
+      lambda g: lopt.optimizer(theta).update(g, state, params, value=1.0),
+      grads,
+    )
+
+
+def test_gradients_of_another_tree_raise(name):
+  lopt, theta = LOPTS[name], THETAS[name]
+  params = {"w": jnp.ones((3, 4)), "b": jnp.ones(3)}
+  tx = lopt.optimizer(theta)
+  state = tx.init(params)
+  with pytest.raises(ValueError, match=r"no gradient for \['w'\]"):
+    tx.update({"b": jnp.ones(3), "c": jnp.ones(3)}, state, params, value=1.0)
+  with pytest.raises(ValueError, match="tree structure"):
+    tx.update([jnp.ones(3), jnp.ones((3, 4))], state, params, value=1.0)
+
+
+def test_a_non_scalar_loss_raises(name):
+  tx = LOPTS[name].optimizer(THETAS[name])
+  params = {"w": jnp.ones(2)}
+  state = tx.init(params)
+  with pytest.raises(ValueError, match=r"scalar training loss .*shape \(8,\)"):
+    tx.update(params, state, params, value=jnp.ones(8))
+  with pytest.raises(ValueError, match="pass the mean loss"):
+    tx.update(params, state, params, value=jnp.ones((1, 1)))
+  with pytest.raises(ValueError, match="scalar validation loss"):
+    tx.update(params, state, params, value=1.0, valid_value=jnp.ones(2))
+
+
+# A one-entry tensor and a chunked one (shared by tests, compiled once).
+_SMALL_TREE = {"one": jnp.ones((1, 1)), "w": jnp.ones((3, 4))}
+
+
+def test_zero_size_parameters_get_empty_updates(name):
+  # As with optax's optimizers: nothing to update, and no 0/0 statistics
+  # that would leak into the other tensors (the LSTM's global mean).
+  lopt, theta = LOPTS[name], _sensitive_theta(name)
+  others = _SMALL_TREE
+  params = {"empty": jnp.zeros((0, 3)), **others}
+  grads = _grads(params, 5)
+  state = _init(lopt, theta, params)
+  updates, new_state = _update(lopt, theta, grads, state, params, 1.0)
+  assert updates["empty"].shape == (0, 3)
+  assert updates["empty"].dtype == jnp.float32
+  assert new_state.m["empty"].shape == (len(lopt.decays), 0)
+  test_utils.assert_tree_all_finite(new_state)
+  # The other tensors are updated as if the empty one were not there.
+  ref_updates, ref_state = _update(
+    lopt, theta, {k: grads[k] for k in others}, _init(lopt, theta, others),
+    others, 1.0,
+  )  # fmt: skip
+  for k in others:
+    np.testing.assert_array_equal(updates[k], ref_updates[k])
+  np.testing.assert_array_equal(new_state.grad_sq_ema, ref_state.grad_sq_ema)
+
+
+def test_only_zero_size_parameters_raise(name):
+  tx = LOPTS[name].optimizer(THETAS[name])
+  with pytest.raises(ValueError, match="at least one parameter with entries"):
+    tx.init({"empty": jnp.zeros((0, 3))})
+
+
+# ---------------------------------------------- huge and non-finite gradients
+
+
+def _uniform_like(params, seed, magnitude):
+  keys = jax.random.split(jax.random.key(seed), len(jax.tree.leaves(params)))
+  keys = jax.tree.unflatten(jax.tree.structure(params), list(keys))
+  return jax.tree.map(
+    lambda p, k: magnitude * jax.random.uniform(k, jnp.shape(p), minval=-1.0),
+    params,
+    keys,
+  )
+
+
+@pytest.mark.parametrize("magnitude", [1e19, 1e20, 1e30, 3e38])
+def test_huge_finite_gradients_keep_state_and_updates_finite(name, magnitude):
+  # mean(g^2) overflowed float32 before the clip could act: the state went
+  # non-finite from 1e19 and the updates from 1e20. A one-entry tensor too:
+  # XLA simplified a one-pass overflow guard there into inf * 0.
+  lopt, theta = LOPTS[name], THETAS[name]
+  params = _SMALL_TREE
+  state = _init(lopt, theta, params)
+  for step in range(3):
+    grads = _uniform_like(params, step, magnitude)
+    updates, state = _update(lopt, theta, grads, state, params, 1.0)
+    test_utils.assert_tree_all_finite(updates)
+    test_utils.assert_tree_all_finite(state)
+  # And ordinary gradients afterwards still give finite updates.
+  updates, state = _update(lopt, theta, _grads(params, 9), state, params, 1.0)
+  test_utils.assert_tree_all_finite(updates)
+  test_utils.assert_tree_all_finite(state)
+
+
+def test_a_huge_tensor_is_scaled_down_as_a_whole(name):
+  # The documented bound: a tensor whose max|g| exceeds 2^24 is read as if
+  # scaled down to it, so its relative structure survives.
+  lopt, theta = LOPTS[name], _sensitive_theta(name)
+  state = _init(lopt, theta, PARAMS)
+  grads = _grads(PARAMS, 3)
+  huge = jax.tree.map(lambda g: 1e30 * g.astype(jnp.float32), grads)
+  bounded = jax.tree.map(lambda g: (2.0**24 / jnp.max(jnp.abs(g))) * g, huge)
+  huge = jax.tree.map(lambda h, g: h.astype(g.dtype), huge, grads)
+  bounded = jax.tree.map(lambda h, g: h.astype(g.dtype), bounded, grads)
+  u_huge, _ = _update(lopt, theta, huge, state, PARAMS, 1.0)
+  u_bounded, _ = _update(lopt, theta, bounded, state, PARAMS, 1.0)
+  test_utils.assert_tree_all_finite(u_huge)
+  test_utils.assert_trees_all_close(u_huge, u_bounded, rtol=1e-3, atol=1e-6)
+
+
+def test_non_finite_gradient_entries_read_as_zero(name):
+  # The documented behaviour: a NaN or +-inf entry is no information, so the
+  # state stays finite and the step is that of a zero entry there.
+  lopt, theta = LOPTS[name], _sensitive_theta(name)
+  state = _init(lopt, theta, PARAMS)
+  _, state = _update(lopt, theta, _grads(PARAMS, 1), state, PARAMS, 2.0)
+  grads = _grads(PARAMS, 2)
+  bad_values = [NAN, float("inf"), -float("inf")]
+
+  def poke(value):
+    return jax.tree.map(lambda g: g.at[(0,) * g.ndim].set(value), grads)
+
+  for bad in bad_values:
+    updates, new_state = _update(lopt, theta, poke(bad), state, PARAMS, 2.0)
+    expected, expected_state = _update(
+      lopt, theta, poke(0.0), state, PARAMS, 2.0
+    )
+    test_utils.assert_tree_all_finite(updates)
+    test_utils.assert_trees_equal(updates, expected)
+    test_utils.assert_trees_equal(new_state, expected_state)
