@@ -2,7 +2,8 @@
 
 For haiku MLPs of about 10k, 100k and 1M parameters (batch 128, synthetic
 classification data), times the jitted train step (forward, backward,
-optimizer update, apply) with ``HierarchicalLOpt``, ``MLPLOpt``,
+optimizer update, apply) with ``HierarchicalLOpt`` (the paper's step, and
+the scale-aware ``init_rms`` step with progress features), ``MLPLOpt``,
 ``optax.adam`` and a straightforward implementation of ``HierarchicalLOpt``
 (``bench/straightforward.py``: every MLP input tiled per entry, all 18
 outputs per entry; the yardstick the issue's targets were set against), all
@@ -94,9 +95,16 @@ def optimizers():
   mlp = learned_opt.MLPLOpt()
   key = jax.random.key(0)
   theta = hier.init(key)
+  # The scale-aware design of configs/scale_aware.py (issue 19).
+  scaled = learned_opt.HierarchicalLOpt(
+    step_scale="init_rms", progress_features=True, step_mult=1e-2
+  )
   return {
     "adam": optax.adam(1e-3),
     "hierarchical": hier.optimizer(theta),
+    "hierarchical_init_rms": scaled.optimizer(
+      scaled.init(key), num_steps=10_000
+    ),
     "mlp": mlp.optimizer(mlp.init(key)),
     "straightforward": straightforward.optimizer(hier, theta),
   }
