@@ -8,10 +8,8 @@ test meta-trains ``MLPLOpt`` on quadratics with the tiny config through the
 
 import dataclasses
 import json
-import pathlib
 import shutil
 import subprocess
-import sys
 from typing import ClassVar
 
 import jax
@@ -24,9 +22,6 @@ import test_utils
 import learned_opt
 from meta_train import metrics as metrics_lib
 from meta_train import train
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
 
 # ---------------------------------------------------------- outer step
 
@@ -270,16 +265,7 @@ def test_workdir_of_another_run_is_refused(lr_run):
 def test_tiny_config_meta_training_learns(tmp_path, subprocess_env):
   """200 outer steps of ES: the held-out loss falls to < 1/2 of its start."""
   workdir = tmp_path / "tiny"
-  cmd = [
-    sys.executable,
-    "-m",
-    "meta_train.cli.meta_train",
-    "--config",
-    str(ROOT / "configs" / "tiny.py"),
-    "--workdir",
-    str(workdir),
-    "--config.log.progress=false",
-  ]
+  cmd = test_utils.meta_train_cmd(workdir, "--config.log.progress=false")
   proc = subprocess.run(
     cmd, env=subprocess_env(), capture_output=True, text=True, timeout=900
   )
