@@ -31,6 +31,25 @@ steps of a smaller problem (tests).
 
 import ml_collections
 
+from configs import base
+
+_SMOKE = {  # seconds: a check of the setup
+  "num_seeds": 1,
+  "num_outer_steps": 3,
+  "eval_every": 1,  # advance_runs then does exactly one outer step
+  "eval_runs": 2,
+  "eval_steps": 10,
+  "adam_lrs": (1e-3, 1e-2),
+  "sgd_lrs": (0.01, 0.1),
+  "task.lopt_hidden": 4,
+  "task.inner_static": "dim:2",
+  "task.num_inner_specs": 2,
+  "task.num_pairs": 2,
+  "task.unroll_length": 4,
+  "task.min_horizon": 8,
+  "task.max_horizon": 16,
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The self-training config; ``arg="smoke"`` shrinks it to seconds."""
@@ -64,23 +83,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task.std = 0.01
   c.task.seed = 0
 
-  if arg == "smoke":
-    c.num_seeds = 1
-    c.num_outer_steps = 3
-    c.eval_every = 1  # advance_runs then does exactly one outer step
-    c.eval_runs = 2
-    c.eval_steps = 10
-    c.adam_lrs = (1e-3, 1e-2)
-    c.sgd_lrs = (0.01, 0.1)
-    c.task.lopt_hidden = 4
-    c.task.inner_static = "dim:2"
-    c.task.num_inner_specs = 2
-    c.task.num_pairs = 2
-    c.task.unroll_length = 4
-    c.task.min_horizon = 8
-    c.task.max_horizon = 16
-  elif arg:
-    raise ValueError(
-      f"configs/self_train.py: unknown arg {arg!r}; valid: smoke"
-    )
+  base.apply_variants(c, arg, {"smoke": _SMOKE}, "self_train")
   return c

@@ -158,22 +158,26 @@ def lr_config(num_steps=30, checkpoint_every=10):
   from configs import tiny
 
   c = tiny.get_config()
-  c.suite.max_params = 2
-  c.suite.max_groups = 1
-  c.suite.num_specs = 8
-  c.estimator.num_pairs = 4
-  c.estimator.unroll_length = 5
-  c.estimator.min_horizon = 20
-  c.estimator.max_horizon = 60
-  c.estimator.std = 0.05
-  c.outer.num_steps = num_steps
-  c.outer.learning_rate = 0.2
-  c.eval.every = 10
-  c.eval.num_eval_tasks = 2
-  c.eval.num_steps = 30
-  c.checkpoint.every = checkpoint_every
-  c.log.every = 5
-  c.log.progress = False
+  c.update_from_flattened_dict(
+    {
+      "suite.max_params": 2,
+      "suite.max_groups": 1,
+      "suite.num_specs": 8,
+      "estimator.num_pairs": 4,
+      "estimator.unroll_length": 5,
+      "estimator.min_horizon": 20,
+      "estimator.max_horizon": 60,
+      "estimator.std": 0.05,
+      "outer.num_steps": num_steps,
+      "outer.learning_rate": 0.2,
+      "eval.every": 10,
+      "eval.num_eval_tasks": 2,
+      "eval.num_steps": 30,
+      "checkpoint.every": checkpoint_every,
+      "log.every": 5,
+      "log.progress": False,
+    }
+  )
   return c
 
 
