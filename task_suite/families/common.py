@@ -351,8 +351,8 @@ class ImageTask(base.Task):
 class ImageFamily:
   """Shared machinery of the image families (mlp, conv, vae, mlp_ae).
 
-  Subclasses set ``name``, ``spec_type``, ``task_type``, ``MENU`` and
-  ``MENU_WEIGHTS``; specs must have the shared image dynamic fields
+  Subclasses set ``name``, ``spec_type``, ``task_type``, ``MENU``,
+  ``MENU_WEIGHTS`` and, for reconstruction tasks, ``REFERENCE_STATS``; specs must have the shared image dynamic fields
   (activation, init_scale, dataset, data_seed) plus ``image_size``.
 
   Args:
@@ -369,6 +369,8 @@ class ImageFamily:
   task_type: type
   MENU: tuple[dict[str, Any], ...]
   MENU_WEIGHTS: tuple[float, ...] | None = None
+  # Keys of ``image_reference_stats`` the family's tasks read (``normalize``).
+  REFERENCE_STATS: tuple[str, ...] = ()
   NUM_CLASSES = 10  # both image datasets; checked when the data is loaded
 
   def __init__(
@@ -418,9 +420,11 @@ class ImageFamily:
     return self._data[image_size]
 
   def extra_data(self, arrays: Mapping[str, jax.Array]) -> dict[str, Any]:
-    """Per-size arrays a family derives from the images (e.g. mean images)."""
-    del arrays
-    return {}
+    """The family's ``REFERENCE_STATS`` of the images (per size)."""
+    if not self.REFERENCE_STATS:
+      return {}
+    stats = image_reference_stats(arrays)
+    return {k: stats[k] for k in self.REFERENCE_STATS}
 
 
 def image_reference_stats(

@@ -119,8 +119,5 @@ class MLPAEFamily(common.ImageFamily):
   task_type = MLPAETask
   MENU = MENU
   MENU_WEIGHTS = MENU_WEIGHTS
-
-  def extra_data(self, arrays):
-    """Mean images and reference errors per dataset (see ``normalize``)."""
-    stats = common.image_reference_stats(arrays)
-    return {k: stats[k] for k in ("mean_image", "pixel_variance")}
+  # Mean images and reference errors per dataset (see ``normalize``).
+  REFERENCE_STATS = ("mean_image", "pixel_variance")

@@ -123,8 +123,5 @@ class VAEFamily(common.ImageFamily):
   task_type = VAETask
   MENU = MENU
   MENU_WEIGHTS = MENU_WEIGHTS
-
-  def extra_data(self, arrays):
-    """Mean images and reference losses per dataset (see ``normalize``)."""
-    stats = common.image_reference_stats(arrays)
-    return {k: stats[k] for k in ("mean_image", "bernoulli_ref")}
+  # Mean images and reference losses per dataset (see ``normalize``).
+  REFERENCE_STATS = ("mean_image", "bernoulli_ref")
