@@ -7,6 +7,9 @@ comma-separated ``arg``. Every field exists in ``base()`` (it starts from
 override any of them.
 """
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import ml_collections
 
 from meta_train import config as config_lib
@@ -42,7 +45,11 @@ def base() -> ml_collections.ConfigDict:
 
 
 def smoke(
-  c: ml_collections.ConfigDict, *, suite: bool = True, evaluate: bool = True
+  c: ml_collections.ConfigDict,
+  *,
+  suite: bool = True,
+  evaluate: bool = True,
+  overrides: Mapping[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
   """Shrinks ``c`` in place to 4 outer steps: a check of the setup.
 
@@ -53,6 +60,7 @@ def smoke(
     suite: also shrink the suite to 40 specs in 2 signature groups.
     evaluate: evaluate every 2 steps on 1 task for 20 inner steps (else
       never).
+    overrides: flattened fields set last (``{"estimator.num_pairs": 8}``).
 
   Returns:
     ``c``.
@@ -68,6 +76,7 @@ def smoke(
   if evaluate:
     c.eval.num_eval_tasks = 1
     c.eval.num_steps = 20
+  c.update_from_flattened_dict(dict(overrides or {}))
   return c
 
 
@@ -85,4 +94,41 @@ def variants(arg: str | None, valid: tuple[str, ...], name: str) -> set[str]:
       f"configs/{name}.py: unknown variant(s) {unknown}; valid: "
       f"{', '.join(valid)}"
     )
+  return chosen
+
+
+Variant = Mapping[str, Any] | Callable[[ml_collections.ConfigDict], Any]
+
+
+def apply_variants(
+  c: ml_collections.ConfigDict,
+  arg: str | None,
+  table: Mapping[str, Variant],
+  name: str,
+) -> set[str]:
+  """Applies the comma-separated variants of ``arg`` to ``c``, in place.
+
+  Args:
+    c: the config.
+    arg: the config file's arg (``"pes,long"``), or None.
+    table: each variant's change: flattened fields
+      (``{"estimator.name": "pes"}``) or a function of ``c``. Chosen ones
+      apply in the table's order, whatever the order in ``arg``.
+    name: the config file's name, for the error.
+
+  Returns:
+    The chosen variants.
+
+  Raises:
+    ValueError: naming ``configs/{name}.py`` and the valid variants, for an
+      unknown one.
+  """
+  chosen = variants(arg, tuple(table), name)
+  for variant, change in table.items():
+    if variant not in chosen:
+      continue
+    if callable(change):
+      change(c)
+    else:
+      c.update_from_flattened_dict(dict(change))
   return chosen

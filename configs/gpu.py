@@ -23,7 +23,6 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The one-accelerator config; ``arg="smoke"`` shrinks it."""
-  smoke = "smoke" in base.variants(arg, ("smoke",), "gpu")
   c = base.base()
   c.suite.num_specs = 2000
   c.suite.max_groups = 48
@@ -41,7 +40,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_steps = 2000
   c.log.every = 50
 
-  if smoke:
-    base.smoke(c)
-    c.estimator.num_pairs = 8
+  smoke = lambda c: base.smoke(c, overrides={"estimator.num_pairs": 8})
+  base.apply_variants(c, arg, {"smoke": smoke}, "gpu")
   return c

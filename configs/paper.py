@@ -31,7 +31,6 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The paper-scale config; ``arg="smoke"`` shrinks it."""
-  smoke = "smoke" in base.variants(arg, ("smoke",), "paper")
   c = base.base()
   c.suite.num_specs = 6000
 
@@ -55,9 +54,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log.every = 100
   c.mesh.distributed = True
 
-  if smoke:
-    base.smoke(c)
-    c.estimator.num_pairs = 16
-    c.estimator.max_horizon = 2000
-    c.mesh.distributed = False  # still joins hosts given the JAX_* env vars
+  smoke = {
+    "estimator.num_pairs": 16,
+    "estimator.max_horizon": 2000,
+    "mesh.distributed": False,  # still joins hosts given the JAX_* env vars
+  }
+  base.apply_variants(
+    c, arg, {"smoke": lambda c: base.smoke(c, overrides=smoke)}, "paper"
+  )
   return c

@@ -41,20 +41,14 @@ the commands that restore a workdir from it and the legs run so far.
 
 import ml_collections
 
-from configs import shipped_mlp
+from configs import base, shipped_mlp
 
 _VARIANTS = ("paper", "linear", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The campaign config; ``arg``: comma-separated variants."""
-  variants = [v for v in (arg or "").split(",") if v]
-  unknown = sorted(set(variants) - set(_VARIANTS))
-  if unknown:
-    raise ValueError(
-      f"configs/scale_aware.py: unknown variant(s) {unknown}; valid: "
-      f"{', '.join(_VARIANTS)}"
-    )
+  variants = base.variants(arg, _VARIANTS, "scale_aware")
   c = shipped_mlp.get_config("smoke" if "smoke" in variants else None)
   c.lopt.name = "hierarchical"
   c.lopt.init_from = "hierarchical_small_cpu"

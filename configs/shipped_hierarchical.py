@@ -46,22 +46,26 @@ import ml_collections
 
 from configs import base, shipped_mlp
 
+_VARIANTS = {
+  "end": {
+    "lopt.init_from": "hierarchical_small_cpu",
+    "estimator.meta_loss_weighting": "end",
+    "estimator.max_horizon": 4000,
+    "outer.num_steps": 4000,
+    "outer.learning_rate": 5e-4,
+  },
+  "smoke": {"outer.num_steps": 4},
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The warm-started run; ``arg``: ``end`` (stage 2), ``smoke``, or both."""
-  variants = base.variants(arg, ("end", "smoke"), "shipped_hierarchical")
-  c = shipped_mlp.get_config("smoke" if "smoke" in variants else None)
+  chosen = base.variants(arg, tuple(_VARIANTS), "shipped_hierarchical")
+  c = shipped_mlp.get_config("smoke" if "smoke" in chosen else None)
   c.lopt.name = "hierarchical"
   c.lopt.init_from = "mlp_small_cpu"
   c.estimator.valid_every = 10
   c.outer.num_steps = 6000
   c.outer.learning_rate = 1e-3
-  if "end" in variants:
-    c.lopt.init_from = "hierarchical_small_cpu"
-    c.estimator.meta_loss_weighting = "end"
-    c.estimator.max_horizon = 4000
-    c.outer.num_steps = 4000
-    c.outer.learning_rate = 5e-4
-  if "smoke" in variants:
-    c.outer.num_steps = 4
+  base.apply_variants(c, arg, _VARIANTS, "shipped_hierarchical")
   return c

@@ -31,7 +31,6 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The shipped MLPLOpt run; ``arg="smoke"`` runs 4 outer steps."""
-  smoke = "smoke" in base.variants(arg, ("smoke",), "shipped_mlp")
   c = base.base()
   c.lopt.name = "mlp"
   c.suite.num_specs = 2000
@@ -53,7 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log.every = 10
   c.log.progress = False
 
-  if smoke:  # this run's specs and population, 2 of its groups
-    base.smoke(c, suite=False, evaluate=False)
-    c.suite.max_groups = 2
+  # The smoke run: this run's specs and population, 2 of its groups.
+  smoke = lambda c: base.smoke(
+    c, suite=False, evaluate=False, overrides={"suite.max_groups": 2}
+  )
+  base.apply_variants(c, arg, {"smoke": smoke}, "shipped_mlp")
   return c

@@ -39,12 +39,22 @@ import ml_collections
 
 from configs import base
 
-_VARIANTS = ("pes", "long", "end", "valid", "smoke")
+_VARIANTS = {
+  "pes": {"estimator.name": "pes", "estimator.num_pairs": 32},
+  "long": {
+    "estimator.unroll_length": 50,
+    "estimator.min_horizon": 500,
+    "estimator.max_horizon": 5000,
+    "outer.num_steps": 12_000,
+  },
+  "end": {"estimator.meta_loss_weighting": "end"},
+  "valid": {"estimator.meta_loss_split": "valid"},
+  "smoke": base.smoke,
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The small CPU config; ``arg`` is a comma-separated list of variants."""
-  variants = base.variants(arg, _VARIANTS, "small_cpu")
   c = base.base()
   # The default family mix, restricted to signatures of <= 20k parameters
   # (about 1-2 ms per inner step here) and to the 12 largest groups.
@@ -65,18 +75,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_steps = 500
   c.log.every = 20
 
-  if "pes" in variants:
-    c.estimator.name = "pes"
-    c.estimator.num_pairs = 32
-  if "long" in variants:
-    c.estimator.unroll_length = 50
-    c.estimator.min_horizon = 500
-    c.estimator.max_horizon = 5000
-    c.outer.num_steps = 12_000
-  if "end" in variants:
-    c.estimator.meta_loss_weighting = "end"
-  if "valid" in variants:
-    c.estimator.meta_loss_split = "valid"
-  if "smoke" in variants:
-    base.smoke(c)
+  base.apply_variants(c, arg, _VARIANTS, "small_cpu")
   return c

@@ -25,7 +25,6 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The tiny config; ``arg="smoke"`` shrinks it to a few steps."""
-  smoke = "smoke" in base.variants(arg, ("smoke",), "tiny")
   c = base.base()
   c.lopt.name = "mlp"
   c.lopt.kwargs = ml_collections.ConfigDict({"hidden_size": 16})
@@ -54,6 +53,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint.keep = 2
   c.log.every = 10
 
-  if smoke:
-    base.smoke(c, suite=False, evaluate=False)
+  smoke = lambda c: base.smoke(c, suite=False, evaluate=False)
+  base.apply_variants(c, arg, {"smoke": smoke}, "tiny")
   return c

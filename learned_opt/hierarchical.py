@@ -34,9 +34,14 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from learned_opt import base, features, networks, per_param
+from learned_opt import (
+  features,
+  loss_stats,
+  networks,
+  per_param,
+  per_param_lopt,
+)
 
 
 class HierarchicalLOptState(NamedTuple):
@@ -51,7 +56,7 @@ class HierarchicalLOptState(NamedTuple):
   lstm_c: jax.Array  # [T, lstm_hidden_size]
   mlp_avg: jax.Array  # [T, mlp_to_lstm], averaged MLP outputs of last step
   global_features: jax.Array  # [num_global_features], from the last step
-  loss: features.LossState
+  loss: loss_stats.LossState
   # [T] step scales of step_scale="init_rms"; None (no leaf) otherwise.
   param_scale: Any = None
 
@@ -69,7 +74,7 @@ def check_ranks(params, where: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class HierarchicalLOpt(base.LearnedOptimizer):
+class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
   """Hierarchical (per-tensor LSTM, per-parameter MLP) learned optimizer.
 
   Attributes:
@@ -116,14 +121,8 @@ class HierarchicalLOpt(base.LearnedOptimizer):
   progress_features: bool = False
 
   def __post_init__(self):
-    object.__setattr__(self, "decays", tuple(float(d) for d in self.decays))
+    per_param_lopt.check_options(self)
     name = type(self).__name__
-    if not self.decays or not all(0.0 < d < 1.0 for d in self.decays):
-      raise ValueError(
-        f"{name}: decays must be a non-empty sequence of values in (0, 1), "
-        f"got {self.decays}."
-      )
-    per_param.check_step_options(self)
     sizes = ("mlp_hidden_size", "mlp_num_hidden_layers", "lstm_hidden_size",
              "chunk_size")  # fmt: skip
     for field in sizes:
@@ -183,63 +182,30 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       theta["lr_head"] = {"w": jnp.zeros([h, 1]), "b": zeros(1)}
     return theta
 
-  def optimizer(
-    self, theta, num_steps: int | None = None
-  ) -> optax.GradientTransformationExtraArgs:
-    """The optax transform applying this optimizer with ``theta``.
+  def _check_params(self, params, where: str) -> None:
+    check_ranks(params, where)
 
-    ``num_steps`` (the run's length) is needed with ``progress_features``;
-    ``update(..., num_steps=N)`` overrides it.
-    """
-    name = type(self).__name__
-    default_num_steps = num_steps
-
-    def init_fn(params):
-      base.check_params(params, f"{name}.init")
-      check_ranks(params, f"{name}.init")
-      num_tensors = per_param.num_tensors(params)
-      tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
-      m, v = per_param.init_moments(params, len(self.decays))
-      return HierarchicalLOptState(
-        count=jnp.zeros([], jnp.int32),
-        m=m,
-        v=v,
-        grad_sq_ema=jnp.zeros([num_tensors], jnp.float32),
-        lstm_h=tile(theta["init"]["h"]),
-        lstm_c=tile(theta["init"]["c"]),
-        mlp_avg=tile(theta["init"]["mlp_avg"]),
-        # A copy: a state donated to a jitted step must not take theta's
-        # own buffer with it.
-        global_features=jnp.copy(theta["init"]["global"]),
-        loss=features.init_loss_state(),
-        param_scale=per_param.initial_scales(self, params),
-      )
-
-    def update_fn(
-      grads, state, params=None, *, value=None, valid_value=None,
-      num_steps=None, **extra,
-    ):  # fmt: skip
-      del extra
-      base.require_value(value, name, valid_value)
-      per_param.require_params(params, name)
-      base.check_params(params, f"{name}.update")
-      base.check_grads(grads, params, f"{name}.update")
-      check_ranks(params, f"{name}.update")
-      if num_steps is None:
-        num_steps = default_num_steps
-      return self._update(
-        theta, grads, state, params, value, valid_value, num_steps
-      )
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  def _init_state(self, theta, params) -> HierarchicalLOptState:
+    num_tensors = per_param.num_tensors(params)
+    tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
+    return HierarchicalLOptState(
+      **per_param_lopt.init_state_fields(self, params),
+      lstm_h=tile(theta["init"]["h"]),
+      lstm_c=tile(theta["init"]["c"]),
+      mlp_avg=tile(theta["init"]["mlp_avg"]),
+      # A copy: a state donated to a jitted step must not take theta's
+      # own buffer with it.
+      global_features=jnp.copy(theta["init"]["global"]),
+      loss=loss_stats.init_loss_state(),
+    )
 
   def _update(self, theta, grads, state, params, value, valid_value, num_steps):
     treedef, ps, (gs, ms, vs) = per_param.flatten_like(
       params, grads, state.m, state.v
     )
     num_tensors = len(ps)
-    loss_state = features.update_loss_state(state.loss, value, valid_value)
-    loss_feats = features.loss_features(loss_state, value)  # [2]
+    loss_state = loss_stats.update_loss_state(state.loss, value, valid_value)
+    loss_feats = loss_stats.loss_features(loss_state, value)  # [2]
     progress = per_param.progress_inputs(self, state.count, num_steps)  # [P]
     x = per_param.prepare(
       gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
@@ -263,15 +229,7 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     to_mlp = networks.linear(theta["lstm_out"], h)  # [T, 17]
     new_global = jnp.mean(networks.linear(theta["global_head"], h), axis=0)
     # The per-parameter MLP; per-tensor inputs enter as a first-layer bias.
-    shared = jnp.concatenate(
-      [
-        tile(features.step_features(state.count)),  # [T, 11]
-        features.tensor_features_from_sums(x.sums, x.sizes),  # [T, 3]
-        to_mlp,
-        tile(progress),
-      ],
-      axis=1,
-    )
+    shared = per_param_lopt.shared_inputs(x, state.count, progress, to_mlp)
     tensor_scale = per_param.step_scales(self, x, state)
     if tensor_scale is not None:
       lr_head = networks.linear(theta["lr_head"], h)[:, 0]
@@ -279,11 +237,11 @@ class HierarchicalLOpt(base.LearnedOptimizer):
     updates, h_mean = per_param.per_param_updates(
       theta["mlp"], x, shared, self, tensor_scale
     )
-    m, v = x.moments()
+    m, v = per_param_lopt.new_moments(treedef, x, state)
     new_state = HierarchicalLOptState(
       count=state.count + 1,
-      m=treedef.unflatten(m, state.m),
-      v=treedef.unflatten(v, state.v),
+      m=m,
+      v=v,
       grad_sq_ema=x.grad_sq_ema,
       lstm_h=h,
       lstm_c=c,
@@ -292,5 +250,6 @@ class HierarchicalLOpt(base.LearnedOptimizer):
       loss=loss_state,
       param_scale=state.param_scale,
     )
-    updates = treedef.unflatten(per_param.shaped_like(updates, ps), params)
-    return updates, per_param.cast_state(new_state, state)
+    return per_param_lopt.finish_update(
+      treedef, updates, ps, params, new_state, state
+    )

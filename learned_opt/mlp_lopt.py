@@ -20,10 +20,8 @@ import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from learned_opt import base, features, networks, per_param
+from learned_opt import features, networks, per_param, per_param_lopt
 
 
 class MLPLOptState(NamedTuple):
@@ -38,7 +36,7 @@ class MLPLOptState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPLOpt(base.LearnedOptimizer):
+class MLPLOpt(per_param_lopt.PerParamLOpt):
   """Per-parameter MLP learned optimizer (no LSTM).
 
   Attributes:
@@ -76,14 +74,7 @@ class MLPLOpt(base.LearnedOptimizer):
   progress_features: bool = False
 
   def __post_init__(self):
-    # config() stores tuples as lists; keep the dataclass hashable.
-    object.__setattr__(self, "decays", tuple(float(d) for d in self.decays))
-    if not self.decays or not all(0.0 < d < 1.0 for d in self.decays):
-      raise ValueError(
-        f"{type(self).__name__}: decays must be a non-empty sequence of "
-        f"values in (0, 1), got {self.decays}."
-      )
-    per_param.check_step_options(self)
+    per_param_lopt.check_options(self)
     if min(self.hidden_size, self.num_hidden_layers, self.chunk_size) < 1:
       raise ValueError(
         f"{type(self).__name__}: hidden_size, num_hidden_layers and "
@@ -107,66 +98,28 @@ class MLPLOpt(base.LearnedOptimizer):
     layers = networks.init_mlp(key, sizes + (2,), self.last_layer_scale)
     return {"mlp": layers}
 
-  def optimizer(
-    self, theta, num_steps: int | None = None
-  ) -> optax.GradientTransformationExtraArgs:
-    """The optax transform applying this optimizer with ``theta``.
+  def _init_state(self, theta, params) -> MLPLOptState:
+    del theta
+    return MLPLOptState(**per_param_lopt.init_state_fields(self, params))
 
-    ``num_steps`` (the run's length) is needed with ``progress_features``;
-    ``update(..., num_steps=N)`` overrides it.
-    """
-    name = type(self).__name__
-    default_num_steps = num_steps
-
-    def init_fn(params):
-      base.check_params(params, f"{name}.init")
-      m, v = per_param.init_moments(params, len(self.decays))
-      num_tensors = per_param.num_tensors(params)
-      return MLPLOptState(
-        count=jnp.zeros([], jnp.int32),
-        m=m,
-        v=v,
-        grad_sq_ema=jnp.zeros([num_tensors], jnp.float32),
-        param_scale=per_param.initial_scales(self, params),
-      )
-
-    def update_fn(
-      grads, state, params=None, *, value=None, valid_value=None,
-      num_steps=None, **extra,
-    ):  # fmt: skip
-      base.require_value(value, name, valid_value)
-      del valid_value, extra  # the MLP has no loss features
-      per_param.require_params(params, name)
-      base.check_params(params, f"{name}.update")
-      base.check_grads(grads, params, f"{name}.update")
-      treedef, ps, (gs, ms, vs) = per_param.flatten_like(
-        params, grads, state.m, state.v
-      )
-      x = per_param.prepare(
-        gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
-        self.chunk_size,
-      )  # fmt: skip
-      progress = per_param.progress_inputs(
-        self, state.count, default_num_steps if num_steps is None else num_steps
-      )
-      tile = lambda a: jnp.broadcast_to(a, (len(ps), a.shape[0]))
-      shared = jnp.concatenate(
-        [
-          tile(features.step_features(state.count)),  # [T, 11]
-          features.tensor_features_from_sums(x.sums, x.sizes),  # [T, 3]
-          tile(progress),  # [T, P]
-        ],
-        axis=1,
-      )
-      updates, _ = per_param.per_param_updates(
-        theta["mlp"], x, shared, self, per_param.step_scales(self, x, state)
-      )
-      m, v = x.moments()
-      new_state = MLPLOptState(
-        state.count + 1, treedef.unflatten(m, state.m),
-        treedef.unflatten(v, state.v), x.grad_sq_ema, state.param_scale,
-      )  # fmt: skip
-      updates = treedef.unflatten(per_param.shaped_like(updates, ps), params)
-      return updates, per_param.cast_state(new_state, state)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  def _update(self, theta, grads, state, params, value, valid_value, num_steps):
+    del value, valid_value  # the MLP has no loss features
+    treedef, ps, (gs, ms, vs) = per_param.flatten_like(
+      params, grads, state.m, state.v
+    )
+    x = per_param.prepare(
+      gs, ps, ms, vs, state.grad_sq_ema, state.count, self.decays,
+      self.chunk_size,
+    )  # fmt: skip
+    progress = per_param.progress_inputs(self, state.count, num_steps)
+    shared = per_param_lopt.shared_inputs(x, state.count, progress)
+    updates, _ = per_param.per_param_updates(
+      theta["mlp"], x, shared, self, per_param.step_scales(self, x, state)
+    )
+    m, v = per_param_lopt.new_moments(treedef, x, state)
+    new_state = MLPLOptState(
+      state.count + 1, m, v, x.grad_sq_ema, state.param_scale
+    )
+    return per_param_lopt.finish_update(
+      treedef, updates, ps, params, new_state, state
+    )

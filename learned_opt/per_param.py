@@ -400,20 +400,6 @@ def init_moments(params, num_decays: int):
   return zeros(), zeros()
 
 
-def check_step_options(lopt) -> None:
-  """Raises for an unknown ``step_scale`` or a negative floor."""
-  name = type(lopt).__name__
-  if lopt.step_scale not in STEP_SCALES:
-    raise ValueError(
-      f"{name}: step_scale must be one of {STEP_SCALES}, got "
-      f"{lopt.step_scale!r}."
-    )
-  if not lopt.param_scale_floor >= 0:
-    raise ValueError(
-      f"{name}: param_scale_floor must be >= 0, got {lopt.param_scale_floor}."
-    )
-
-
 def num_shared_extra(lopt) -> int:
   """Per-tensor inputs the options add to the MLP (and to the LSTM)."""
   return len(features.PROGRESS_FEATURE_NAMES) if lopt.progress_features else 0
@@ -447,10 +433,3 @@ def initial_scales(lopt, params) -> jax.Array | None:
     return None
   kept = [p for p in jax.tree.leaves(params) if np.size(p) > 0]  # as Layout
   return init_param_scales(kept, lopt.param_scale_floor)
-
-
-def require_params(params, name: str) -> None:
-  if params is None:
-    raise ValueError(
-      f"{name}.update needs params: update(grads, state, params, value=loss)."
-    )

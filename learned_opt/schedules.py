@@ -76,6 +76,40 @@ def _unit_schedule(
   )
 
 
+def _check_decay_steps(kind: str, decay_steps, warmup_steps: int) -> int:
+  """``decay_steps`` checked against ``kind`` and the warmup (0: constant).
+
+  Raises:
+    ValueError: for decay steps given to a constant rate or missing from a
+      decaying one, a warmup as long as the decay, or a ``warmup_cosine``
+      without warmup.
+  """
+  if kind == "constant":
+    if decay_steps is not None:
+      raise ValueError(
+        "decay_steps has no effect with schedule='constant'; choose "
+        "schedule='cosine', 'warmup_cosine' or 'sgdr' to decay the rate."
+      )
+    return 0
+  if decay_steps is None:
+    raise ValueError(
+      f"schedule={kind!r} needs decay_steps (the length of the cosine "
+      "decay, or of the first cycle for 'sgdr')."
+    )
+  decay_steps = _check_int("decay_steps", decay_steps, 1, kind)
+  if warmup_steps >= decay_steps:
+    raise ValueError(
+      f"schedule={kind!r}: warmup_steps={warmup_steps} must be smaller "
+      f"than decay_steps={decay_steps} (the warmup counts towards it)."
+    )
+  if kind == "warmup_cosine" and not warmup_steps:
+    raise ValueError(
+      "schedule='warmup_cosine' needs warmup_steps >= 1 (use "
+      "schedule='cosine' for no warmup)."
+    )
+  return decay_steps
+
+
 def make_schedule(
   learning_rate: Any,
   kind: str = "constant",
@@ -127,32 +161,10 @@ def make_schedule(
       )
     return learning_rate
   warmup_steps = _check_int("warmup_steps", warmup_steps, 0, kind)
-  if kind == "constant":
-    if decay_steps is not None:
-      raise ValueError(
-        "decay_steps has no effect with schedule='constant'; choose "
-        "schedule='cosine', 'warmup_cosine' or 'sgdr' to decay the rate."
-      )
-    if not warmup_steps:
-      return learning_rate
-    decay_steps = 0
-  else:
-    if decay_steps is None:
-      raise ValueError(
-        f"schedule={kind!r} needs decay_steps (the length of the cosine "
-        "decay, or of the first cycle for 'sgdr')."
-      )
-    decay_steps = _check_int("decay_steps", decay_steps, 1, kind)
-    if warmup_steps >= decay_steps:
-      raise ValueError(
-        f"schedule={kind!r}: warmup_steps={warmup_steps} must be smaller "
-        f"than decay_steps={decay_steps} (the warmup counts towards it)."
-      )
-  if kind == "warmup_cosine" and not warmup_steps:
-    raise ValueError(
-      "schedule='warmup_cosine' needs warmup_steps >= 1 (use "
-      "schedule='cosine' for no warmup)."
-    )
+  if kind == "constant" and not warmup_steps:
+    _check_decay_steps(kind, decay_steps, warmup_steps)
+    return learning_rate
+  decay_steps = _check_decay_steps(kind, decay_steps, warmup_steps)
   period_mult = _check_int("period_mult", period_mult, 1, kind)
   num_cycles = _check_int("num_cycles", num_cycles, 1, kind)
   unit = _unit_schedule(

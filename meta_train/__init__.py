@@ -6,7 +6,8 @@ The engine, directly in this package:
   ``estimators``: ES, PES and truncated backprop meta-gradients;
   ``outer``: the guarded outer step (``make_outer_step``);
   ``train``: the meta-training loop (``train.run(config, workdir)``);
-  ``mesh``, ``checkpointing``, ``metrics``: devices, orbax state, logs.
+  ``mesh``, ``checkpointing``, ``metrics``: devices, orbax state, logs;
+  ``checks``: how the config dataclasses reject a value (one message style).
 
 Built on it: ``evaluation`` (rollouts, reports, the optimizer resolver),
 ``self_training`` and ``cli`` (the ``lopt`` command; nothing else imports

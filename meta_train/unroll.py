@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from meta_train import checks
 from task_suite import base as task_base
 
 MetaParams = Any
@@ -85,40 +86,16 @@ class UnrollConfig:
   meta_loss_transform: str = "linear"
 
   def __post_init__(self):
-    for name in ("unroll_length", "min_horizon", "max_horizon", "valid_every"):
-      value = getattr(self, name)
-      _check(
-        isinstance(value, int) and not isinstance(value, bool),
-        name,
-        "an int",
-        self,
-      )
-    for ok, name, allowed in (
-      (self.unroll_length >= 1, "unroll_length", ">= 1"),
-      (self.min_horizon >= 1, "min_horizon", ">= 1"),
-      (self.max_horizon >= self.min_horizon, "max_horizon", ">= min_horizon"),
-      (self.valid_every >= 0, "valid_every", ">= 0 (0: never)"),
-      (self.meta_loss_split in SPLITS, "meta_loss_split", f"one of {SPLITS}"),
-      (
-        self.meta_loss_weighting in WEIGHTINGS,
-        "meta_loss_weighting",
-        f"one of {WEIGHTINGS}",
-      ),
-      (
-        self.meta_loss_transform in TRANSFORMS,
-        "meta_loss_transform",
-        f"one of {TRANSFORMS}",
-      ),
-    ):
-      _check(ok, name, allowed, self)
-
-
-def _check(ok: bool, name: str, allowed: str, cfg: Any) -> None:
-  if not ok:
-    raise ValueError(
-      f"{type(cfg).__name__}.{name} must be {allowed}, got "
-      f"{getattr(cfg, name)!r}."
-    )
+    ints = ("unroll_length", "min_horizon", "max_horizon", "valid_every")
+    for name in ints:
+      checks.check_type(self, name, int)
+    checks.check_at_least(self, ("unroll_length", "min_horizon"), 1)
+    ok = self.max_horizon >= self.min_horizon
+    checks.check(ok, self, "max_horizon", ">= min_horizon")
+    checks.check(self.valid_every >= 0, self, "valid_every", ">= 0 (0: never)")
+    checks.check_choice(self, "meta_loss_split", SPLITS)
+    checks.check_choice(self, "meta_loss_weighting", WEIGHTINGS)
+    checks.check_choice(self, "meta_loss_transform", TRANSFORMS)
 
 
 class InnerState(NamedTuple):

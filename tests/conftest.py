@@ -27,6 +27,19 @@ def key():
   return jax.random.key(0)
 
 
+@pytest.fixture(scope="module")
+def fast_compiles():
+  """``jax_disable_most_optimizations`` for a module of tests.
+
+  For tests of tiny models run for a few steps: compilation is all the time
+  they spend. Use it with ``pytestmark = pytest.mark.usefixtures(...)``.
+  """
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Compiled programs are reused across the subprocesses of the tests and
 # across test sessions (the cache keys include the whole HLO).

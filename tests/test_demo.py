@@ -12,13 +12,8 @@ from meta_train.cli import demo
 STEPS, SEEDS = 40, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-  # A few dozen steps of tiny models: compilation is all the time spent.
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+# A few dozen steps of tiny models: compilation is all the time spent.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def test_demo_writes_table_and_plot(tmp_path, capsys):

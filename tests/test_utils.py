@@ -1,5 +1,8 @@
 """Tree assertions shared by the tests (optax keeps its own the same way)."""
 
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,3 +77,23 @@ def train_losses(task, tx, key, num_steps):
 
   init = (params, tx.init(params))
   return jax.lax.scan(step, init, jax.random.split(k_steps, num_steps))[1]
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def meta_train_cmd(workdir, *args: str, config: str = "tiny.py") -> list[str]:
+  """``lopt meta-train`` of ``configs/CONFIG`` in ``workdir``, as a command.
+
+  ``args`` (``--config.a.b=V`` overrides) follow the workdir.
+  """
+  return [
+    sys.executable,
+    "-m",
+    "meta_train.cli.meta_train",
+    "--config",
+    str(REPO_ROOT / "configs" / config),
+    "--workdir",
+    str(workdir),
+    *args,
+  ]

@@ -20,13 +20,12 @@ Example:
 from collections.abc import Callable
 import dataclasses
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
 
 from learned_opt import base as lopt_base
-from meta_train import unroll
+from meta_train import checks, unroll
 from meta_train.estimators import es, pes, tbptt
 from task_suite import base as task_base
 
@@ -37,74 +36,45 @@ NAMES = ("es", "pes", "tbptt")
 
 
 @dataclasses.dataclass(frozen=True)
-class EstimatorConfig:
+class _Population:
+  """EstimatorConfig's own fields (before the unroll's in field order)."""
+
+  name: str = "es"
+  num_pairs: int = 8
+  std: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorConfig(unroll.UnrollConfig, _Population):
   """Which estimator, and the population and unroll it runs.
+
+  The unroll fields (``unroll_length``, ``min_horizon``, ``max_horizon``,
+  ``valid_every``, ``meta_loss_*``) are ``unroll.UnrollConfig``'s, inherited
+  so that the config keys stay flat (``config.estimator.unroll_length``).
+  ``_Population`` is the later base, so its fields come first in the
+  dataclass order (and in the error that lists the valid fields).
 
   Attributes:
     name: "es" (antithetic truncated ES), "pes" or "tbptt".
     num_pairs: the population: ES/PES antithetic pairs (each pair is 2
       inner runs); truncated backprop runs this many single inner runs.
-    unroll_length: K inner steps per truncation.
     std: ES/PES perturbation std.
-    min_horizon: inner-run length is log-uniform in
-      ``[min_horizon, max_horizon]``.
-    max_horizon: see ``min_horizon``.
-    valid_every: feed the optimizer's validation-loss feature every N inner
-      steps (0: never).
-    meta_loss_split: "train" or "valid": which batch the meta-loss is
-      measured on.
-    meta_loss_weighting: "uniform" or "end" (weights later inner steps of a
-      run more: against short-horizon bias).
-    meta_loss_transform: "linear" or "log" (``unroll.UnrollConfig``).
   """
 
-  name: str = "es"
-  num_pairs: int = 8
-  unroll_length: int = 20
-  std: float = 0.01
-  min_horizon: int = 100
-  max_horizon: int = 2000
-  valid_every: int = 10
-  meta_loss_split: str = "train"
-  meta_loss_weighting: str = "uniform"
-  meta_loss_transform: str = "linear"
-
   def __post_init__(self):
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      want = {int: int, float: (int, float), str: str}[field.type]
-      if isinstance(value, bool) or not isinstance(value, want):
-        raise ValueError(
-          f"EstimatorConfig.{field.name} must be a {field.type.__name__}, "
-          f"got {value!r} ({type(value).__name__})."
-        )
-    if self.name not in NAMES:
-      raise ValueError(
-        f"EstimatorConfig.name must be one of {NAMES}, got {self.name!r}."
-      )
-    if self.num_pairs < 1:
-      raise ValueError(
-        f"EstimatorConfig.num_pairs must be >= 1, got {self.num_pairs!r}."
-      )
-    if not (math.isfinite(self.std) and self.std > 0):
-      raise ValueError(
-        f"EstimatorConfig.std must be a finite float > 0, got {self.std!r}."
-      )
-    try:
-      self.unroll_config()
-    except ValueError as e:
-      raise ValueError(str(e).replace("UnrollConfig", "EstimatorConfig")) from e
+    super().__post_init__()
+    for field in dataclasses.fields(_Population):
+      checks.check_type(self, field.name, field.type)
+    checks.check_choice(self, "name", NAMES)
+    checks.check_at_least(self, ("num_pairs",), 1)
+    ok = checks.is_positive_float(self.std)
+    checks.check(ok, self, "std", "a finite float > 0")
 
   def unroll_config(self) -> unroll.UnrollConfig:
-    """The unroll settings of this config."""
+    """The unroll settings of this config, as a plain ``UnrollConfig``."""
+    fields = dataclasses.fields(unroll.UnrollConfig)
     return unroll.UnrollConfig(
-      unroll_length=self.unroll_length,
-      min_horizon=self.min_horizon,
-      max_horizon=self.max_horizon,
-      valid_every=self.valid_every,
-      meta_loss_split=self.meta_loss_split,
-      meta_loss_weighting=self.meta_loss_weighting,
-      meta_loss_transform=self.meta_loss_transform,
+      **{f.name: getattr(self, f.name) for f in fields}
     )
 
 

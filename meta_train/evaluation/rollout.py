@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from meta_train import checks
 from meta_train.evaluation import resolve
 import task_suite
 from task_suite import base as task_base
@@ -72,16 +73,13 @@ class RolloutConfig:
   num_eval_batches: int = 4
 
   def __post_init__(self):
-    for name in ("num_steps", "horizon_multiple", "num_eval_batches"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.valid_every < 0 or (
-      self.valid_every and self.num_steps % self.valid_every
-    ):
-      raise ValueError(
-        f"valid_every={self.valid_every} must divide num_steps="
-        f"{self.num_steps} (or be 0 to choose automatically)"
-      )
+    positive = ("num_steps", "horizon_multiple", "num_eval_batches")
+    checks.check_at_least(self, positive, 1)
+    ok = self.valid_every == 0 or (
+      self.valid_every > 0 and self.num_steps % self.valid_every == 0
+    )
+    allowed = f"0 (automatic) or divide num_steps={self.num_steps}"
+    checks.check(ok, self, "valid_every", allowed)
 
   @property
   def chunk(self) -> int:

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meta_train import outer
+from meta_train import checks, outer
 from meta_train.evaluation import resolve
 from meta_train.self_training import report as self_train_report
 from meta_train.self_training import task as self_train_task
@@ -206,25 +206,16 @@ class SelfTrainConfig:
 
   def __post_init__(self):
     positive = ("num_seeds", "num_outer_steps", "eval_every", "eval_runs")
-    for name in positive + ("eval_steps",):
-      if getattr(self, name) < 1:
-        raise ValueError(f"config.{name} must be >= 1, got "
-                         f"{getattr(self, name)}")  # fmt: skip
-    if self.num_outer_steps % self.eval_every:
-      raise ValueError(
-        f"config.eval_every={self.eval_every} must divide "
-        f"config.num_outer_steps={self.num_outer_steps}"
-      )
+    checks.check_at_least(self, positive + ("eval_steps",), 1)
+    divides = self.num_outer_steps % self.eval_every == 0
+    allowed = f"a divisor of num_outer_steps={self.num_outer_steps}"
+    checks.check(divides, self, "eval_every", allowed)
     for name in ("adam_lrs", "sgd_lrs"):
-      lrs = getattr(self, name)
-      if not all(np.isfinite(lr) and lr > 0 for lr in lrs):
-        raise ValueError(f"config.{name} must be positive, got {lrs}")
-    if not all(0 < f < 1 for f in self.level_fractions):
-      raise ValueError(
-        f"config.level_fractions must be in (0, 1), got {self.level_fractions}"
-      )
-    if self.clip_norm < 0:
-      raise ValueError(f"config.clip_norm must be >= 0, got {self.clip_norm}")
+      ok = all(np.isfinite(lr) and lr > 0 for lr in getattr(self, name))
+      checks.check(ok, self, name, "positive learning rates")
+    ok = all(0 < f < 1 for f in self.level_fractions)
+    checks.check(ok, self, "level_fractions", "in (0, 1)")
+    checks.check(self.clip_norm >= 0, self, "clip_norm", ">= 0")
 
 
 def from_config_dict(cd) -> SelfTrainConfig:
@@ -233,7 +224,10 @@ def from_config_dict(cd) -> SelfTrainConfig:
   spec = self_train_task.SelfTrainSpec(**d.pop("task"))
   tuples = ("adam_lrs", "sgd_lrs", "level_fractions")
   d = {k: tuple(map(float, v)) if k in tuples else v for k, v in d.items()}
-  return SelfTrainConfig(spec=spec, **d)
+  try:
+    return SelfTrainConfig(spec=spec, **d)
+  except ValueError as e:  # name the field as the config file does
+    raise ValueError(str(e).replace("SelfTrainConfig.", "config.", 1)) from e
 
 
 class Contender(NamedTuple):

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import learned_opt
 from meta_train import estimators, unroll
 from meta_train.estimators import reductions
+from meta_train.evaluation import rollout
 from task_suite import base, registry
 from task_suite.families import common
 
@@ -236,25 +237,26 @@ class SelfTrainTask(base.Task):
 
     A lower-variance meta-loss than the ES truncations: full runs from
     initialisation, the same ``key`` (specs, inits, data) for every theta.
-    A non-finite run counts as ``NORMALIZED_CAP``.
+    Each run is ``rollout.train_scan``, the inner-training loop of the
+    evaluations. A non-finite run counts as ``NORMALIZED_CAP``.
     """
     lopt, tasks = self.lopt(), self.inner_tasks()
-    cfg = unroll.UnrollConfig(
-      unroll_length=num_steps,
-      min_horizon=num_steps,
-      max_horizon=num_steps,
-      valid_every=0,
-    )
-    states = unroll.init_states(
-      lopt.optimizer, theta, tasks, key, num_runs, cfg, stagger=False
-    )
-    _, out = unroll.unroll(
-      lopt.optimizer, theta, tasks, states, cfg, theta_axis=None
-    )
-    per_run = jnp.where(
-      out.finite, reductions.mean_loss(out), common.NORMALIZED_CAP
-    )
-    return jnp.mean(per_run)
+    tx = lopt.optimizer(theta)
+    num_inner = unroll.num_specs(tasks)
+
+    def one_run(k):
+      k_spec, k_init, k_data = jax.random.split(k, 3)
+      index = jax.random.randint(k_spec, (), 0, num_inner)
+      task = base.index_task(tasks, index)
+      params = task.init(k_init)
+      losses = rollout.train_scan(task, tx, params, k_data, num_steps)[1]
+      losses = jnp.asarray(losses, jnp.float32)  # [num_steps]
+      normalized = jax.vmap(task.normalize)(losses).astype(jnp.float32)
+      # normalize() may cap an inf loss: check the raw losses too.
+      finite = jnp.all(jnp.isfinite(losses) & jnp.isfinite(normalized))
+      return jnp.where(finite, jnp.mean(normalized), common.NORMALIZED_CAP)
+
+    return jnp.mean(jax.vmap(one_run)(jax.random.split(key, num_runs)))
 
   def normalize(self, loss: jax.Array) -> jax.Array:
     """The meta-loss is already a mean of normalized losses (~1 at init)."""

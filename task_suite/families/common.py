@@ -7,6 +7,7 @@ on-device image batches and the capping used by ``Task.normalize``.
 """
 
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 import math
 from typing import Any
 
@@ -293,16 +294,40 @@ def image_dynamic(spec: Any) -> dict[str, jax.Array]:
   }
 
 
-def check_image_dynamic(spec: Any) -> None:
-  """Validates the shared image dynamic fields of a spec (in __post_init__)."""
-  index_of(spec.activation, ACTIVATION_NAMES, "activation")
-  index_of(spec.dataset, IMAGE_DATASETS, "dataset")
-  if not spec.init_scale > 0:
-    raise ValueError(f"init_scale must be positive, got {spec.init_scale}")
-  if spec.image_size not in (8, 16, 28):
-    raise ValueError(f"image_size must be 8, 16 or 28, got {spec.image_size}")
-  if spec.batch_size < 1:
-    raise ValueError(f"batch_size must be positive, got {spec.batch_size}")
+@dataclasses.dataclass(frozen=True)
+class ImageSpec(base.TaskSpec):
+  """The fields every image family's spec shares, after the family's own.
+
+  A family's spec lists ``ImageSpec`` first among its bases and a dataclass
+  of its own (shape) fields second: dataclasses take fields from the last
+  base first, so the family's fields lead, in its specs' names too
+  (``mlp(hidden=32,image_size=8,batch_size=128;activation=relu,...)``).
+
+  Attributes:
+    image_size: input side length (8, 16 or 28).
+    batch_size: examples per batch.
+    activation: one of ``ACTIVATION_NAMES``.
+    init_scale: multiplier of the LeCun-normal weight init.
+    dataset: "mnist" or "fashion_mnist".
+    data_seed: folded into batch keys (decorrelates data streams).
+  """
+
+  image_size: int = base.static_field()
+  batch_size: int = base.static_field()
+  activation: str = base.dynamic_field()
+  init_scale: float = base.dynamic_field()
+  dataset: str = base.dynamic_field()
+  data_seed: int = base.dynamic_field()
+
+  def __post_init__(self):
+    index_of(self.activation, ACTIVATION_NAMES, "activation")
+    index_of(self.dataset, IMAGE_DATASETS, "dataset")
+    if not self.init_scale > 0:
+      raise ValueError(f"init_scale must be positive, got {self.init_scale}")
+    if self.image_size not in (8, 16, 28):
+      raise ValueError(f"image_size must be 8, 16 or 28, got {self.image_size}")
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
 # ------------------------------------------------------- image families
@@ -326,8 +351,8 @@ class ImageTask(base.Task):
 class ImageFamily:
   """Shared machinery of the image families (mlp, conv, vae, mlp_ae).
 
-  Subclasses set ``name``, ``spec_type``, ``task_type``, ``MENU`` and
-  ``MENU_WEIGHTS``; specs must have the shared image dynamic fields
+  Subclasses set ``name``, ``spec_type``, ``task_type``, ``MENU``,
+  ``MENU_WEIGHTS`` and, for reconstruction tasks, ``REFERENCE_STATS``; specs must have the shared image dynamic fields
   (activation, init_scale, dataset, data_seed) plus ``image_size``.
 
   Args:
@@ -344,6 +369,8 @@ class ImageFamily:
   task_type: type
   MENU: tuple[dict[str, Any], ...]
   MENU_WEIGHTS: tuple[float, ...] | None = None
+  # Keys of ``image_reference_stats`` the family's tasks read (``normalize``).
+  REFERENCE_STATS: tuple[str, ...] = ()
   NUM_CLASSES = 10  # both image datasets; checked when the data is loaded
 
   def __init__(
@@ -393,9 +420,11 @@ class ImageFamily:
     return self._data[image_size]
 
   def extra_data(self, arrays: Mapping[str, jax.Array]) -> dict[str, Any]:
-    """Per-size arrays a family derives from the images (e.g. mean images)."""
-    del arrays
-    return {}
+    """The family's ``REFERENCE_STATS`` of the images (per size)."""
+    if not self.REFERENCE_STATS:
+      return {}
+    stats = image_reference_stats(arrays)
+    return {k: stats[k] for k in self.REFERENCE_STATS}
 
 
 def image_reference_stats(

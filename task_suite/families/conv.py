@@ -44,34 +44,28 @@ MENU_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvSpec(base.TaskSpec):
-  """A small CNN classifier.
+class _ConvShape:
+  """ConvSpec's own fields (they lead: ``common.ImageSpec``)."""
 
-  Attributes:
-    channels: output channels of each 3x3 conv layer.
-    strides: stride (1 or 2) of each conv layer.
-    pool: per layer, 1 to follow it with a 2x2 max pool, else 0.
-    image_size: input side length (8, 16 or 28).
-    batch_size: examples per batch.
-    activation: one of ``common.ACTIVATION_NAMES``.
-    init_scale: multiplier of the LeCun-normal weight init.
-    dataset: "mnist" or "fashion_mnist".
-    data_seed: folded into batch keys.
-  """
-
-  family: ClassVar[str] = "conv"
   channels: tuple[int, ...] = base.static_field()
   strides: tuple[int, ...] = base.static_field()
   pool: tuple[int, ...] = base.static_field()
-  image_size: int = base.static_field()
-  batch_size: int = base.static_field()
-  activation: str = base.dynamic_field()
-  init_scale: float = base.dynamic_field()
-  dataset: str = base.dynamic_field()
-  data_seed: int = base.dynamic_field()
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec(common.ImageSpec, _ConvShape):
+  """A small CNN classifier.
+
+  Attributes (and ``common.ImageSpec``'s):
+    channels: output channels of each 3x3 conv layer.
+    strides: stride (1 or 2) of each conv layer.
+    pool: per layer, 1 to follow it with a 2x2 max pool, else 0.
+  """
+
+  family: ClassVar[str] = "conv"
 
   def __post_init__(self):
-    common.check_image_dynamic(self)
+    super().__post_init__()
     n = len(self.channels)
     if not n or len(self.strides) != n or len(self.pool) != n:
       raise ValueError(

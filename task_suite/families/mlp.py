@@ -41,31 +41,25 @@ NUM_CLASSES = common.ImageFamily.NUM_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPSpec(base.TaskSpec):
+class _MLPShape:
+  """MLPSpec's own fields (they lead: ``common.ImageSpec``)."""
+
+  hidden: tuple[int, ...] = base.static_field()
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSpec(common.ImageSpec, _MLPShape):
   """An image MLP classifier.
 
-  Attributes:
+  Attributes (and ``common.ImageSpec``'s):
     hidden: hidden layer widths, e.g. ``(64, 64)``; ``()`` is logistic
       regression.
-    image_size: input side length (8, 16 or 28).
-    batch_size: examples per batch.
-    activation: one of ``common.ACTIVATION_NAMES``.
-    init_scale: multiplier of the LeCun-normal weight init.
-    dataset: "mnist" or "fashion_mnist".
-    data_seed: folded into batch keys (decorrelates data streams).
   """
 
   family: ClassVar[str] = "mlp"
-  hidden: tuple[int, ...] = base.static_field()
-  image_size: int = base.static_field()
-  batch_size: int = base.static_field()
-  activation: str = base.dynamic_field()
-  init_scale: float = base.dynamic_field()
-  dataset: str = base.dynamic_field()
-  data_seed: int = base.dynamic_field()
 
   def __post_init__(self):
-    common.check_image_dynamic(self)
+    super().__post_init__()
     if any(w < 1 for w in self.hidden):
       raise ValueError(f"hidden widths must be positive, got {self.hidden}")
 

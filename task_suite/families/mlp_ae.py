@@ -31,31 +31,25 @@ MENU_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPAESpec(base.TaskSpec):
+class _MLPAEShape:
+  """MLPAESpec's own fields (they lead: ``common.ImageSpec``)."""
+
+  hidden: tuple[int, ...] = base.static_field()
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPAESpec(common.ImageSpec, _MLPAEShape):
   """An MLP autoencoder.
 
-  Attributes:
+  Attributes (and ``common.ImageSpec``'s):
     hidden: encoder widths, e.g. ``(64, 16)`` (code size 16); the decoder
       mirrors them.
-    image_size: input side length (8, 16 or 28).
-    batch_size: examples per batch.
-    activation: one of ``common.ACTIVATION_NAMES``.
-    init_scale: multiplier of the LeCun-normal weight init.
-    dataset: "mnist" or "fashion_mnist".
-    data_seed: folded into batch keys.
   """
 
   family: ClassVar[str] = "mlp_ae"
-  hidden: tuple[int, ...] = base.static_field()
-  image_size: int = base.static_field()
-  batch_size: int = base.static_field()
-  activation: str = base.dynamic_field()
-  init_scale: float = base.dynamic_field()
-  dataset: str = base.dynamic_field()
-  data_seed: int = base.dynamic_field()
 
   def __post_init__(self):
-    common.check_image_dynamic(self)
+    super().__post_init__()
     if not self.hidden or any(w < 1 for w in self.hidden):
       raise ValueError(
         f"hidden needs at least one positive width, got {self.hidden}"
@@ -125,8 +119,5 @@ class MLPAEFamily(common.ImageFamily):
   task_type = MLPAETask
   MENU = MENU
   MENU_WEIGHTS = MENU_WEIGHTS
-
-  def extra_data(self, arrays):
-    """Mean images and reference errors per dataset (see ``normalize``)."""
-    stats = common.image_reference_stats(arrays)
-    return {k: stats[k] for k in ("mean_image", "pixel_variance")}
+  # Mean images and reference errors per dataset (see ``normalize``).
+  REFERENCE_STATS = ("mean_image", "pixel_variance")

@@ -39,32 +39,26 @@ _SOFTPLUS_INV_1 = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_INV_1) == 1
 
 
 @dataclasses.dataclass(frozen=True)
-class VAESpec(base.TaskSpec):
+class _VAEShape:
+  """VAESpec's own fields (they lead: ``common.ImageSpec``)."""
+
+  hidden: tuple[int, ...] = base.static_field()
+  latent: int = base.static_field()
+
+
+@dataclasses.dataclass(frozen=True)
+class VAESpec(common.ImageSpec, _VAEShape):
   """An MLP variational autoencoder.
 
-  Attributes:
+  Attributes (and ``common.ImageSpec``'s):
     hidden: encoder hidden widths; the decoder mirrors them.
     latent: size of the Gaussian latent.
-    image_size: input side length (8, 16 or 28).
-    batch_size: examples per batch.
-    activation: one of ``common.ACTIVATION_NAMES``.
-    init_scale: multiplier of the LeCun-normal weight init.
-    dataset: "mnist" or "fashion_mnist".
-    data_seed: folded into batch keys.
   """
 
   family: ClassVar[str] = "vae"
-  hidden: tuple[int, ...] = base.static_field()
-  latent: int = base.static_field()
-  image_size: int = base.static_field()
-  batch_size: int = base.static_field()
-  activation: str = base.dynamic_field()
-  init_scale: float = base.dynamic_field()
-  dataset: str = base.dynamic_field()
-  data_seed: int = base.dynamic_field()
 
   def __post_init__(self):
-    common.check_image_dynamic(self)
+    super().__post_init__()
     if any(w < 1 for w in self.hidden) or self.latent < 1:
       raise ValueError(
         f"hidden widths and latent must be positive, got {self.hidden}, "
@@ -129,8 +123,5 @@ class VAEFamily(common.ImageFamily):
   task_type = VAETask
   MENU = MENU
   MENU_WEIGHTS = MENU_WEIGHTS
-
-  def extra_data(self, arrays):
-    """Mean images and reference losses per dataset (see ``normalize``)."""
-    stats = common.image_reference_stats(arrays)
-    return {k: stats[k] for k in ("mean_image", "bernoulli_ref")}
+  # Mean images and reference losses per dataset (see ``normalize``).
+  REFERENCE_STATS = ("mean_image", "bernoulli_ref")

@@ -60,14 +60,8 @@ def per_param_feature_scales(
 ) -> jax.Array:
   """The normalization scales of one tensor's features, unmaterialized.
 
-  Args:
-    g: clipped gradient, float32, shape ``S``.
-    p: parameter, float32, shape ``S``.
-    m: first moments, ``(D,) + S``.
-    v: second moments, ``(D,) + S``.
-
-  Returns:
-    ``[3 + 4*D]`` scales in the order of ``per_param_feature_names``.
+  Takes the arguments of ``features.per_param_features``; returns the
+  ``[3 + 4*D]`` scales of its rows, in the same order.
   """
   return scales_from_sums(stack_sums([entry_sums(g, p, m, v)]), [g.size])[0]
 

@@ -178,21 +178,25 @@ def test_orbax_errors_are_reported_when_hashes_match(fresh, monkeypatch):
     checkpoint.load(path)
 
 
-def test_corrupted_manifest(fresh):
+def _newer_format(text: str) -> str:
+  manifest = json.loads(text)
+  manifest["format_version"] = checkpoint.FORMAT_VERSION + 1
+  return json.dumps(manifest)
+
+
+@pytest.mark.parametrize(
+  "damage, message",
+  [
+    (lambda text: text[:50], "manifest .* corrupted"),
+    (_newer_format, "newer than this code"),
+  ],
+  ids=["corrupted", "newer_format"],
+)
+def test_bad_manifest_is_refused(fresh, damage, message):
   path, _ = fresh
   manifest = path / checkpoint.MANIFEST_NAME
-  manifest.write_text(manifest.read_text()[:50])
-  with pytest.raises(checkpoint.CheckpointError, match="manifest .* corrupted"):
-    checkpoint.load(path)
-
-
-def test_newer_format_is_refused(fresh):
-  path, _ = fresh
-  manifest_path = path / checkpoint.MANIFEST_NAME
-  manifest = json.loads(manifest_path.read_text())
-  manifest["format_version"] = checkpoint.FORMAT_VERSION + 1
-  manifest_path.write_text(json.dumps(manifest))
-  with pytest.raises(checkpoint.CheckpointError, match="newer than this code"):
+  manifest.write_text(damage(manifest.read_text()))
+  with pytest.raises(checkpoint.CheckpointError, match=message):
     checkpoint.load(path)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import single_tensor
 
-from learned_opt import features
+from learned_opt import features, loss_stats
 
 DECAYS = features.DEFAULT_DECAYS
 
@@ -59,7 +59,7 @@ def test_names_and_widths_are_consistent():
   p = jax.ShapeDtypeStruct((2, 5), jnp.float32)
   acc = jax.ShapeDtypeStruct((5, 2, 5), jnp.float32)
   stats = jax.eval_shape(single_tensor.lstm_tensor_stats, p, p, acc, acc)
-  loss = features.loss_features(features.init_loss_state(), 0.0)
+  loss = loss_stats.loss_features(loss_stats.init_loss_state(), 0.0)
   assert stats.shape[0] + loss.shape[0] == len(features.LSTM_STAT_NAMES)
 
 
@@ -149,9 +149,9 @@ def test_step_and_tensor_features():
 
 
 def test_loss_features():
-  update = jax.jit(features.update_loss_state)
-  feats = jax.jit(features.loss_features)
-  state = features.init_loss_state()
+  update = jax.jit(loss_stats.update_loss_state)
+  feats = jax.jit(loss_stats.loss_features)
+  state = loss_stats.init_loss_state()
   state = update(state, 3.0, jnp.nan)
   np.testing.assert_array_equal(feats(state, 3.0), [0.0, 0.0])
   losses = [2.5, 2.0, 1.8, 1.7]
@@ -166,9 +166,9 @@ def test_loss_features():
 
 
 def test_non_finite_losses_are_not_folded_in():
-  update = jax.jit(features.update_loss_state)
-  feats = jax.jit(features.loss_features)
-  state = features.init_loss_state()
+  update = jax.jit(loss_stats.update_loss_state)
+  feats = jax.jit(loss_stats.loss_features)
+  state = loss_stats.init_loss_state()
   for x in (3.0, 2.5, 2.0):
     state = update(state, x, 2.2)
   for bad, z_train in ((jnp.nan, 5.0), (jnp.inf, 5.0), (-jnp.inf, -5.0)):

@@ -273,7 +273,9 @@ def test_report_treats_divergence_as_a_loss():
 
 
 def test_config_and_cli_errors(capsys):
-  with pytest.raises(ValueError, match="must divide"):
+  with pytest.raises(
+    ValueError, match=r"^RolloutConfig\.valid_every must .* divide num_steps"
+  ):
     rollout.RolloutConfig(num_steps=10, valid_every=3)
   assert rollout.RolloutConfig(num_steps=1000).chunk == 100
   assert rollout.RolloutConfig(num_steps=7).chunk == 1

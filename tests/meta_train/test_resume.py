@@ -4,7 +4,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 from typing import NamedTuple
 
@@ -17,8 +16,6 @@ import test_utils
 import learned_opt
 from meta_train import checkpointing
 from meta_train import metrics as metrics_lib
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class _State(NamedTuple):
@@ -100,20 +97,14 @@ def test_restore_into_another_layout_names_the_fix(tmp_path):
 
 
 def _meta_train_cmd(workdir: pathlib.Path, *overrides: str) -> list[str]:
-  return [
-    sys.executable,
-    "-m",
-    "meta_train.cli.meta_train",
-    "--config",
-    str(ROOT / "configs" / "tiny.py"),
-    "--workdir",
-    str(workdir),
+  return test_utils.meta_train_cmd(
+    workdir,
     "--config.outer.num_steps=40",
     "--config.eval.every=0",
     "--config.log.every=1",
     "--config.log.progress=false",
     *overrides,
-  ]
+  )
 
 
 def _finished_steps(workdir: pathlib.Path) -> list[int]:

@@ -30,12 +30,8 @@ CFG = st.from_config_dict(self_train_config.get_config("smoke"))
 OUTER_LOPT = mlp_lopt.MLPLOpt()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+# A few dozen steps of tiny models: compilation is all the time spent.
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ test meta-trains ``MLPLOpt`` on quadratics with the tiny config through the
 
 import dataclasses
 import json
-import pathlib
 import shutil
 import subprocess
-import sys
 from typing import ClassVar
 
 import jax
@@ -24,9 +22,6 @@ import test_utils
 import learned_opt
 from meta_train import metrics as metrics_lib
 from meta_train import train
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
 
 # ---------------------------------------------------------- outer step
 
@@ -163,22 +158,26 @@ def lr_config(num_steps=30, checkpoint_every=10):
   from configs import tiny
 
   c = tiny.get_config()
-  c.suite.max_params = 2
-  c.suite.max_groups = 1
-  c.suite.num_specs = 8
-  c.estimator.num_pairs = 4
-  c.estimator.unroll_length = 5
-  c.estimator.min_horizon = 20
-  c.estimator.max_horizon = 60
-  c.estimator.std = 0.05
-  c.outer.num_steps = num_steps
-  c.outer.learning_rate = 0.2
-  c.eval.every = 10
-  c.eval.num_eval_tasks = 2
-  c.eval.num_steps = 30
-  c.checkpoint.every = checkpoint_every
-  c.log.every = 5
-  c.log.progress = False
+  c.update_from_flattened_dict(
+    {
+      "suite.max_params": 2,
+      "suite.max_groups": 1,
+      "suite.num_specs": 8,
+      "estimator.num_pairs": 4,
+      "estimator.unroll_length": 5,
+      "estimator.min_horizon": 20,
+      "estimator.max_horizon": 60,
+      "estimator.std": 0.05,
+      "outer.num_steps": num_steps,
+      "outer.learning_rate": 0.2,
+      "eval.every": 10,
+      "eval.num_eval_tasks": 2,
+      "eval.num_steps": 30,
+      "checkpoint.every": checkpoint_every,
+      "log.every": 5,
+      "log.progress": False,
+    }
+  )
   return c
 
 
@@ -270,16 +269,7 @@ def test_workdir_of_another_run_is_refused(lr_run):
 def test_tiny_config_meta_training_learns(tmp_path, subprocess_env):
   """200 outer steps of ES: the held-out loss falls to < 1/2 of its start."""
   workdir = tmp_path / "tiny"
-  cmd = [
-    sys.executable,
-    "-m",
-    "meta_train.cli.meta_train",
-    "--config",
-    str(ROOT / "configs" / "tiny.py"),
-    "--workdir",
-    str(workdir),
-    "--config.log.progress=false",
-  ]
+  cmd = test_utils.meta_train_cmd(workdir, "--config.log.progress=false")
   proc = subprocess.run(
     cmd, env=subprocess_env(), capture_output=True, text=True, timeout=900
   )

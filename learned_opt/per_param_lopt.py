@@ -1,0 +1,134 @@
+"""What ``MLPLOpt`` and ``HierarchicalLOpt`` share around the numerics.
+
+``per_param`` computes; this module holds the rest both optimizers have in
+common: the option checks, the state fields they share, the per-tensor MLP
+inputs, and ``PerParamLOpt.optimizer``, the one optax adapter (argument
+checks, then the subclass's ``_init_state`` and ``_update``).
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from learned_opt import base, features, per_param
+
+
+class PerParamLOpt(base.LearnedOptimizer):
+  """A learned optimizer built on ``per_param``; subclasses are dataclasses.
+
+  A subclass defines ``_init_state(theta, params)`` and ``_update(theta,
+  grads, state, params, value, valid_value, num_steps) -> (updates,
+  state)``, and may override ``_check_params(params, where)``.
+  """
+
+  def _check_params(self, params, where: str) -> None:
+    """Extra checks of the parameters, in ``init`` and ``update``."""
+    del params, where
+
+  def optimizer(
+    self, theta, num_steps: int | None = None
+  ) -> optax.GradientTransformationExtraArgs:
+    """The optax transform applying this optimizer with ``theta``.
+
+    ``num_steps`` (the run's length) is needed with ``progress_features``;
+    ``update(..., num_steps=N)`` overrides it.
+    """
+    name = type(self).__name__
+    default_num_steps = num_steps
+
+    def init_fn(params):
+      base.check_params(params, f"{name}.init")
+      self._check_params(params, f"{name}.init")
+      return self._init_state(theta, params)
+
+    def update_fn(
+      grads, state, params=None, *, value=None, valid_value=None,
+      num_steps=None, **extra,
+    ):  # fmt: skip
+      del extra
+      check_update_args(name, grads, params, value, valid_value)
+      self._check_params(params, f"{name}.update")
+      if num_steps is None:
+        num_steps = default_num_steps
+      return self._update(
+        theta, grads, state, params, value, valid_value, num_steps
+      )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def check_options(lopt) -> None:
+  """Checks the options both optimizers share, in ``__post_init__``.
+
+  ``decays`` becomes a tuple of floats (``config()`` stores tuples as
+  lists; the dataclass must stay hashable).
+
+  Raises:
+    ValueError: for empty decays or one outside (0, 1), an unknown
+      ``step_scale`` or a negative floor.
+  """
+  name = type(lopt).__name__
+  object.__setattr__(lopt, "decays", tuple(float(d) for d in lopt.decays))
+  if not lopt.decays or not all(0.0 < d < 1.0 for d in lopt.decays):
+    raise ValueError(
+      f"{name}: decays must be a non-empty sequence of values in (0, 1), "
+      f"got {lopt.decays}."
+    )
+  if lopt.step_scale not in per_param.STEP_SCALES:
+    raise ValueError(
+      f"{name}: step_scale must be one of {per_param.STEP_SCALES}, got "
+      f"{lopt.step_scale!r}."
+    )
+  if not lopt.param_scale_floor >= 0:
+    raise ValueError(
+      f"{name}: param_scale_floor must be >= 0, got {lopt.param_scale_floor}."
+    )
+
+
+def check_update_args(name: str, grads, params, value, valid_value) -> None:
+  """The checks of both optimizers' ``update``: loss, params and grads."""
+  base.require_value(value, name, valid_value)
+  if params is None:
+    raise ValueError(
+      f"{name}.update needs params: update(grads, state, params, value=loss)."
+    )
+  base.check_params(params, f"{name}.update")
+  base.check_grads(grads, params, f"{name}.update")
+
+
+def init_state_fields(lopt, params) -> dict:
+  """The state fields both optimizers share, at step 0."""
+  m, v = per_param.init_moments(params, len(lopt.decays))
+  return dict(
+    count=jnp.zeros([], jnp.int32),
+    m=m,
+    v=v,
+    grad_sq_ema=jnp.zeros([per_param.num_tensors(params)], jnp.float32),
+    param_scale=per_param.initial_scales(lopt, params),
+  )
+
+
+def shared_inputs(x: per_param.Prepared, count, progress, *extra) -> jax.Array:
+  """``[T, S]`` per-tensor MLP inputs: step, tensor, ``extra``, progress."""
+  tile = lambda a: jnp.broadcast_to(a, (len(x.sizes), a.shape[0]))
+  return jnp.concatenate(
+    [
+      tile(features.step_features(count)),  # [T, 11]
+      features.tensor_features_from_sums(x.sums, x.sizes),  # [T, 3]
+      *extra,
+      tile(progress),  # [T, P]
+    ],
+    axis=1,
+  )
+
+
+def new_moments(treedef, x: per_param.Prepared, state):
+  """The updated ``m`` and ``v`` trees, shaped like ``state``'s."""
+  m, v = x.moments()
+  return treedef.unflatten(m, state.m), treedef.unflatten(v, state.v)
+
+
+def finish_update(treedef, updates, ps, params, new_state, state):
+  """``(updates, new_state)``: updates as ``params``' tree, state cast."""
+  updates = treedef.unflatten(per_param.shaped_like(updates, ps), params)
+  return updates, per_param.cast_state(new_state, state)
