@@ -57,8 +57,12 @@ class HierarchicalLOptState(NamedTuple):
   mlp_avg: jax.Array  # [T, mlp_to_lstm], averaged MLP outputs of last step
   global_features: jax.Array  # [num_global_features], from the last step
   loss: loss_stats.LossState
-  # [T] step scales of step_scale="init_rms"; None (no leaf) otherwise.
-  param_scale: Any = None
+
+
+# With step_scale="init_rms": plus param_scale, [T] step scales.
+HierarchicalLOptScaledState = per_param_lopt.with_param_scale(
+  HierarchicalLOptState
+)
 
 
 def check_ranks(params, where: str) -> None:
@@ -188,7 +192,9 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
   def _init_state(self, theta, params) -> HierarchicalLOptState:
     num_tensors = per_param.num_tensors(params)
     tile = lambda x: jnp.tile(x[None], (num_tensors, 1))
-    return HierarchicalLOptState(
+    return per_param_lopt.make_state(
+      HierarchicalLOptState,
+      HierarchicalLOptScaledState,
       **per_param_lopt.init_state_fields(self, params),
       lstm_h=tile(theta["init"]["h"]),
       lstm_c=tile(theta["init"]["c"]),
@@ -238,7 +244,7 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
       theta["mlp"], x, shared, self, tensor_scale
     )
     m, v = per_param_lopt.new_moments(treedef, x, state)
-    new_state = HierarchicalLOptState(
+    new_state = state._replace(
       count=state.count + 1,
       m=m,
       v=v,
@@ -248,7 +254,6 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
       mlp_avg=networks.averaged_outputs(theta["mlp"][-1], h_mean, 2),
       global_features=new_global,
       loss=loss_state,
-      param_scale=state.param_scale,
     )
     return per_param_lopt.finish_update(
       treedef, updates, ps, params, new_state, state

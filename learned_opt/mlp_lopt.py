@@ -31,8 +31,10 @@ class MLPLOptState(NamedTuple):
   m: Any  # params-like tree, leaves [D, p.size] float32 (init_moments)
   v: Any  # params-like tree, leaves [D, p.size] float32
   grad_sq_ema: jax.Array  # [T] clipping EMA per tensor with entries
-  # [T] step scales of step_scale="init_rms"; None (no leaf) otherwise.
-  param_scale: Any = None
+
+
+# With step_scale="init_rms": plus param_scale, [T] step scales.
+MLPLOptScaledState = per_param_lopt.with_param_scale(MLPLOptState)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +102,10 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
 
   def _init_state(self, theta, params) -> MLPLOptState:
     del theta
-    return MLPLOptState(**per_param_lopt.init_state_fields(self, params))
+    return per_param_lopt.make_state(
+      MLPLOptState, MLPLOptScaledState,
+      **per_param_lopt.init_state_fields(self, params),
+    )  # fmt: skip
 
   def _update(self, theta, grads, state, params, value, valid_value, num_steps):
     del value, valid_value  # the MLP has no loss features
@@ -117,8 +122,8 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
       theta["mlp"], x, shared, self, per_param.step_scales(self, x, state)
     )
     m, v = per_param_lopt.new_moments(treedef, x, state)
-    new_state = MLPLOptState(
-      state.count + 1, m, v, x.grad_sq_ema, state.param_scale
+    new_state = state._replace(
+      count=state.count + 1, m=m, v=v, grad_sq_ema=x.grad_sq_ema
     )
     return per_param_lopt.finish_update(
       treedef, updates, ps, params, new_state, state

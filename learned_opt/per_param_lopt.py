@@ -6,6 +6,8 @@ inputs, and ``PerParamLOpt.optimizer``, the one optax adapter (argument
 checks, then the subclass's ``_init_state`` and ``_update``).
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -97,15 +99,39 @@ def check_update_args(name: str, grads, params, value, valid_value) -> None:
 
 
 def init_state_fields(lopt, params) -> dict:
-  """The state fields both optimizers share, at step 0."""
+  """The state fields both optimizers share, at step 0.
+
+  With ``step_scale="init_rms"`` also ``param_scale``, the ``[T]`` step
+  scales of the initial parameters (see ``with_param_scale``).
+  """
   m, v = per_param.init_moments(params, len(lopt.decays))
-  return dict(
+  fields = dict(
     count=jnp.zeros([], jnp.int32),
     m=m,
     v=v,
     grad_sq_ema=jnp.zeros([per_param.num_tensors(params)], jnp.float32),
-    param_scale=per_param.initial_scales(lopt, params),
   )
+  if lopt.step_scale == "init_rms":
+    fields["param_scale"] = per_param.initial_scales(lopt, params)
+  return fields
+
+
+def with_param_scale(state_type: type) -> type:
+  """``state_type`` plus a ``param_scale`` field (``[T]``, ``init_rms``).
+
+  A type of its own rather than an optional field: the states of the other
+  step rules keep the exact layout of checkpoints written before
+  ``init_rms`` existed (orbax restores a NamedTuple field by field, and
+  meta-training checkpoints hold the inner optimizers' states).
+  """
+  fields = [*state_type.__annotations__.items(), ("param_scale", jax.Array)]
+  return NamedTuple(state_type.__name__.replace("State", "ScaledState"), fields)
+
+
+def make_state(state_type: type, scaled_type: type, **fields):
+  """``scaled_type(**fields)`` for ``init_rms``, else ``state_type``."""
+  cls = scaled_type if "param_scale" in fields else state_type
+  return cls(**fields)
 
 
 def shared_inputs(x: per_param.Prepared, count, progress, *extra) -> jax.Array:
