@@ -144,3 +144,40 @@ def test_second_run_on_a_workdir_is_refused_naming_the_holder(
 
   with workdir_lib.lock(workdir):
     pass
+
+
+_CHEAP = {  # one 2-d quadratic signature, a small population and MLP
+  "suite.max_params": "2", "suite.max_groups": "1", "suite.num_specs": "8",
+  "estimator.num_pairs": "4", "estimator.unroll_length": "5",
+  "estimator.min_horizon": "20", "estimator.max_horizon": "60",
+  "lopt.kwargs.hidden_size": "4", "outer.num_steps": "3", "eval.every": "0",
+  "log.progress": "false", "mesh.cpu_devices": "1",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_python_run_and_command_give_the_same_theta(tmp_path, subprocess_env):
+  import jax
+
+  import learned_opt
+  from meta_train import config as config_lib
+  from meta_train import train
+
+  overrides = [f"--config.{k}={v}" for k, v in _CHEAP.items()]
+  command = subprocess.run(
+    [sys.executable, "-c", _LOPT, "meta-train", "--config", TINY,
+     "--workdir", str(tmp_path / "cli"), *overrides],
+    env=subprocess_env(), capture_output=True, text=True, timeout=900,
+  )  # fmt: skip
+  assert command.returncode == 0, command.stderr[-3000:]
+  _, cli_theta, _ = learned_opt.load(tmp_path / "cli" / "theta")
+  cd = config_lib.load_config_file(TINY)
+  for path, text in _CHEAP.items():
+    config_lib.apply_override(cd, f"config.{path}", text)
+  before = {k: getattr(jax.config, k) for k in train.REQUIRED_JAX_CONFIG}
+  result = train.run(cd, tmp_path / "python")
+  assert {k: getattr(jax.config, k) for k in before} == before
+  assert jax.device_count() == 1
+  leaves = jax.tree.leaves
+  for a, b in zip(leaves(result.theta), leaves(cli_theta), strict=True):
+    assert (a == b).all()
