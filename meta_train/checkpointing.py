@@ -317,6 +317,8 @@ def restore_latest(
 
 def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
   """Moves damaged checkpoints out of the way of the run's next saves."""
+  if jax.process_count() > 1:  # every process is done reading them
+    multihost_utils.sync_global_devices("lopt_damaged_checkpoints_read")
   if jax.process_index() == 0:
     aside = pathlib.Path(manager.directory).parent / DAMAGED
     aside.mkdir(exist_ok=True)

@@ -317,7 +317,9 @@ def run(
   Requires the process-wide JAX settings ``REQUIRED_JAX_CONFIG`` (JAX's
   defaults; ``check_jax_config`` says which is off and how to fix it).
   ``run`` changes no process-wide setting, except that a multi-process run
-  (``config.mesh``) joins ``jax.distributed``.
+  (``config.mesh``) joins ``jax.distributed`` (setting
+  ``jax_cpu_collectives_implementation`` first, as that needs). For the
+  command's CPU layout, call ``meta_train.use_cpu_layout`` yourself first.
 
   Args:
     config: an ``ml_collections.ConfigDict`` (or ``config.Config``).
