@@ -59,13 +59,13 @@ def run_guarded(prog: str, main_fn, argv: list[str]) -> int:
     print(f"{prog}: interrupted", file=sys.stderr)
     return 130
   except Exception as e:  # noqa: BLE001 (the point: no traceback)
-    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if debug:
       traceback.print_exc()
     message = " ".join(str(e).split()) or type(e).__name__
+    hint = "" if debug else f"; set {DEBUG_ENV}=1 for the traceback"
     print(
-      f"{prog}: error: {message} ({type(e).__name__}; set {DEBUG_ENV}=1 "
-      "for the traceback)",
-      file=sys.stderr,
+      f"{prog}: error: {message} ({type(e).__name__}{hint})", file=sys.stderr
     )
     return 1
 
