@@ -194,6 +194,23 @@ def _layout_mismatch(
   return None
 
 
+def _as_stored(manager: ocp.CheckpointManager, step: int, abstract: Any):
+  """``abstract``'s leaves in the containers of the stored tree.
+
+  A state's NamedTuples may have gained fields that hold None (no leaves,
+  e.g. an optimizer state's ``param_scale`` when unused): orbax compares
+  containers key by key and would refuse a checkpoint written before them,
+  although every leaf fits (``_layout_mismatch`` checked that).
+  """
+  try:
+    stored = manager.item_metadata(step)[STATE].tree
+  except Exception:  # noqa: BLE001 (unreadable metadata: the restore reports)
+    return abstract
+  wanted = ocp.tree.to_flat_dict(abstract)
+  flat = {path: wanted[path] for path in ocp.tree.to_flat_dict(stored)}
+  return ocp.tree.from_flat_dict(flat, target=stored)
+
+
 def restore(
   manager: ocp.CheckpointManager, target: Any, step: int | None = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -243,13 +260,17 @@ def restore(
       step,
       args=ocp.args.Composite(
         **{
-          STATE: ocp.args.StandardRestore(abstract_target),
+          STATE: ocp.args.StandardRestore(
+            _as_stored(manager, step, abstract_target)
+          ),
           CONFIG: ocp.args.JsonRestore(),
         }
       ),
     )
   except (ValueError, KeyError, TypeError) as e:
     raise refused(e) from e
+  flat = ocp.tree.to_flat_dict(restored[STATE])
+  leaves = [flat[path] for path in ocp.tree.to_flat_dict(abstract_target)]
   state = jax.tree.map(
     lambda t, x: (
       jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
@@ -257,7 +278,7 @@ def restore(
       else x
     ),
     target,
-    restored[STATE],
+    jax.tree.unflatten(jax.tree.structure(target), leaves),
   )
   return state, dict(restored[CONFIG])
 
