@@ -6,6 +6,7 @@ changing this process's CPU layout); the workdir lock is tested with two
 real ``lopt meta-train`` processes.
 """
 
+import dataclasses
 import json
 import pathlib
 import signal
@@ -181,3 +182,43 @@ def test_python_run_and_command_give_the_same_theta(tmp_path, subprocess_env):
   leaves = jax.tree.leaves
   for a, b in zip(leaves(result.theta), leaves(cli_theta), strict=True):
     assert (a == b).all()
+
+
+_REGISTERING_CONFIG = """
+import jax.numpy as jnp
+import task_suite
+from configs import tiny
+
+def get_config(arg=None):
+  task_suite.register_task(
+    "reliability_custom", lambda key: {"w": jnp.zeros(2)},
+    lambda params, key, batch: jnp.sum(params["w"] ** 2),
+    lambda key, spec=None: {}, replace=True,
+  )
+  c = tiny.get_config()
+  c.suite.families = ("reliability_custom", "quadratic")
+  return c
+"""
+
+
+def test_families_registered_by_the_config_file_are_valid(tmp_path):
+  from meta_train import components
+  from meta_train import config as config_lib
+  import task_suite
+
+  path = tmp_path / "custom_config.py"
+  path.write_text(_REGISTERING_CONFIG)
+  try:
+    cfg = config_lib.from_config(config_lib.load_config_file(str(path)))
+    # Checked after the file ran: its family counts, a typo does not.
+    assert components._weights(cfg.suite) == {
+      "reliability_custom": 1.0,
+      "quadratic": 1.0,
+    }
+    typo = dataclasses.replace(cfg.suite, families=("quadratc",))
+    with pytest.raises(
+      config_lib.ConfigError, match="'quadratc'; valid.*reliability_custom"
+    ):
+      components._weights(typo)
+  finally:
+    task_suite.FAMILIES.pop("reliability_custom", None)
