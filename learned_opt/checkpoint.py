@@ -126,6 +126,8 @@ def save(
   lopt: base.LearnedOptimizer,
   theta: base.MetaParams,
   metadata: dict[str, Any] | None = None,
+  *,
+  this_process_only: bool = False,
 ) -> pathlib.Path:
   """Writes ``theta`` and ``lopt``'s architecture to the directory ``path``.
 
@@ -138,6 +140,9 @@ def save(
     theta: its meta-parameters (must match ``lopt.init``'s shapes).
     metadata: JSON-serializable extra information (training step, losses,
       ...), returned by ``load``.
+    this_process_only: in a multi-process JAX run, write from this process
+      alone, without waiting for the others at orbax's barriers (default:
+      every process calls ``save`` and process 0 writes).
 
   Returns:
     The absolute checkpoint path.
@@ -181,7 +186,7 @@ def save(
   try:
     # Closed on exit: an unclosed checkpointer's asyncio resources were
     # finalized later, during unrelated code, with "Event loop is closed".
-    with _orbax().PyTreeCheckpointer() as checkpointer:
+    with _checkpointer(this_process_only) as checkpointer:
       checkpointer.save(tmp / WEIGHTS_DIR, theta)
     manifest = json.loads(manifest_text)
     manifest["files"] = _file_hashes(tmp / WEIGHTS_DIR)
@@ -193,6 +198,20 @@ def save(
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return path
+
+
+def _checkpointer(this_process_only: bool):
+  ocp = _orbax()
+  if not this_process_only or jax.process_count() == 1:
+    return ocp.PyTreeCheckpointer()
+  me = jax.process_index()
+  options = ocp.options.MultiprocessingOptions(
+    primary_host=me, active_processes={me}
+  )
+  return ocp.Checkpointer(
+    ocp.PyTreeCheckpointHandler(multiprocessing_options=options),
+    multiprocessing_options=options,
+  )
 
 
 def _replace(tmp: pathlib.Path, path: pathlib.Path) -> None:

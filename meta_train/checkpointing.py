@@ -15,19 +15,35 @@ is resharded on load.
 
 Every process must call ``save`` and ``restore`` (orbax coordinates the
 multi-process writes itself).
+
+Orbax does not notice every damaged file (a flipped byte in an array can
+restore as a wrong value), so each committed checkpoint gets the sha256 of
+its files (``CHECKSUMS``, written by process 0 once orbax has committed it).
+``restore_latest`` verifies them and, if the newest checkpoint is damaged,
+resumes from the newest valid one with a warning naming both; the damaged
+ones are moved to ``WORKDIR/damaged_checkpoints/``. If none is valid it
+raises ``RestoreError`` and moves nothing.
 """
 
+import json
+import logging
 import os
+import pathlib
+import shutil
+import time
 from typing import Any
-from unittest import mock
 
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 import learned_opt
+from learned_opt import checkpoint as lopt_checkpoint
 
 STATE = "state"
 CONFIG = "config"
+CHECKSUMS = "lopt_sha256.json"  # in each step directory
+DAMAGED = "damaged_checkpoints"  # beside the checkpoint directory
 
 
 class RestoreError(ValueError):
@@ -108,6 +124,47 @@ def save(
     force=True,
   )
   manager.wait_until_finished()
+  if jax.process_index() == 0:
+    directory = step_directory(manager, step)
+    tmp = directory / f".{CHECKSUMS}.tmp"
+    tmp.write_text(json.dumps(_file_hashes(directory), indent=1))
+    tmp.replace(directory / CHECKSUMS)
+
+
+def step_directory(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+  """The directory of checkpoint ``step``."""
+  return pathlib.Path(manager.directory) / str(step)
+
+
+def _file_hashes(directory: pathlib.Path) -> dict[str, str]:
+  hashes = lopt_checkpoint._file_hashes(directory)  # noqa: SLF001
+  hashes.pop(CHECKSUMS, None)
+  return hashes
+
+
+def verify(manager: ocp.CheckpointManager, step: int) -> str | None:
+  """What is wrong with checkpoint ``step``'s files, or None if intact.
+
+  A checkpoint without checksums (killed between orbax's commit and their
+  write, or written before they existed) counts as intact here; orbax still
+  checks what it can when restoring it.
+  """
+  directory = step_directory(manager, step)
+  try:
+    want = json.loads((directory / CHECKSUMS).read_text())
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    return f"unreadable {CHECKSUMS}: {e}"
+  have = _file_hashes(directory)
+  for name in sorted(want.keys() | have.keys()):
+    if name not in have:
+      return f"file {name} is missing"
+    if name not in want:
+      return f"file {name} was not in the checkpoint when it was written"
+    if want[name] != have[name]:
+      return f"file {name} was changed or truncated (sha256 mismatch)"
+  return None
 
 
 def _layout_mismatch(
@@ -135,6 +192,23 @@ def _layout_mismatch(
         f"{tuple(leaf.shape)}"
       )
   return None
+
+
+def _as_stored(manager: ocp.CheckpointManager, step: int, abstract: Any):
+  """``abstract``'s leaves in the containers of the stored tree.
+
+  A state's NamedTuples may have gained fields that hold None (no leaves,
+  e.g. an optimizer state's ``param_scale`` when unused): orbax compares
+  containers key by key and would refuse a checkpoint written before them,
+  although every leaf fits (``_layout_mismatch`` checked that).
+  """
+  try:
+    stored = manager.item_metadata(step)[STATE].tree
+  except Exception:  # noqa: BLE001 (unreadable metadata: the restore reports)
+    return abstract
+  wanted = ocp.tree.to_flat_dict(abstract)
+  flat = {path: wanted[path] for path in ocp.tree.to_flat_dict(stored)}
+  return ocp.tree.from_flat_dict(flat, target=stored)
 
 
 def restore(
@@ -186,13 +260,17 @@ def restore(
       step,
       args=ocp.args.Composite(
         **{
-          STATE: ocp.args.StandardRestore(abstract_target),
+          STATE: ocp.args.StandardRestore(
+            _as_stored(manager, step, abstract_target)
+          ),
           CONFIG: ocp.args.JsonRestore(),
         }
       ),
     )
   except (ValueError, KeyError, TypeError) as e:
     raise refused(e) from e
+  flat = ocp.tree.to_flat_dict(restored[STATE])
+  leaves = [flat[path] for path in ocp.tree.to_flat_dict(abstract_target)]
   state = jax.tree.map(
     lambda t, x: (
       jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
@@ -200,9 +278,77 @@ def restore(
       else x
     ),
     target,
-    restored[STATE],
+    jax.tree.unflatten(jax.tree.structure(target), leaves),
   )
   return state, dict(restored[CONFIG])
+
+
+def restore_latest(
+  manager: ocp.CheckpointManager, target: Any
+) -> tuple[Any, dict[str, Any], int]:
+  """Restores the newest valid checkpoint (see the module docstring).
+
+  Args:
+    manager: from ``make_manager``.
+    target: as for ``restore``.
+
+  Returns:
+    ``(state, config, step)``.
+
+  Raises:
+    FileNotFoundError: if there is no checkpoint.
+    RestoreError: if no checkpoint is valid (nothing is moved or deleted),
+      or if the newest intact one stores a state of another layout.
+  """
+  manager.reload()
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+  damaged = []
+  for step in steps:
+    reason = verify(manager, step)
+    if reason is None:
+      try:
+        state, config = restore(manager, target, step)
+      except RestoreError:
+        raise  # intact files of another layout: not a damage
+      except Exception as e:  # noqa: BLE001 (any other failed read: damaged)
+        reason = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    if reason is None:
+      break
+    damaged.append((step, reason))
+  else:
+    listed = "; ".join(f"checkpoint {s}: {r}" for s, r in damaged)
+    raise RestoreError(
+      f"no valid checkpoint in {manager.directory} ({listed}). Nothing was "
+      "moved or deleted: restore the files from a copy, or start again in a "
+      "new --workdir."
+    )
+  if damaged:
+    _set_aside(manager, [s for s, _ in damaged])
+    for bad, reason in damaged:
+      logging.warning(
+        "checkpoint %d in %s is damaged (%s); resuming from checkpoint %d, "
+        "the newest valid one. The damaged one was moved to %s.",
+        bad, manager.directory, reason, step,
+        pathlib.Path(manager.directory).parent / DAMAGED,
+      )  # fmt: skip
+  return state, config, step
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Moves damaged checkpoints out of the way of the run's next saves."""
+  if jax.process_count() > 1:  # every process is done reading them
+    multihost_utils.sync_global_devices("lopt_damaged_checkpoints_read")
+  if jax.process_index() == 0:
+    aside = pathlib.Path(manager.directory).parent / DAMAGED
+    aside.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for step in steps:
+      shutil.move(step_directory(manager, step), aside / f"{step}-{stamp}")
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("lopt_damaged_checkpoints_moved")
+  manager.reload()
 
 
 def export_theta(
@@ -219,11 +365,6 @@ def export_theta(
     theta: host (numpy) meta-parameters.
     metadata: JSON metadata stored with them.
   """
-  if jax.process_count() == 1:
-    learned_opt.save(path, lopt, theta, metadata)
-    return
-  # learned_opt.save's orbax checkpointer waits at barriers for every
-  # process, but only process 0 exports (the others are already in the next
-  # outer step's collectives): seen as a single-process save it skips them.
-  with mock.patch.object(jax, "process_count", lambda: 1):
-    learned_opt.save(path, lopt, theta, metadata)
+  # Only this process writes (the others are already in the next outer
+  # step's collectives), so no barrier may wait for them.
+  learned_opt.save(path, lopt, theta, metadata, this_process_only=True)

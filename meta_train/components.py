@@ -81,7 +81,7 @@ def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
     if not cfg.max_params or task_suite.num_params(g[0]) <= cfg.max_params
   ]
   if not groups:
-    raise ValueError(
+    raise config_lib.ConfigError(
       f"no train signature has <= config.suite.max_params={cfg.max_params} "
       "parameters; raise it or config.suite.num_specs."
     )
@@ -115,7 +115,19 @@ def sample_test_specs(cfg: config_lib.SuiteConfig, num: int) -> list[Any]:
 
 
 def _weights(cfg: config_lib.SuiteConfig) -> dict[str, float] | None:
-  # Listed families are drawn with equal weights; none listed: the default mix.
+  """Listed families with equal weights; none listed: the default mix.
+
+  Raises:
+    ConfigError: for a family name not in the registry (checked now, after
+      the config file ran, so families it registered count).
+  """
+  unknown = [f for f in cfg.families if f not in task_suite.FAMILIES]
+  if unknown:
+    raise config_lib.ConfigError(
+      f"config.suite.families: unknown famil{'ies' if len(unknown) > 1 else 'y'}"
+      f" {', '.join(map(repr, unknown))}; valid families: "
+      f"{', '.join(task_suite.FAMILIES)}"
+    )
   return {f: 1.0 for f in cfg.families} if cfg.families else None
 
 

@@ -109,6 +109,10 @@ def _accelerator_installed() -> bool:
 def split_host_cpu(cfg: config_lib.MeshConfig, num_pairs: int) -> int:
   """Makes this process's CPU cores several JAX devices, before JAX starts.
 
+  Changes process-wide state (``jax_num_cpu_devices``, ``XLA_FLAGS``):
+  nothing in the library calls it; ``lopt meta-train`` does at its entry,
+  and Python users call it through ``meta_train.use_cpu_layout``.
+
   The population axis is sharded over all devices, so with one device per
   core every core runs its share of the population in parallel, each with
   single-threaded XLA. On 2 cores this ran ES on an 11k-parameter MLP

@@ -23,6 +23,7 @@ Example:
   >>> result.step, result.theta
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -42,6 +43,7 @@ from meta_train import checkpointing, components, estimators, outer
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 from meta_train import metrics as metrics_lib
+from meta_train import workdir as workdir_lib
 from meta_train.evaluation import rollout
 
 # Fixed stream indices under the root key (the per-step streams use the step).
@@ -105,29 +107,38 @@ def group_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
   return state, metrics
 
 
-def _check_workdir(workdir: pathlib.Path, cfg: config_lib.Config) -> None:
-  """Refuses to resume a workdir that holds a different run."""
+def _check_workdir(manager, workdir: pathlib.Path, cfg) -> None:
+  """Refuses to resume a workdir that holds a different run (reads only).
+
+  A workdir holds a run once it has a checkpoint: ``config.json`` is
+  written with each checkpoint (``_save``), so a start that failed before
+  its first checkpoint leaves nothing that could refuse the next one.
+  """
   path = workdir / "config.json"
+  if checkpointing.latest_step(manager) is None or not path.exists():
+    return
   current = config_lib.to_dict(cfg)
-  if path.exists():
-    saved = json.loads(path.read_text())
-    try:  # Fields added since the run started take their defaults.
-      saved = config_lib.to_dict(config_lib.from_config(saved))
-    except config_lib.ConfigError:
-      pass  # compared as saved; a difference is reported below
-    changed = [k for k in _RUN_IDENTITY if saved.get(k) != current[k]]
-    if changed:
-      raise config_lib.ConfigError(
-        f"{workdir} holds a run with a different config."
-        f"{', config.'.join(changed)} (saved: "
-        f"{ {k: saved.get(k) for k in changed} }); resume it with the same "
-        "values or use a new --workdir."
-      )
-  if mesh_lib.is_main_process():
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(current, indent=2))
-    tmp.replace(path)
+  saved = json.loads(path.read_text())
+  try:  # Fields added since the run started take their defaults.
+    saved = config_lib.to_dict(config_lib.from_config(saved))
+  except config_lib.ConfigError:
+    pass  # compared as saved; a difference is reported below
+  changed = [k for k in _RUN_IDENTITY if saved.get(k) != current[k]]
+  if changed:
+    raise config_lib.ConfigError(
+      f"{workdir} holds a run with a different config."
+      f"{', config.'.join(changed)} (saved: "
+      f"{ {k: saved.get(k) for k in changed} }); resume it with the same "
+      "values or use a new --workdir."
+    )
+
+
+def _write_config(workdir: pathlib.Path, cfg) -> None:
+  """Writes ``WORKDIR/config.json`` atomically (process 0)."""
+  path = workdir / "config.json"
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
+  tmp.replace(path)
 
 
 def _reached_preemption(step: int) -> bool:
@@ -146,6 +157,7 @@ def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
   """Checkpoints the state (all processes) and exports theta (process 0)."""
   checkpointing.save(manager, step, state, config_lib.to_dict(cfg))
   if mesh_lib.is_main_process():
+    _write_config(workdir, cfg)  # with the first checkpoint, never before
     metadata = {"meta_train_step": step, "config": config_lib.to_dict(cfg)}
     checkpointing.export_theta(
       workdir / "theta", lopt, mesh_lib.to_host(state.theta), metadata
@@ -205,7 +217,7 @@ def restore_or_init(manager, init_fn, root, tasks, shardings) -> OuterState:
       shardings,
       abstract,
     )
-    return checkpointing.restore(manager, target)[0]
+    return checkpointing.restore_latest(manager, target)[0]
   root_global = mesh_lib.put(root, shardings.step)  # replicated
   return jax.jit(init_fn, out_shardings=shardings)(root_global, tasks)
 
@@ -293,8 +305,21 @@ def run(
   *,
   lopt: learned_opt.LearnedOptimizer | None = None,
   outer_tx: optax.GradientTransformationExtraArgs | None = None,
+  lock_workdir: bool = True,
 ) -> TrainResult:
   """Meta-trains theta as configured; resumes if ``workdir`` has a run.
+
+  Everything that can be wrong (config, optimizer, ``lopt.init_from``,
+  suite, devices) is checked before anything is written; ``config.json``
+  is written with the first checkpoint. The run holds the workdir's lock
+  (``workdir.lock``) from then on.
+
+  Requires the process-wide JAX settings ``REQUIRED_JAX_CONFIG`` (JAX's
+  defaults; ``check_jax_config`` says which is off and how to fix it).
+  ``run`` changes no process-wide setting, except that a multi-process run
+  (``config.mesh``) joins ``jax.distributed`` (setting
+  ``jax_cpu_collectives_implementation`` first, as that needs). For the
+  command's CPU layout, call ``meta_train.use_cpu_layout`` yourself first.
 
   Args:
     config: an ``ml_collections.ConfigDict`` (or ``config.Config``).
@@ -303,17 +328,22 @@ def run(
       ``config.lopt``'s (any ``LearnedOptimizer``).
     outer_tx: optional outer optimizer overriding ``config.outer``'s (e.g.
       a trained learned optimizer, for self-training).
+    lock_workdir: whether (process 0 of) this run takes the workdir's
+      lock; False when a launcher holds it for its processes.
 
   Returns:
     The learned optimizer, the final theta (numpy) and the final step.
 
   Raises:
     config.ConfigError: on a bad config, before any compute.
+    workdir.WorkdirLockedError: if another run holds the workdir.
+    RuntimeError: if a setting of ``REQUIRED_JAX_CONFIG`` is off.
   """
   # --- Configuration, devices, tasks: all that can be wrong fails here.
+  check_jax_config()
   cfg = config_lib.from_config(config)
   workdir = pathlib.Path(workdir).absolute()
-  mesh = setup_devices(cfg, workdir)
+  mesh = setup_devices(cfg)
   lopt = lopt or components.make_lopt(cfg.lopt)
   init_theta = components.initial_theta_fn(lopt, cfg.lopt.init_from)
   groups = components.sample_train_groups(cfg.suite)
@@ -326,31 +356,35 @@ def run(
   estimator = estimators.make_estimator(lopt, cfg.estimator, mesh.size)
   outer_tx = outer_tx or components.make_outer_optimizer(cfg.outer)
 
-  # --- The state (restored or fresh) and the jitted outer steps.
-  root = jax.random.key(cfg.seed)
-  init_fn = make_init_fn(init_theta, estimator, outer_tx, len(groups))
-  manager = checkpointing.make_manager(
-    workdir / "checkpoints", cfg.checkpoint.keep
-  )
-  shardings = state_shardings(jax.eval_shape(init_fn, root, tasks), mesh)
-  state = restore_or_init(manager, init_fn, root, tasks, shardings)
-  program = make_program(
-    estimator, outer_tx, cfg.outer.clip_norm, shardings, groups, root
-  )
-  step = int(mesh_lib.to_host(state.step))
   main = mesh_lib.is_main_process()
-  writer = metrics_lib.MetricWriter(
-    workdir, step, tensorboard=cfg.log.tensorboard, active=main
-  )
-  evaluate = make_eval_hook(cfg, lopt, test_specs, workdir, writer)
+  with contextlib.ExitStack() as stack:
+    # --- Only now the workdir: its lock, and the run it holds.
+    if lock_workdir and main:
+      stack.enter_context(workdir_lib.lock(workdir))
+    manager = checkpointing.make_manager(
+      workdir / "checkpoints", cfg.checkpoint.keep
+    )
+    stack.callback(manager.close)
+    _check_workdir(manager, workdir, cfg)
 
-  # --- The loop: log, evaluate, checkpoint.
-  save = lambda st, n: _save(manager, st, cfg, lopt, workdir, n)
-  try:
+    # --- The state (restored or fresh) and the jitted outer steps.
+    root = jax.random.key(cfg.seed)
+    init_fn = make_init_fn(init_theta, estimator, outer_tx, len(groups))
+    shardings = state_shardings(jax.eval_shape(init_fn, root, tasks), mesh)
+    state = restore_or_init(manager, init_fn, root, tasks, shardings)
+    program = make_program(
+      estimator, outer_tx, cfg.outer.clip_norm, shardings, groups, root
+    )
+    step = int(mesh_lib.to_host(state.step))
+    writer = metrics_lib.MetricWriter(
+      workdir, step, tensorboard=cfg.log.tensorboard, active=main
+    )
+    stack.callback(writer.close)
+    evaluate = make_eval_hook(cfg, lopt, test_specs, workdir, writer)
+
+    # --- The loop: log, evaluate, checkpoint.
+    save = lambda st, n: _save(manager, st, cfg, lopt, workdir, n)
     state, step = _loop(cfg, program, state, tasks, writer, evaluate, save)
-  finally:
-    writer.close()
-    manager.close()
   return TrainResult(lopt, mesh_lib.to_host(state.theta), step, state)
 
 
@@ -413,11 +447,32 @@ def _loop(cfg, program, state, tasks, writer, evaluate, save):
   return state, step
 
 
-def setup_devices(cfg: config_lib.Config, workdir: pathlib.Path):
-  """Joins the processes, checks the workdir, and makes the mesh."""
-  jax.config.update("jax_threefry_partitionable", True)
+# Process-wide JAX settings ``run`` needs: partitionable threefry makes the
+# random draws of a sharded population independent of the device count, so
+# a run resumed on another mesh (or run by the CLI or from Python) draws
+# the same numbers. The CLI sets them at its entry; ``run`` only checks.
+REQUIRED_JAX_CONFIG = {"jax_threefry_partitionable": True}
+
+
+def check_jax_config() -> None:
+  """Raises unless the process-wide ``REQUIRED_JAX_CONFIG`` holds.
+
+  Raises:
+    RuntimeError: naming the setting and the call that fixes it.
+  """
+  for name, value in REQUIRED_JAX_CONFIG.items():
+    if getattr(jax.config, name) != value:
+      raise RuntimeError(
+        f"meta-training needs the JAX setting {name}={value} (JAX's "
+        f"default), but this process has {getattr(jax.config, name)}. Call "
+        f"jax.config.update({name!r}, {value}) before train.run; the lopt "
+        "command sets it itself."
+      )
+
+
+def setup_devices(cfg: config_lib.Config):
+  """Joins the processes (if configured) and makes the mesh."""
   mesh_lib.initialize_distributed(cfg.mesh)
-  _check_workdir(workdir, cfg)
   mesh = mesh_lib.make_mesh(cfg.mesh.num_devices)
   mesh_lib.check_population(cfg.estimator.num_pairs, mesh)
   return mesh

@@ -38,6 +38,9 @@ _USAGE = (
   "[--config.x.y=VALUE ...] [--num_local_processes=N]"
 )
 _INTERRUPTED = f"{_PROG}: interrupted; resume with the same command"
+# Set by the --num_local_processes launcher in its processes' environment:
+# it holds the workdir's lock for them.
+_LAUNCHER_HOLDS_LOCK = "LOPT_LAUNCHER_HOLDS_WORKDIR_LOCK"
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -90,6 +93,7 @@ def local_process_env(
     JAX_PROCESS_ID=str(index),
     JAX_PLATFORMS=env.get("JAX_PLATFORMS", "cpu"),
   )
+  env[_LAUNCHER_HOLDS_LOCK] = str(os.getpid())
   if len(cores) == 1:
     # One core: XLA's intra-op thread pool only adds synchronization.
     xla = env.get("XLA_FLAGS", "")
@@ -196,27 +200,48 @@ def main(argv: list[str]) -> int:
     print(f"{_PROG}: {e}", file=sys.stderr)
     return 2
   if opts["num_local_processes"] > 1:
+    from meta_train import workdir as workdir_lib  # noqa: PLC0415
+
     try:
-      return launch_local_processes(
-        _without_flag(argv, "num_local_processes"),
-        opts["num_local_processes"],
-      )
+      # The launcher holds the workdir's lock for its processes.
+      with workdir_lib.lock(opts["workdir"]):
+        return launch_local_processes(
+          _without_flag(argv, "num_local_processes"),
+          opts["num_local_processes"],
+        )
+    except workdir_lib.WorkdirLockedError as e:
+      print(f"{_PROG}: {e}", file=sys.stderr)
+      return 2
     except KeyboardInterrupt:
       print(_INTERRUPTED, file=sys.stderr)
       return 130
 
   # jax/estimators: slow imports, not needed for --help or bad configs.
-  from meta_train import checkpointing, mesh, train  # noqa: PLC0415
+  import jax  # noqa: PLC0415
 
-  mesh.split_host_cpu(cfg.mesh, cfg.estimator.num_pairs)
+  import meta_train  # noqa: PLC0415
+  from meta_train import checkpointing, train  # noqa: PLC0415
+  from meta_train import workdir as workdir_lib  # noqa: PLC0415
+
+  # The process-wide settings the run needs, set here, at the entry.
+  for name, value in train.REQUIRED_JAX_CONFIG.items():
+    jax.config.update(name, value)
+  meta_train.use_cpu_layout(cfg)
   _terminate_with_interrupt()
   try:
-    train.run(opts["config"], opts["workdir"])
+    train.run(
+      opts["config"],
+      opts["workdir"],
+      lock_workdir=not os.environ.get(_LAUNCHER_HOLDS_LOCK),
+    )
   except config_lib.ConfigError as e:
     print(f"{_PROG}: bad config: {e}", file=sys.stderr)
     return 2
   except checkpointing.RestoreError as e:
     print(f"{_PROG}: cannot resume: {e}", file=sys.stderr)
+    return 2
+  except workdir_lib.WorkdirLockedError as e:
+    print(f"{_PROG}: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print(_INTERRUPTED, file=sys.stderr)
@@ -224,5 +249,7 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":  # the --num_local_processes workers
+  from meta_train import cli  # noqa: PLC0415
+
+  sys.exit(cli.run_guarded(_PROG, main, sys.argv[1:]))

@@ -230,6 +230,7 @@ def test_cli_overrides_parse_typed_values():
     ("(quadratic, mlp)", ("quadratic", "mlp")),
     ("['quadratic', 'mlp']", ("quadratic", "mlp")),
     ("quadratic", ("quadratic",)),
+    ('"quadratic"', ("quadratic",)),
     ("[]", ()),
   ],
 )

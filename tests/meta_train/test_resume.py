@@ -1,7 +1,9 @@
 """Checkpoints survive failures; a killed run resumes bit-exactly."""
 
+import functools
 import os
 import pathlib
+import random
 import signal
 import subprocess
 import time
@@ -149,36 +151,95 @@ def test_sigkilled_run_resumes_bit_identically(tmp_path, subprocess_env):
   # saved (possibly in the middle of writing the next checkpoint).
   workdir = tmp_path / "killed"
   cmd = _meta_train_cmd(workdir, "--config.checkpoint.every=1")
+  _kill_after(cmd, subprocess_env(), workdir, 4, lambda: None)
+  at_kill = max(_finished_steps(workdir))
+  assert 5 <= at_kill < 40, at_kill  # killed mid-run, not after it
+
+  _run(cmd, subprocess_env())  # the same command resumes
+  _assert_matches_reference(workdir, reference, 40)
+
+
+def _assert_matches_reference(workdir, reference, steps: int) -> None:
+  """The final theta and every logged step equal the uninterrupted run's."""
+  _, ref_theta, ref_meta = learned_opt.load(reference / "theta")
+  _, theta, meta = learned_opt.load(workdir / "theta")
+  assert meta["meta_train_step"] == ref_meta["meta_train_step"] == steps
+  test_utils.assert_trees_equal(theta, ref_theta)
+  assert _without_timings(
+    metrics_lib.read_jsonl(workdir / "metrics.jsonl")
+  ) == _without_timings(metrics_lib.read_jsonl(reference / "metrics.jsonl"))
+
+
+def _kill_after(cmd, env, workdir, step: int, moment) -> bool:
+  """Runs ``cmd`` until a checkpoint after ``step``, ``moment()``, SIGKILL.
+
+  Returns:
+    What ``moment()`` returned.
+  """
   proc = subprocess.Popen(
-    cmd,
-    env=subprocess_env(),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
+    cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
   )
   try:
     deadline = time.monotonic() + 900
-    while not any(s >= 5 for s in _finished_steps(workdir)):
+    while max(_finished_steps(workdir), default=-1) <= step:
       assert proc.poll() is None, proc.stderr.read()[-3000:]
       assert time.monotonic() < deadline, "no checkpoint appeared"
-      time.sleep(0.02)
+      time.sleep(0.005)
+    result = moment()
     os.kill(proc.pid, signal.SIGKILL)
   finally:
     if proc.poll() is None:
       proc.kill()
     proc.wait()
     proc.stderr.close()
-  at_kill = max(_finished_steps(workdir))
-  assert 5 <= at_kill < 40, at_kill  # killed mid-run, not after it
+  return result
 
-  _run(cmd, subprocess_env())  # the same command resumes
-  _, ref_theta, ref_meta = learned_opt.load(reference / "theta")
-  _, theta, meta = learned_opt.load(workdir / "theta")
-  assert meta["meta_train_step"] == ref_meta["meta_train_step"] == 40
-  test_utils.assert_trees_equal(theta, ref_theta)
-  # Every logged step, before and after the kill, matches the reference.
-  assert _without_timings(
-    metrics_lib.read_jsonl(workdir / "metrics.jsonl")
-  ) == _without_timings(metrics_lib.read_jsonl(reference / "metrics.jsonl"))
+
+def _writing(workdir: pathlib.Path) -> bool:
+  """Whether a checkpoint is being written (orbax's temporary directory)."""
+  directory = workdir / "checkpoints"
+  try:
+    return any("tmp" in p.name for p in directory.iterdir())
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_resumes_bit_identically(
+  tmp_path, subprocess_env
+):
+  """SIGKILL at 6 seeded random moments, one of them mid-checkpoint-write."""
+  steps = "--config.outer.num_steps=120"
+  reference = tmp_path / "reference"
+  _run(
+    _meta_train_cmd(reference, steps, "--config.checkpoint.every=1000"),
+    subprocess_env(),
+  )
+  workdir = tmp_path / "killed"
+  cmd = _meta_train_cmd(workdir, steps, "--config.checkpoint.every=1")
+  rng, env = random.Random(18), subprocess_env()
+
+  def wait_for_a_write() -> bool:
+    deadline = time.monotonic() + 60
+    while not _writing(workdir) and time.monotonic() < deadline:
+      pass  # busy-wait: a write takes milliseconds
+    return _writing(workdir)
+
+  kills, mid_write, last = 0, 0, -1
+  while kills < 6:
+    # Let it make progress past the last kill, then pick the moment:
+    # while a checkpoint is being written, or after a random delay.
+    if kills == 0 or rng.random() < 0.3:
+      mid_write += _kill_after(cmd, env, workdir, last, wait_for_a_write)
+    else:
+      delay = functools.partial(time.sleep, rng.uniform(0.0, 0.3))
+      _kill_after(cmd, env, workdir, last, delay)
+    kills += 1
+    last = max(_finished_steps(workdir), default=-1)
+    assert last < 120, "finished before the kills were done; lengthen it"
+  assert mid_write >= 1
+  _run(cmd, subprocess_env())  # the same command resumes, once more
+  _assert_matches_reference(workdir, reference, 120)
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ test meta-trains ``MLPLOpt`` on quadratics with the tiny config through the
 
 import dataclasses
 import json
+import pathlib
+import re
 import shutil
 import subprocess
 from typing import ClassVar
@@ -20,8 +22,9 @@ import pytest
 import test_utils
 
 import learned_opt
+from meta_train import checkpointing, train
+from meta_train import config as config_lib
 from meta_train import metrics as metrics_lib
-from meta_train import train
 
 # ---------------------------------------------------------- outer step
 
@@ -260,6 +263,131 @@ def test_workdir_of_another_run_is_refused(lr_run):
   cd.estimator.std = 0.1
   with pytest.raises(ValueError, match=r"different config\.estimator"):
     train.run(cd, workdir, lopt=LearnedLR())
+
+
+def test_failed_start_writes_nothing_and_stale_config_does_not_refuse(
+  lr_run, tmp_path
+):
+  # A typo found during setup leaves no trace in the workdir.
+  cd = lr_config(num_steps=20)
+  cd.lopt.init_from = "nope"
+  with pytest.raises(ValueError, match=r"config\.lopt\.init_from"):
+    train.run(cd, tmp_path / "typo", lopt=LearnedLR())
+  assert not (tmp_path / "typo").exists()
+  # A config.json without a checkpoint (left by a failed start of older
+  # code) holds no run: the fixed command is not refused as "different".
+  workdir, _ = lr_run
+  fixed = tmp_path / "fixed"
+  fixed.mkdir()
+  saved = json.loads((workdir / "config.json").read_text())
+  saved["lopt"]["init_from"] = "nope"
+  (fixed / "config.json").write_text(json.dumps(saved))
+  cd = lr_config(num_steps=1)
+  cd.eval.every = 0
+  assert train.run(cd, fixed, lopt=LearnedLR()).step == 1
+  # Replaced with the first checkpoint.
+  assert json.loads((fixed / "config.json").read_text())["lopt"] == (
+    saved["lopt"] | {"init_from": ""}
+  )
+
+
+def test_unknown_family_is_a_config_error_naming_the_valid_ones(tmp_path):
+  cd = lr_config()
+  cd.suite.families = ("quadratic", "nope")
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config\.suite\.families: unknown family 'nope'; valid families: "
+    r"mlp, .*quadratic",
+  ):
+    train.run(cd, tmp_path / "w", lopt=LearnedLR())
+  assert not (tmp_path / "w").exists()
+
+
+def test_run_checks_and_never_changes_process_settings(tmp_path):
+  assert jax.config.jax_threefry_partitionable
+  try:
+    jax.config.update("jax_threefry_partitionable", False)
+    with pytest.raises(
+      RuntimeError,
+      match=r"jax_threefry_partitionable=True.*"
+      r"jax\.config\.update\('jax_threefry_partitionable', True\)",
+    ):
+      train.run(lr_config(), tmp_path / "w", lopt=LearnedLR())
+    assert not jax.config.jax_threefry_partitionable  # left as it was
+  finally:
+    jax.config.update("jax_threefry_partitionable", True)
+  assert not (tmp_path / "w").exists()
+
+
+def _largest_array_file(directory: pathlib.Path) -> pathlib.Path:
+  """The biggest of the files that hold array data (orbax's ``d/``)."""
+  return max(
+    (p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"),
+    key=lambda p: p.stat().st_size,
+  )
+
+
+def _tree_bytes(directory: pathlib.Path) -> dict:
+  return {
+    p.relative_to(directory): p.read_bytes()
+    for p in directory.rglob("*")
+    if p.is_file()
+  }
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_valid(
+  lr_run, tmp_path, caplog, damage
+):
+  workdir, _ = lr_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir / "checkpoints", run / "checkpoints")
+  shutil.copy(workdir / "config.json", run / "config.json")
+  victim = _largest_array_file(run / "checkpoints" / "30")
+  data = bytearray(victim.read_bytes())
+  if damage == "flip":
+    data[len(data) // 2] ^= 0x01
+  else:
+    data = data[: len(data) // 2]
+  victim.write_bytes(bytes(data))
+  cd = lr_config(num_steps=20)  # stop at the restored step: no compile
+  cd.eval.every = 0
+  with caplog.at_level("WARNING"):
+    result = train.run(cd, run, lopt=LearnedLR())
+  assert result.step == 20
+  manager = checkpointing.make_manager(workdir / "checkpoints", keep=2)
+  intact, _ = checkpointing.restore(manager, result.state, step=20)
+  manager.close()
+  test_utils.assert_trees_equal(result.theta, jax.device_get(intact.theta))
+  assert re.search(
+    r"checkpoint 30 .* is damaged .*resuming from checkpoint 20", caplog.text
+  )
+  # Moved aside, not deleted; the run's next save of step 30 is not blocked.
+  assert [p.name.split("-")[0] for p in (run / "damaged_checkpoints").iterdir()]
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["20"]
+
+
+def test_no_valid_checkpoint_fails_clearly_and_deletes_nothing(
+  lr_run, tmp_path
+):
+  workdir, _ = lr_run
+  run = tmp_path / "run"
+  shutil.copytree(workdir / "checkpoints", run / "checkpoints")
+  shutil.copy(workdir / "config.json", run / "config.json")
+  for step in ("20", "30"):
+    victim = _largest_array_file(run / "checkpoints" / step)
+    victim.write_bytes(victim.read_bytes()[:-7])
+  before = _tree_bytes(run)
+  cd = lr_config()
+  cd.eval.every = 0
+  with pytest.raises(
+    checkpointing.RestoreError,
+    match=r"no valid checkpoint .*checkpoint 30: file .* truncated.*"
+    r"checkpoint 20: file .*Nothing was moved or deleted",
+  ):
+    train.run(cd, run, lopt=LearnedLR())
+  after = _tree_bytes(run)
+  assert before.items() <= after.items()  # every file kept, unchanged
 
 
 # ------------------------------------------------- MLPLOpt, tiny config

@@ -165,6 +165,7 @@ def tfds_fashion(tmp_path_factory):
   tfds's debugging cap of 10000 examples per split keeps the whole test split
   and the first 10000 training examples, at ~2/7 of the full build's time.
   """
+  pytest.importorskip("tensorflow_datasets")  # the optional `tfds` extra
   root = tmp_path_factory.mktemp("tfds")
   manual_dir = data.data_dir() / "fashion_mnist"
 
@@ -228,6 +229,7 @@ def test_auto_falls_back_to_tfds(tfds_fashion, monkeypatch, tmp_path):
 
 
 def test_load_text_through_tfds(tmp_path, monkeypatch):
+  pytest.importorskip("tensorflow_datasets")
   monkeypatch.setenv("LOPT_TFDS_DIR", str(tmp_path))
   via_tfds = data.load_text(source="tfds")
   direct = data.load_text(source="files")
@@ -238,6 +240,7 @@ def test_load_text_through_tfds(tmp_path, monkeypatch):
 
 
 def test_tfds_checks_canonical_files_first(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
   folder = _copy_dataset("mnist", tmp_path / "manual")
   path = folder / "train-labels-idx1-ubyte.gz"
   blob = bytearray(path.read_bytes())
