@@ -39,7 +39,7 @@ import optax
 import tqdm
 
 import learned_opt
-from meta_train import checkpointing, components, estimators, outer
+from meta_train import checkpointing, components, estimators, leg_state, outer
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 from meta_train import metrics as metrics_lib
@@ -158,6 +158,8 @@ def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
   checkpointing.save(manager, step, state, config_lib.to_dict(cfg))
   if mesh_lib.is_main_process():
     _write_config(workdir, cfg)  # with the first checkpoint, never before
+    carried = {f: mesh_lib.to_host(getattr(state, f)) for f in leg_state.FIELDS}
+    leg_state.save(workdir / leg_state.FILENAME, state._replace(**carried))
     metadata = {"meta_train_step": step, "config": config_lib.to_dict(cfg)}
     checkpointing.export_theta(
       workdir / "theta", lopt, mesh_lib.to_host(state.theta), metadata
@@ -206,8 +208,15 @@ def state_shardings(abstract: OuterState, mesh) -> OuterState:
   )
 
 
-def restore_or_init(manager, init_fn, root, tasks, shardings) -> OuterState:
-  """The latest checkpoint's state, or a fresh one, sharded on the mesh."""
+def restore_or_init(
+  manager, init_fn, root, tasks, shardings, leg_path=None
+) -> OuterState:
+  """The latest checkpoint's state, or a fresh one, sharded on the mesh.
+
+  Without a checkpoint but with a leg state at ``leg_path``
+  (``leg_state``), the fresh state takes its theta, outer optimizer state
+  and step: a campaign's next leg.
+  """
   abstract = jax.eval_shape(init_fn, root, tasks)
   if checkpointing.latest_step(manager) is not None:
     target = jax.tree.map(
@@ -219,7 +228,14 @@ def restore_or_init(manager, init_fn, root, tasks, shardings) -> OuterState:
     )
     return checkpointing.restore_latest(manager, target)[0]
   root_global = mesh_lib.put(root, shardings.step)  # replicated
-  return jax.jit(init_fn, out_shardings=shardings)(root_global, tasks)
+  fresh = jax.jit(init_fn, out_shardings=shardings)(root_global, tasks)
+  if leg_path is None or not pathlib.Path(leg_path).exists():
+    return fresh
+  carried = leg_state.load_into(leg_path, mesh_lib.to_host(fresh))
+  logging.warning("starting from the leg state %s (fresh inner runs)", leg_path)
+  return fresh._replace(
+    **{f: mesh_lib.put(v, shardings.theta) for f, v in carried.items()}
+  )
 
 
 def make_program(estimator, outer_tx, clip_norm, shardings, groups, root):
@@ -371,7 +387,9 @@ def run(
     root = jax.random.key(cfg.seed)
     init_fn = make_init_fn(init_theta, estimator, outer_tx, len(groups))
     shardings = state_shardings(jax.eval_shape(init_fn, root, tasks), mesh)
-    state = restore_or_init(manager, init_fn, root, tasks, shardings)
+    state = restore_or_init(
+      manager, init_fn, root, tasks, shardings, workdir / leg_state.FILENAME
+    )
     program = make_program(
       estimator, outer_tx, cfg.outer.clip_norm, shardings, groups, root
     )

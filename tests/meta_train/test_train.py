@@ -417,3 +417,35 @@ def test_tiny_config_meta_training_learns(tmp_path, subprocess_env):
   assert isinstance(lopt, learned_opt.MLPLOpt) and lopt.hidden_size == 16
   assert metadata["meta_train_step"] == 200
   test_utils.assert_tree_all_finite(theta)
+
+
+def test_a_leg_state_carries_theta_outer_state_and_step(lr_run, tmp_path):
+  # The campaign's small state: a workdir holding only leg_state.npz starts
+  # at its step with its theta and outer optimizer state (fresh inner runs).
+  from meta_train import leg_state
+
+  workdir, result = lr_run
+  saved = np.load(workdir / leg_state.FILENAME)
+  np.testing.assert_array_equal(saved["['step']"], 30)
+  np.testing.assert_array_equal(
+    saved["['theta']['log_lr']"], result.theta["log_lr"]
+  )
+  assert (workdir / leg_state.FILENAME).stat().st_size < 10_000
+  leg = tmp_path / "next_leg"
+  leg.mkdir()
+  shutil.copy(workdir / leg_state.FILENAME, leg / leg_state.FILENAME)
+  start = jax.eval_shape(lambda: result.state)
+  carried = leg_state.load_into(leg / leg_state.FILENAME, start)
+  test_utils.assert_trees_equal(
+    carried["opt_state"], jax.device_get(result.state.opt_state)
+  )
+  nxt = train.run(lr_config(num_steps=32), leg, lopt=LearnedLR())
+  assert nxt.step == 32
+  records = metrics_lib.read_jsonl(leg / "metrics.jsonl")
+  steps = [r["step"] for r in records if "meta_loss" in r]
+  assert steps and min(steps) > 30  # it went on from step 30
+  # Another optimizer's state does not fit: refused, naming the leaves.
+  with pytest.raises(leg_state.LegStateError, match="log_lr"):
+    leg_state.load_into(
+      leg / leg_state.FILENAME, start._replace(theta={"other": np.zeros(2)})
+    )
