@@ -25,7 +25,6 @@ Example:
 
 import contextlib
 import functools
-import json
 import logging
 import pathlib
 import time
@@ -48,10 +47,9 @@ from meta_train.evaluation import rollout
 
 # Fixed stream indices under the root key (the per-step streams use the step).
 _THETA, _EST_INIT, _STEPS, _GROUPS, _EVAL = range(5)
+
+
 # Fields whose change makes a workdir's checkpoints meaningless.
-_RUN_IDENTITY = ("seed", "lopt", "suite", "estimator")
-
-
 class OuterState(NamedTuple):
   """Everything that evolves during meta-training (all of it checkpointed)."""
 
@@ -107,40 +105,6 @@ def group_step(estimate, outer_tx, clip_norm, root_key, state, tasks, group):
   return state, metrics
 
 
-def _check_workdir(manager, workdir: pathlib.Path, cfg) -> None:
-  """Refuses to resume a workdir that holds a different run (reads only).
-
-  A workdir holds a run once it has a checkpoint: ``config.json`` is
-  written with each checkpoint (``_save``), so a start that failed before
-  its first checkpoint leaves nothing that could refuse the next one.
-  """
-  path = workdir / "config.json"
-  if checkpointing.latest_step(manager) is None or not path.exists():
-    return
-  current = config_lib.to_dict(cfg)
-  saved = json.loads(path.read_text())
-  try:  # Fields added since the run started take their defaults.
-    saved = config_lib.to_dict(config_lib.from_config(saved))
-  except config_lib.ConfigError:
-    pass  # compared as saved; a difference is reported below
-  changed = [k for k in _RUN_IDENTITY if saved.get(k) != current[k]]
-  if changed:
-    raise config_lib.ConfigError(
-      f"{workdir} holds a run with a different config."
-      f"{', config.'.join(changed)} (saved: "
-      f"{ {k: saved.get(k) for k in changed} }); resume it with the same "
-      "values or use a new --workdir."
-    )
-
-
-def _write_config(workdir: pathlib.Path, cfg) -> None:
-  """Writes ``WORKDIR/config.json`` atomically (process 0)."""
-  path = workdir / "config.json"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
-  tmp.replace(path)
-
-
 def _reached_preemption(step: int) -> bool:
   """Whether every process has reached the step at which to save and stop.
 
@@ -157,7 +121,9 @@ def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
   """Checkpoints the state (all processes) and exports theta (process 0)."""
   checkpointing.save(manager, step, state, config_lib.to_dict(cfg))
   if mesh_lib.is_main_process():
-    _write_config(workdir, cfg)  # with the first checkpoint, never before
+    workdir_lib.write_config(
+      workdir, cfg
+    )  # with the first checkpoint, never before
     carried = {f: mesh_lib.to_host(getattr(state, f)) for f in leg_state.FIELDS}
     leg_state.save(workdir / leg_state.FILENAME, state._replace(**carried))
     metadata = {"meta_train_step": step, "config": config_lib.to_dict(cfg)}
@@ -325,35 +291,27 @@ def run(
 ) -> TrainResult:
   """Meta-trains theta as configured; resumes if ``workdir`` has a run.
 
-  Everything that can be wrong (config, optimizer, ``lopt.init_from``,
-  suite, devices) is checked before anything is written; ``config.json``
-  is written with the first checkpoint. The run holds the workdir's lock
-  (``workdir.lock``) from then on.
-
-  Requires the process-wide JAX settings ``REQUIRED_JAX_CONFIG`` (JAX's
-  defaults; ``check_jax_config`` says which is off and how to fix it).
-  ``run`` changes no process-wide setting, except that a multi-process run
-  (``config.mesh``) joins ``jax.distributed`` (setting
-  ``jax_cpu_collectives_implementation`` first, as that needs). For the
-  command's CPU layout, call ``meta_train.use_cpu_layout`` yourself first.
+  All that can be wrong (config, optimizer, init_from, suite, devices) is
+  checked before anything is written; ``config.json`` comes with the first
+  checkpoint; the run then holds the workdir's lock (``workdir.lock``).
+  Needs ``REQUIRED_JAX_CONFIG`` (JAX's defaults) and changes no process-wide
+  setting, except that a multi-process run joins ``jax.distributed``
+  (setting ``jax_cpu_collectives_implementation`` first, as that needs).
+  For the command's CPU layout, call ``meta_train.use_cpu_layout`` first.
 
   Args:
     config: an ``ml_collections.ConfigDict`` (or ``config.Config``).
     workdir: the run's directory: checkpoints, metrics, exported theta.
-    lopt: optional learned optimizer to meta-train instead of
-      ``config.lopt``'s (any ``LearnedOptimizer``).
-    outer_tx: optional outer optimizer overriding ``config.outer``'s (e.g.
-      a trained learned optimizer, for self-training).
-    lock_workdir: whether (process 0 of) this run takes the workdir's
-      lock; False when a launcher holds it for its processes.
+    lopt: a ``LearnedOptimizer`` to meta-train instead of config.lopt's.
+    outer_tx: an outer optimizer instead of config.outer's (self-training).
+    lock_workdir: False when a launcher holds the workdir's lock.
 
   Returns:
-    The learned optimizer, the final theta (numpy) and the final step.
+    A ``TrainResult``: the optimizer, the final theta (numpy) and step.
 
   Raises:
-    config.ConfigError: on a bad config, before any compute.
-    workdir.WorkdirLockedError: if another run holds the workdir.
-    RuntimeError: if a setting of ``REQUIRED_JAX_CONFIG`` is off.
+    config.ConfigError, workdir.WorkdirLockedError, or RuntimeError (a
+    setting of ``REQUIRED_JAX_CONFIG`` is off).
   """
   # --- Configuration, devices, tasks: all that can be wrong fails here.
   check_jax_config()
@@ -381,18 +339,17 @@ def run(
       workdir / "checkpoints", cfg.checkpoint.keep
     )
     stack.callback(manager.close)
-    _check_workdir(manager, workdir, cfg)
+    leg = workdir / leg_state.FILENAME  # a campaign's small state
+    has_state = checkpointing.latest_step(manager) is not None or leg.exists()
+    workdir_lib.check_same_run(has_state, workdir, cfg)
 
     # --- The state (restored or fresh) and the jitted outer steps.
     root = jax.random.key(cfg.seed)
     init_fn = make_init_fn(init_theta, estimator, outer_tx, len(groups))
     shardings = state_shardings(jax.eval_shape(init_fn, root, tasks), mesh)
-    state = restore_or_init(
-      manager, init_fn, root, tasks, shardings, workdir / leg_state.FILENAME
-    )
-    program = make_program(
-      estimator, outer_tx, cfg.outer.clip_norm, shardings, groups, root
-    )
+    state = restore_or_init(manager, init_fn, root, tasks, shardings, leg)
+    clip = cfg.outer.clip_norm
+    program = make_program(estimator, outer_tx, clip, shardings, groups, root)
     step = int(mesh_lib.to_host(state.step))
     writer = metrics_lib.MetricWriter(
       workdir, step, tensorboard=cfg.log.tensorboard, active=main

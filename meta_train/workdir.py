@@ -20,6 +20,8 @@ import pathlib
 import socket
 import time
 
+from meta_train import config as config_lib
+
 LOCK_NAME = "lock"
 
 
@@ -73,3 +75,42 @@ def lock(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
     yield path
   finally:
     os.close(fd)  # releases the lock
+
+
+# The config sections that make a run what it is (outer.num_steps may grow).
+RUN_IDENTITY = ("seed", "lopt", "suite", "estimator")
+
+
+def check_same_run(has_state: bool, workdir: pathlib.Path, cfg) -> None:
+  """Refuses to resume a workdir that holds a different run (reads only).
+
+  A workdir holds a run once it has a state (a checkpoint, or a campaign's
+  leg state): ``config.json`` is written with each checkpoint, so a start
+  that failed before its first checkpoint leaves nothing that could refuse
+  the next one.
+  """
+  path = workdir / "config.json"
+  if not has_state or not path.exists():
+    return
+  current = config_lib.to_dict(cfg)
+  saved = json.loads(path.read_text())
+  try:  # Fields added since the run started take their defaults.
+    saved = config_lib.to_dict(config_lib.from_config(saved))
+  except config_lib.ConfigError:
+    pass  # compared as saved; a difference is reported below
+  changed = [k for k in RUN_IDENTITY if saved.get(k) != current[k]]
+  if changed:
+    raise config_lib.ConfigError(
+      f"{workdir} holds a run with a different config."
+      f"{', config.'.join(changed)} (saved: "
+      f"{ {k: saved.get(k) for k in changed} }); resume it with the same "
+      "values or use a new --workdir."
+    )
+
+
+def write_config(workdir: pathlib.Path, cfg) -> None:
+  """Writes ``WORKDIR/config.json`` atomically (process 0)."""
+  path = workdir / "config.json"
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(config_lib.to_dict(cfg), indent=2))
+  tmp.replace(path)
