@@ -59,32 +59,41 @@ import ml_collections
 
 from configs import base, shipped_mlp
 
-_VARIANTS = ("paper", "log", "aug", "smoke")
+
+def _paper(c: ml_collections.ConfigDict) -> None:
+  c.lopt.kwargs = ml_collections.ConfigDict({})
+
+
+_VARIANTS = {
+  "paper": _paper,
+  "log": {"estimator.meta_loss_transform": "log"},
+  "aug": {"suite.augment_prob": 0.5},
+  # This run's specs and population, 2 of its groups, 4 outer steps.
+  "smoke": lambda c: base.smoke(
+    c, suite=False, evaluate=False, overrides={"suite.max_groups": 2}
+  ),
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The campaign config; ``arg``: comma-separated variants."""
-  variants = base.variants(arg, _VARIANTS, "scale_aware")
-  c = shipped_mlp.get_config("smoke" if "smoke" in variants else None)
+  c = shipped_mlp.get_config()
   c.lopt.name = "hierarchical"
   c.lopt.init_from = "hierarchical_small_cpu"
   c.lopt.kwargs = ml_collections.ConfigDict(
     {"step_scale": "init_rms", "progress_features": True, "step_mult": 0.01}
   )
-  c.estimator.valid_every = 10
-  c.outer.num_steps = 20_000
-  c.outer.learning_rate = 1e-3
-  c.outer.schedule = "constant"
-  c.outer.warmup_steps = 100
-  c.eval.every = 250
-  c.checkpoint.every = 50
-  if "paper" in variants:
-    c.lopt.kwargs = ml_collections.ConfigDict({})
-  if "log" in variants:
-    c.estimator.meta_loss_transform = "log"
-  if "aug" in variants:
-    c.suite.augment_prob = 0.5
-  if "smoke" in variants:
-    c.outer.num_steps = 4
-    c.outer.warmup_steps = 0
+  c.update_from_flattened_dict(
+    {
+      "estimator.valid_every": 10,
+      # Constant after a warm-up, so that legs can be appended.
+      "outer.num_steps": 20_000,
+      "outer.learning_rate": 1e-3,
+      "outer.schedule": "constant",
+      "outer.warmup_steps": 100,
+      "eval.every": 250,
+      "checkpoint.every": 50,
+    }
+  )
+  base.apply_variants(c, arg, _VARIANTS, "scale_aware")
   return c
