@@ -15,6 +15,7 @@ parameters and batches). Writes ``report.json`` (every curve and summary),
 
 import argparse
 import hashlib
+import importlib
 import pathlib
 import sys
 import time
@@ -79,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
   add("--seed", type=int, default=0, help="suite and run seed")
   add("--families", nargs="+", help="only these task families")
   add("--tasks", nargs="+", help="explicit task names instead of a suite")
+  add(
+    "--import",
+    dest="imports",
+    action="append",
+    default=[],
+    metavar="MODULE",
+    help="import MODULE first (e.g. one that calls task_suite.register_task)",
+  )
   add(
     "--max-params",
     type=int,
@@ -190,6 +199,8 @@ def evaluate_task(
 def main(argv: list[str]) -> int:
   """Runs ``lopt evaluate``; returns the exit status."""
   args = build_parser().parse_args(argv)
+  for module in args.imports:  # the user's task families register here
+    importlib.import_module(module)
   for flag in ("num_tasks", "steps", "seeds", "horizon_multiple"):
     if getattr(args, flag) < 1:
       print(

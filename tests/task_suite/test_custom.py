@@ -141,3 +141,36 @@ def test_the_readme_example_runs():
   key = jax.random.key(0)
   loss = task.loss(task.init(key), key, task.batch(key, "train"))
   assert np.isfinite(loss) and 0.3 < float(task.normalize(loss)) < 3.0
+
+
+_USER_MODULE = """
+import jax, jax.numpy as jnp, task_suite
+
+task_suite.register_task(
+  "imported_linear",
+  init_fn=lambda key: {"w": jax.random.normal(key, (3,))},
+  loss_fn=lambda p, key, b: jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2),
+  batch_fn=lambda key, split: {
+    "x": jax.random.normal(key, (16, 3)),
+    "y": jnp.ones((16,)),
+  },
+)
+"""
+
+
+def test_lopt_evaluate_imports_the_module_that_registers_a_task(
+  tmp_path, monkeypatch
+):
+  from meta_train import cli
+
+  (tmp_path / "user_tasks_for_evaluate.py").write_text(_USER_MODULE)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  out = tmp_path / "eval"
+  status = cli.main(
+    ["evaluate", "--import", "user_tasks_for_evaluate", "--optimizer",
+     "adam", "--tasks", "imported_linear(;seed=0)", "--steps", "20",
+     "--seeds", "1", "--adam-lrs", "1e-3,1e-2", "--sgdm-lrs", "0.1",
+     "--out", str(out)]
+  )  # fmt: skip
+  assert status == 0
+  assert "imported_linear(;seed=0)" in (out / "report.md").read_text()
