@@ -40,18 +40,15 @@ follow the steps grow each other.
 
 A leg (re-running the command resumes; SIGTERM checkpoints and stops):
   export LOPT_DATA_DIR=/path/to/shared/data
-  mkdir -p runs/scale_aware && cp -r campaigns/scale_aware/state/. \
-      runs/scale_aware/            # the committed state of the last leg
+  mkdir -p runs/scale_aware && cp campaigns/scale_aware/state/* \
+      runs/scale_aware/            # the small state of the last leg
   timeout -s TERM 7200 nice uv run lopt meta-train \
       --config configs/scale_aware.py --workdir runs/scale_aware
-and afterwards, to commit the leg's state (config, metrics, the latest
-checkpoint: theta, outer Adam state, step; about 0.6 MB):
-  rm -rf campaigns/scale_aware/state && mkdir -p \
-      campaigns/scale_aware/state/checkpoints
-  cp runs/scale_aware/config.json runs/scale_aware/metrics.jsonl \
+and afterwards, to commit the leg's state (``meta_train/leg_state.py``:
+theta, outer Adam state and step, 0.5 MB; the orbax checkpoints also hold
+every inner run, 32 MB, and stay in the workdir):
+  cp runs/scale_aware/{config.json,metrics.jsonl,leg_state.npz} \
       campaigns/scale_aware/state/
-  cp -r runs/scale_aware/checkpoints/$(ls runs/scale_aware/checkpoints \
-      | sort -n | tail -1) campaigns/scale_aware/state/checkpoints/
 ``campaigns/scale_aware/README.md`` records the legs and their numbers.
 """
 
