@@ -121,14 +121,13 @@ def _save(manager, state: OuterState, cfg, lopt, workdir, step) -> None:
   """Checkpoints the state (all processes) and exports theta (process 0)."""
   checkpointing.save(manager, step, state, config_lib.to_dict(cfg))
   if mesh_lib.is_main_process():
-    workdir_lib.write_config(
-      workdir, cfg
-    )  # with the first checkpoint, never before
+    # config.json comes with the first checkpoint, never before.
+    workdir_lib.write_config(workdir, cfg)
     carried = {f: mesh_lib.to_host(getattr(state, f)) for f in leg_state.FIELDS}
     leg_state.save(workdir / leg_state.FILENAME, state._replace(**carried))
     metadata = {"meta_train_step": step, "config": config_lib.to_dict(cfg)}
     checkpointing.export_theta(
-      workdir / "theta", lopt, mesh_lib.to_host(state.theta), metadata
+      workdir / "theta", lopt, carried["theta"], metadata
     )
 
 
@@ -197,7 +196,9 @@ def restore_or_init(
   fresh = jax.jit(init_fn, out_shardings=shardings)(root_global, tasks)
   if leg_path is None or not pathlib.Path(leg_path).exists():
     return fresh
-  carried = leg_state.load_into(leg_path, mesh_lib.to_host(fresh))
+  # Shapes and dtypes are all load_into reads: no copy of the fresh state
+  # (its estimator states are tens of MB) to the host.
+  carried = leg_state.load_into(leg_path, fresh)
   logging.warning("starting from the leg state %s (fresh inner runs)", leg_path)
   return fresh._replace(
     **{f: mesh_lib.put(v, shardings.theta) for f, v in carried.items()}
