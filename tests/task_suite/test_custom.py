@@ -2,6 +2,7 @@
 
 import pathlib
 import re
+import sys
 
 import haiku as hk
 import jax
@@ -166,11 +167,16 @@ def test_lopt_evaluate_imports_the_module_that_registers_a_task(
   (tmp_path / "user_tasks_for_evaluate.py").write_text(_USER_MODULE)
   monkeypatch.syspath_prepend(str(tmp_path))
   out = tmp_path / "eval"
-  status = cli.main(
-    ["evaluate", "--import", "user_tasks_for_evaluate", "--optimizer",
-     "adam", "--tasks", "imported_linear(;seed=0)", "--steps", "20",
-     "--seeds", "1", "--adam-lrs", "1e-3,1e-2", "--sgdm-lrs", "0.1",
-     "--out", str(out)]
-  )  # fmt: skip
+  try:
+    status = cli.main(
+      ["evaluate", "--import", "user_tasks_for_evaluate", "--optimizer",
+       "adam", "--tasks", "imported_linear(;seed=0)", "--steps", "20",
+       "--seeds", "1", "--adam-lrs", "1e-3,1e-2", "--sgdm-lrs", "0.1",
+       "--out", str(out)]
+    )  # fmt: skip
+  finally:
+    # Other tests in this process see the built-in registry only.
+    registry.FAMILIES.pop("imported_linear", None)
+    sys.modules.pop("user_tasks_for_evaluate", None)
   assert status == 0
   assert "imported_linear(;seed=0)" in (out / "report.md").read_text()
