@@ -21,6 +21,8 @@ ablations at equal compute:
   log     the log meta-loss (``estimator.meta_loss_transform="log"``);
   aug     half of the train specs augmented (weights reparameterized by
           log-uniform scales in [1e-3, 1e3], losses scaled);
+  aug_narrow  global and per-tensor scales in [1e-2, 1e2] only, outer
+          learning rate 3e-4 (leg 2b);
   smoke   a few outer steps on two signature groups.
 
 Measured (20 held-out test tasks of <= 11k parameters, 500 steps, 1 seed:
@@ -65,6 +67,15 @@ _VARIANTS = {
   "paper": _paper,
   "log": {"estimator.meta_loss_transform": "log"},
   "aug": {"suite.augment_prob": 0.5},
+  # Leg 2b: scales the init_rms step is equivariant to (global and per
+  # tensor, not per entry) over a narrower range, and the recipe's outer
+  # learning rate.
+  "aug_narrow": {
+    "suite.augment_prob": 0.5,
+    "suite.augment_range": (1e-2, 1e2),
+    "suite.augment_kinds": ("global", "per_tensor"),
+    "outer.learning_rate": 3e-4,
+  },
   # This run's specs and population, 2 of its groups, 4 outer steps.
   "smoke": lambda c: base.smoke(
     c, suite=False, evaluate=False, overrides={"suite.max_groups": 2}
