@@ -86,7 +86,13 @@ def sample_train_groups(cfg: config_lib.SuiteConfig) -> list[list[Any]]:
       "parameters; raise it or config.suite.num_specs."
     )
   groups.sort(key=len, reverse=True)  # stable: ties keep signature order
-  return groups[: cfg.max_groups or None]
+  groups = groups[: cfg.max_groups or None]
+  for family, count in cfg.extra_counts().items():
+    extra = task_suite.sample_suite(
+      count, seed=cfg.seed, split="train", weights={family: 1.0}
+    )
+    groups += list(task_suite.group_by_signature(extra).values())
+  return groups
 
 
 def sample_test_specs(cfg: config_lib.SuiteConfig, num: int) -> list[Any]:
@@ -121,12 +127,12 @@ def _weights(cfg: config_lib.SuiteConfig) -> dict[str, float] | None:
     ConfigError: for a family name not in the registry (checked now, after
       the config file ran, so families it registered count).
   """
-  unknown = [f for f in cfg.families if f not in task_suite.FAMILIES]
+  unknown = [f for f in cfg.families if f not in task_suite.registry.names()]
   if unknown:
     raise config_lib.ConfigError(
       f"config.suite.families: unknown famil{'ies' if len(unknown) > 1 else 'y'}"
       f" {', '.join(map(repr, unknown))}; valid families: "
-      f"{', '.join(task_suite.FAMILIES)}"
+      f"{', '.join(task_suite.registry.names())}"
     )
   return {f: 1.0 for f in cfg.families} if cfg.families else None
 

@@ -47,7 +47,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
   header = f"{'family':<16}{'weight':>8}{'tasks':>8}{'signatures':>12}"
   print(header)
   print("-" * len(header))
-  for name in registry.FAMILIES:
+  for name in registry.names():
     print(
       f"{name:<16}{weights.get(name, 0.0):>8.3f}{counts[name]:>8d}"
       f"{signatures[name]:>12d}"

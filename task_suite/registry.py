@@ -5,6 +5,8 @@ valid names. Family instances build their datasets lazily (on the first
 ``task(spec)`` that needs them), so importing the registry loads no data.
 """
 
+import importlib
+
 from task_suite import base
 from task_suite.families import (
   analytic,
@@ -32,21 +34,36 @@ FAMILIES: dict[str, base.TaskFamily] = {
 }
 
 
+# The suite's own families (the default mix draws from these).
+BUILT_IN = tuple(FAMILIES)
+
+# Families defined on top of the meta-training engine (which imports
+# task_suite, not the reverse): name -> the module whose ``FAMILY`` is the
+# instance, imported the first time the name is used. Not in ``FAMILIES``
+# nor in the default mix; a config names them (``suite.extra_specs``).
+DEFERRED: dict[str, str] = {
+  "self_train": "meta_train.self_training.task",
+}
+
+
+def names() -> tuple[str, ...]:
+  """Every family name: the suite's, the deferred ones and registered ones."""
+  return tuple(FAMILIES) + tuple(DEFERRED)
+
+
 def get_family(name: str) -> base.TaskFamily:
   """The family instance registered as ``name``.
 
   Raises:
     ValueError: if no family has that name (the message lists valid names).
   """
-  try:
+  if name in FAMILIES:
     return FAMILIES[name]
-  except KeyError:
-    raise ValueError(
-      f"unknown task family {name!r}; valid families: {', '.join(FAMILIES)}"
-    ) from None
-
-
-BUILT_IN = tuple(FAMILIES)
+  if name in DEFERRED:
+    return importlib.import_module(DEFERRED[name]).FAMILY
+  raise ValueError(
+    f"unknown task family {name!r}; valid families: {', '.join(names())}"
+  )
 
 
 def register_family(family: base.TaskFamily, *, replace: bool = False) -> None:
@@ -68,7 +85,7 @@ def register_family(family: base.TaskFamily, *, replace: bool = False) -> None:
   name = family.name
   if not name.isidentifier():
     raise ValueError(f"family name {name!r} must be a Python identifier")
-  if name in BUILT_IN:
+  if name in BUILT_IN or name in DEFERRED:
     raise ValueError(f"{name!r} is a built-in family; choose another name")
   if name in FAMILIES and not replace:
     raise ValueError(

@@ -208,7 +208,7 @@ def sample_suite(
       return specs
     u, key = _draw(seed, index)
     name = names[min(bisect.bisect_right(cumulative, u), len(names) - 1)]
-    spec = registry.FAMILIES[name].sample(key)
+    spec = registry.get_family(name).sample(key)
     spec_name = spec.name
     if spec_name in seen or split_of(spec_name) != split:
       continue

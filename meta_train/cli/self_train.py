@@ -40,6 +40,8 @@ def main(argv: list[str]) -> int:
     return 2
   print(self_train_report.markdown(summary))
   print(f"wrote {out}/self_train.{{json,md,png}}")
+  for kind, path in summary["products"].items():
+    print(f"trained by {kind}: {path} (lopt evaluate --optimizer {path})")
   return 0
 
 

@@ -74,6 +74,11 @@ class SuiteConfig:
       ``per_tensor``, ``per_param``).
     augment_loss_prob: probability that an augmented spec also scales its
       loss.
+    extra_specs: ``"FAMILY:N"`` entries: N more train specs of FAMILY,
+      kept as their own signature groups whatever ``families``,
+      ``max_groups`` and ``max_params`` say; e.g. ``("self_train:8",)``
+      puts training a learned optimizer into the mix (as VeLO's sampler
+      does) without growing the rest of it.
   """
 
   families: tuple[str, ...] = ()
@@ -85,8 +90,10 @@ class SuiteConfig:
   augment_range: tuple[float, ...] = (1e-3, 1e3)
   augment_kinds: tuple[str, ...] = ("global", "per_tensor", "per_param")
   augment_loss_prob: float = 0.5
+  extra_specs: tuple[str, ...] = ()
 
   def __post_init__(self):
+    self.extra_counts()  # checks the entries
     _require(
       self.num_specs >= 1, f"num_specs must be >= 1, got {self.num_specs}"
     )
@@ -100,6 +107,24 @@ class SuiteConfig:
       self.augment_config()
     except ValueError as e:
       raise ConfigError(str(e)) from e
+
+  def extra_counts(self) -> dict[str, int]:
+    """``extra_specs`` as family -> number of specs."""
+    counts = {}
+    for entry in self.extra_specs:
+      family, sep, count = str(entry).partition(":")
+      _require(
+        bool(sep) and count.isdigit() and int(count) >= 1,
+        f"extra_specs entry {entry!r} must be FAMILY:N with N >= 1, "
+        "e.g. 'self_train:8'",
+      )
+      _require(
+        family in task_suite.registry.names(),
+        f"extra_specs entry {entry!r}: unknown family {family!r}; valid "
+        f"families: {', '.join(task_suite.registry.names())}",
+      )
+      counts[family] = counts.get(family, 0) + int(count)
+    return counts
 
   def augment_config(self) -> task_suite.suite.AugmentConfig:
     """The sampler's augmentation settings."""

@@ -62,12 +62,22 @@ class BaselineFactory:
 
 @dataclasses.dataclass(frozen=True)
 class LearnedFactory:
-  """Builds ``lopt.optimizer(theta)``; ``theta`` is passed as ``hparams``."""
+  """Builds ``lopt.optimizer(theta)``; ``theta`` is passed as ``hparams``.
+
+  Attributes:
+    lopt: the learned optimizer.
+    num_steps: the run's total number of steps, for an optimizer with
+      progress features (None: the caller passes ``update(...,
+      num_steps=N)`` itself, or the optimizer has none).
+  """
 
   lopt: learned_opt.LearnedOptimizer
+  num_steps: int | None = None
 
   def __call__(self, hparams: Hparams) -> optax.GradientTransformationExtraArgs:
-    return self.lopt.optimizer(hparams)
+    if self.num_steps is None:
+      return self.lopt.optimizer(hparams)
+    return self.lopt.optimizer(hparams, num_steps=self.num_steps)
 
 
 class Resolved(NamedTuple):

@@ -49,6 +49,7 @@ def summarize(runs: dict[str, dict[str, Any]], cfg) -> dict[str, Any]:
     if labels:
       best[kind] = min(labels, key=final.get)
   return {
+    "learned_vs_best_adam": _ratio(runs, best, final),
     "outer_steps": list(range(1, cfg.num_outer_steps + 1)),
     "eval_steps": eval_steps,
     "runs": runs,
@@ -64,6 +65,30 @@ def summarize(runs: dict[str, dict[str, Any]], cfg) -> dict[str, Any]:
       k: [first_reached(eval_steps, m, v) for v in values]
       for k, m in means.items()
     },
+  }
+
+
+def _ratio(runs, best, final) -> dict[str, Any] | None:
+  """Final meta-loss of the learned outer optimizer over best Adam's.
+
+  The issue's measure of self-training: the learned optimizer, untuned,
+  against Adam at its best learning rate (chosen on the seed mean). Per
+  seed too, since both runs of a seed share theta inits and ES noise.
+  """
+  if "learned" not in best or "adam" not in best:
+    return None
+  learned, adam = best["learned"], best["adam"]
+  per_seed = [
+    float(lo[-1] / ad[-1])
+    for lo, ad in zip(
+      runs[learned]["eval_meta_loss"], runs[adam]["eval_meta_loss"]
+    )
+  ]
+  return {
+    "learned": learned,
+    "adam": adam,
+    "ratio": final[learned] / final[adam],
+    "per_seed": per_seed,
   }
 
 
@@ -89,6 +114,16 @@ def markdown(summary: dict[str, Any]) -> str:
     "initial to the best final meta-loss; `-`: not reached; `*`: the best "
     "learning rate of its grid.",
     "",
+  ]
+  ratio = summary.get("learned_vs_best_adam")
+  if ratio:
+    per_seed = ", ".join(f"{r:.2f}" for r in ratio["per_seed"])
+    lines += [
+      f"Final meta-loss of `{ratio['learned']}` / `{ratio['adam']}` (the "
+      f"best Adam): **{ratio['ratio']:.2f}** (per seed: {per_seed}).",
+      "",
+    ]
+  lines += [
     "| " + " | ".join(header) + " |",
     "|" + "---|" * len(header),
   ]

@@ -16,9 +16,12 @@ carried by this loop in ``OuterRunState.est_state``. It writes to ``--out``:
 * ``self_train.json``: every curve (ES meta-loss per outer step, evaluation
   meta-loss every ``eval_every`` steps, per seed) and the summary;
 * ``self_train.png``: the meta-loss curves;
-* ``self_train.md``: the outer steps each optimizer needed to reach given
-  meta-loss levels (fractions of the way from the initial to the best final
-  evaluation meta-loss).
+* ``self_train.md``: the final meta-loss of the learned outer optimizer
+  against the best-learning-rate Adam's, per seed, and the outer steps each
+  optimizer needed to reach given meta-loss levels (fractions of the way
+  from the initial to the best final evaluation meta-loss);
+* ``products/{learned,adam,sgd}``: the optimizer each outer optimizer
+  trained (first seed, best learning rate), for ``lopt evaluate``.
 """
 
 import dataclasses
@@ -33,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import learned_opt
 from meta_train import checks, outer
 from meta_train.evaluation import resolve
 from meta_train.self_training import report as self_train_report
@@ -248,7 +252,8 @@ def contenders(
     Contender(
       "learned",
       (f"learned ({name})",),
-      resolve.LearnedFactory(outer_lopt),
+      # The outer run's length: optimizers with progress features read it.
+      resolve.LearnedFactory(outer_lopt, cfg.num_outer_steps),
       outer_theta,
       None,
     )
@@ -326,7 +331,7 @@ def _train_contender(task, c: Contender, cfg: SelfTrainConfig, progress):
   train = np.concatenate(losses, axis=1).reshape(shape)
   ev = np.stack(evals, axis=1).reshape(shape)
   skips = np.concatenate(skipped, axis=1).reshape(shape).sum(axis=2)
-  return {
+  curves = {
     label: {
       "optimizer": c.kind,
       "learning_rate": None if c.hp_axis is None else float(c.hparams[i]),
@@ -336,6 +341,38 @@ def _train_contender(task, c: Contender, cfg: SelfTrainConfig, progress):
     }
     for i, label in enumerate(c.labels)
   }
+  # Each label's trained theta of the first seed (run g * S).
+  products = {
+    label: jax.tree.map(lambda x, r=i * cfg.num_seeds: x[r], states.theta)
+    for i, label in enumerate(c.labels)
+  }
+  return curves, products
+
+
+def save_products(
+  summary: dict[str, Any], products: dict[str, Any], lopt, out_dir
+) -> dict[str, str]:
+  """Saves the first seed's trained optimizer of each contender's best run.
+
+  They are ``learned_opt.save`` directories (``OUT/products/learned``,
+  ``.../adam``, ``.../sgd``), so ``lopt evaluate --optimizer DIR`` compares
+  what each outer optimizer produced.
+
+  Returns:
+    kind -> the directory written.
+  """
+  written = {}
+  for kind, label in summary["best"].items():
+    path = pathlib.Path(out_dir) / "products" / kind
+    meta = {
+      "self_train_task": summary["task"],
+      "outer_optimizer": label,
+      "seed": 0,
+      "final_eval_meta_loss": summary["runs"][label]["eval_meta_loss"][0][-1],
+    }
+    learned_opt.save(path, lopt, products[label], meta)
+    written[kind] = str(path)
+  return written
 
 
 def run(cfg: SelfTrainConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -355,7 +392,7 @@ def run(cfg: SelfTrainConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
   name = source.label
   if "name" not in source.info:  # not a pretrained manifest
     name = f"{cfg.pretrained} ({outer_lopt.architecture})"
-  task = self_train_task.SelfTrainFamily(cfg.spec).task(cfg.spec)
+  task = self_train_task.FAMILY.task(cfg.spec)
   todo = contenders(cfg, outer_lopt, outer_theta, name)
   total, done = cfg.num_outer_steps * len(todo), [0]
 
@@ -368,14 +405,17 @@ def run(cfg: SelfTrainConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
       flush=True,
     )
 
-  runs = {}
+  runs, products = {}, {}
   for c in todo:
-    runs.update(_train_contender(task, c, cfg, progress))
+    curves, thetas = _train_contender(task, c, cfg, progress)
+    runs.update(curves)
+    products.update(thetas)
   print(file=sys.stderr)
   summary = self_train_report.summarize(runs, cfg)
   summary["config"] = dataclasses.asdict(cfg)
   summary["task"] = cfg.spec.name
   summary["pretrained"] = name
+  summary["products"] = save_products(summary, products, task.lopt(), out_dir)
   (out_dir / "self_train.json").write_text(json.dumps(summary, indent=1))
   (out_dir / "self_train.md").write_text(self_train_report.markdown(summary))
   self_train_report.plot(summary, out_dir / "self_train.png")

@@ -15,8 +15,14 @@ estimates from it, and a self-training loop carries the state forward with
 ``task.estimate(theta, state, key)``, which returns the new state too
 (``meta_train.self_training.self_train`` does).
 
+As a family of the suite ("self_train", ``FAMILY``; ``task_suite.registry``
+imports this module when the name is first used) it puts "training a
+learned optimizer" into the meta-training task distribution, as VeLO's task
+sampler does: each inner step of such a task is one ES estimate from fresh
+inner runs (its ``batch``), so it fits the stateless ``Task`` API.
+
 Example:
-  >>> family = task.SelfTrainFamily()
+  >>> family = task.SelfTrainFamily()  # or task_suite.get_family(...)
   >>> task = family.task(family.sample(jax.random.key(0)))
   >>> theta = task.init(jax.random.key(1))
   >>> state = task.init_state(theta, jax.random.key(2))
@@ -263,24 +269,42 @@ class SelfTrainTask(base.Task):
     return common.cap(loss)
 
 
+# The statics the family samples: one signature each, the tasks of
+# configs/self_train.py (8-dimensional quadratics) and
+# configs/self_train_mlp.py (MLP classifiers on 8x8 images). Meta-training
+# draws these with other seeds; the configs' own seeds are test-split names
+# (tests/meta_train/test_self_train.py checks it), so their exact tasks are
+# never trained on.
+PRESETS = (
+  SelfTrainSpec(),
+  SelfTrainSpec(
+    inner_family="mlp", inner_static="hidden:16/image_size:8/batch_size:32"
+  ),
+)
+
+
 class SelfTrainFamily:
-  """Self-training tasks: the statics of ``base_spec``, seeds sampled.
+  """Self-training tasks: one of ``presets``' statics, the seed sampled.
 
   Args:
-    base_spec: the static fields (architecture, estimator, inner group).
+    presets: specs whose static fields (architecture, estimator, inner
+      group) the samples take, drawn uniformly; ``task`` builds any spec.
   """
 
   name = "self_train"
   spec_type = SelfTrainSpec
 
-  def __init__(self, base_spec: SelfTrainSpec | None = None):
-    self.base_spec = base_spec or SelfTrainSpec()
+  def __init__(self, presets: typing.Sequence[SelfTrainSpec] = PRESETS):
+    if not presets:
+      raise ValueError("SelfTrainFamily needs at least one preset spec")
+    self.presets = tuple(presets)
     self._cache: dict[SelfTrainSpec, SelfTrainTask] = {}
 
   def sample(self, key: jax.Array) -> SelfTrainSpec:
-    """A spec with the base statics and a seed drawn from ``key``."""
-    seed = int(common.host_rng(key).integers(0, 2**31 - 1))
-    return dataclasses.replace(self.base_spec, seed=seed)
+    """A preset's statics with a seed, both drawn from ``key``."""
+    rng = common.host_rng(key)
+    preset = self.presets[int(rng.integers(len(self.presets)))]
+    return dataclasses.replace(preset, seed=int(rng.integers(0, 2**31 - 1)))
 
   def task(self, spec: SelfTrainSpec) -> SelfTrainTask:
     """Builds (and memoizes) the task of ``spec``."""
@@ -299,3 +323,7 @@ class SelfTrainFamily:
         spec.signature, dynamic, {"inner": inner.data}
       )
     return self._cache[spec]
+
+
+# The instance ``task_suite.registry`` serves as the "self_train" family.
+FAMILY = SelfTrainFamily()

@@ -7,6 +7,7 @@ its compilations. XLA's optimizations are switched off for this module:
 compilation, not compute, is what these tests spend their time on.
 """
 
+import importlib
 import json
 import pathlib
 
@@ -17,10 +18,13 @@ import pytest
 
 from configs import self_train as self_train_config
 from learned_opt import checkpoint, mlp_lopt
+from meta_train import components
+from meta_train import config as meta_config
 from meta_train.cli import self_train as self_train_cli
 from meta_train.self_training import report as self_train_report
 from meta_train.self_training import self_train as st
 from meta_train.self_training import task as stt
+import task_suite
 from task_suite import base as task_base
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -36,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 @pytest.fixture(scope="module")
 def task():
-  return stt.SelfTrainFamily(CFG.spec).task(CFG.spec)
+  return stt.FAMILY.task(CFG.spec)
 
 
 def _finite(tree) -> bool:
@@ -47,7 +51,7 @@ def _finite(tree) -> bool:
 
 
 def test_family_samples_seeds_of_one_signature():
-  family = stt.SelfTrainFamily(CFG.spec)
+  family = stt.SelfTrainFamily([CFG.spec])
   a = family.sample(jax.random.key(0))
   b = family.sample(jax.random.key(1))
   assert a.signature == b.signature == CFG.spec.signature
@@ -60,6 +64,41 @@ def test_family_samples_seeds_of_one_signature():
   assert not np.array_equal(np.asarray(qa), np.asarray(qb))
   stacked = task_base.stack_tasks([family.task(a), family.task(b)])
   assert stacked.dynamic["seed"].shape == (2,)
+
+
+@pytest.mark.parametrize("config_name", ["self_train", "self_train_mlp"])
+def test_the_configs_tasks_are_held_out_from_meta_training(config_name):
+  module = importlib.import_module(f"configs.{config_name}")
+  spec = st.from_config_dict(module.get_config()).spec
+  # Meta-training samples the family with the configs' statics ...
+  assert spec.signature in {p.signature for p in stt.PRESETS}
+  drawn = task_suite.sample_suite(
+    300, seed=0, split="train", weights={"self_train": 1.0}
+  )
+  assert {s.signature for s in drawn} == {p.signature for p in stt.PRESETS}
+  # ... and never the configs' own tasks: their names are test-split.
+  assert task_suite.split_of(spec) == "test"
+  assert spec not in drawn
+  # The registry serves the family by name (imported on first use).
+  assert task_suite.registry.get_family("self_train") is stt.FAMILY
+  assert task_suite.parse_name(spec.name) == spec
+
+
+def test_extra_specs_add_self_training_groups_to_the_mix():
+  cfg = meta_config.SuiteConfig(
+    families=("quadratic",), num_specs=20, max_groups=1,
+    extra_specs=("self_train:6",),
+  )  # fmt: skip
+  groups = components.sample_train_groups(cfg)
+  families = [g[0].family for g in groups]
+  assert families[0] == "quadratic" and set(families[1:]) == {"self_train"}
+  extra = [s for g in groups[1:] for s in g]
+  assert len(extra) == 6 and all(
+    task_suite.split_of(s) == "train" for s in extra
+  )
+  for bad, match in (("self_train", "FAMILY:N"), ("nope:2", "unknown family")):
+    with pytest.raises(meta_config.ConfigError, match=match):
+      meta_config.SuiteConfig(extra_specs=(bad,))
 
 
 def test_spec_name_parses_back():
@@ -202,6 +241,47 @@ def test_cli_writes_curves_plot_and_table(tmp_path, capsys):
   table = (out / "self_train.md").read_text()
   assert all(f"| {label}" in table for label in runs)
   assert (out / "self_train.png").read_bytes()[:4] == b"\x89PNG"
+  ratio = summary["learned_vs_best_adam"]
+  learned_final = np.asarray(runs[ratio["learned"]]["eval_meta_loss"])[:, -1]
+  adam_final = np.asarray(runs[ratio["adam"]]["eval_meta_loss"])[:, -1]
+  np.testing.assert_allclose(ratio["per_seed"], learned_final / adam_final)
+  assert f"**{ratio['ratio']:.2f}**" in table
+  # Each contender's product is a checkpoint `lopt evaluate` reads: the
+  # first seed's theta, whose evaluation the curves recorded.
+  assert set(summary["products"]) == {"learned", "adam", "sgd"}
+  task = stt.FAMILY.task(CFG.spec)
+  for kind, path in summary["products"].items():
+    lopt, theta, meta = checkpoint.load(path)
+    label = summary["best"][kind]
+    assert meta["outer_optimizer"] == label
+    recorded = runs[label]["eval_meta_loss"][0][-1]
+    again = st.evaluate_theta(
+      task,
+      theta,
+      jax.random.fold_in(jax.random.key(CFG.seed), st._EVAL_STREAM),
+      num_runs=CFG.eval_runs,
+      num_steps=CFG.eval_steps,
+    )
+    np.testing.assert_allclose(float(again), recorded, rtol=1e-5)
+
+
+def test_the_mlp_config_self_trains_on_image_classifiers(tmp_path, capsys):
+  outer = tmp_path / "outer"
+  checkpoint.save(outer, OUTER_LOPT, OUTER_LOPT.init(jax.random.key(0)))
+  rc = self_train_cli.main(
+    ["--config", f"{ROOT / 'configs' / 'self_train_mlp.py'}:smoke"]
+    + [f"--config.pretrained={outer}", "--out", str(tmp_path / "out")]
+  )
+  assert rc == 0, capsys.readouterr().err
+  summary = json.loads((tmp_path / "out" / "self_train.json").read_text())
+  assert (
+    summary["task"].startswith("self_train(")
+    and "inner_family=mlp" in (summary["task"])
+  )
+  for r in summary["runs"].values():
+    ev = np.asarray(r["eval_meta_loss"])
+    # Normalized inner losses of fresh classifiers: ~1 at the start.
+    assert np.all(np.isfinite(ev)) and 0.5 < ev[0, 0] < 2.0
 
 
 def test_cli_rejects_unknown_field_before_compute(tmp_path, capsys):
