@@ -105,6 +105,10 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
     progress_features: feed the fraction of the run done to the LSTM and
       the MLP (``features.progress_features``); ``optimizer`` then needs
       ``num_steps``.
+    step_adaptation: rate of the per-tensor online step-size adaptation
+      (``learned_opt.step_adaptation``: normalized hypergradients); 0 is
+      off. The optimizer's state is then an ``AdaptedState`` around its
+      own.
   """
 
   architecture: ClassVar[str] = "hierarchical"
@@ -123,6 +127,7 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
   step_scale: str = "absolute"
   param_scale_floor: float = 0.1
   progress_features: bool = False
+  step_adaptation: float = 0.0
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from learned_opt import base, features, per_param
+from learned_opt import base, features, per_param, step_adaptation
 
 
 class PerParamLOpt(base.LearnedOptimizer):
@@ -56,7 +56,10 @@ class PerParamLOpt(base.LearnedOptimizer):
         theta, grads, state, params, value, valid_value, num_steps
       )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    if self.step_adaptation > 0:
+      tx = step_adaptation.adapt_steps(tx, self.step_adaptation)
+    return tx
 
 
 def check_options(lopt) -> None:
@@ -80,6 +83,11 @@ def check_options(lopt) -> None:
     raise ValueError(
       f"{name}: step_scale must be one of {per_param.STEP_SCALES}, got "
       f"{lopt.step_scale!r}."
+    )
+  if not lopt.step_adaptation >= 0:
+    raise ValueError(
+      f"{name}: step_adaptation must be >= 0 (0: off), got "
+      f"{lopt.step_adaptation}."
     )
   if not lopt.param_scale_floor >= 0:
     raise ValueError(

@@ -1,0 +1,103 @@
+"""The per-tensor hypergradient step-size adaptation (learned_opt.step_adaptation)."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import learned_opt
+from learned_opt import checkpoint, step_adaptation
+
+# An ill-scaled pair of tensors: one needs steps 100x larger than the other.
+CURVATURE = {"big": jnp.full([4], 100.0), "small": jnp.full([3], 1.0)}
+START = {"big": jnp.ones([4]), "small": jnp.ones([3])}
+
+
+def _loss(params):
+  return sum(
+    0.5 * jnp.sum(c * p**2)
+    for c, p in zip(jax.tree.leaves(CURVATURE), jax.tree.leaves(params))
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run(lr, rate):
+  """100 steps of SGD(lr), wrapped unless rate is None; (losses, scales)."""
+  tx = optax.sgd(lr)
+  if rate is not None:
+    tx = step_adaptation.adapt_steps(tx, rate)
+
+  def step(carry, _):
+    params, state = carry
+    grads = jax.tree.map(lambda c, p: c * p, CURVATURE, params)
+    updates, state = tx.update(grads, state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  (params, state), _ = jax.lax.scan(
+    step, (START, tx.init(START)), None, length=100
+  )
+  per_tensor = jax.tree.map(
+    lambda c, p: 0.5 * jnp.sum(c * p**2), CURVATURE, params
+  )
+  return per_tensor, getattr(state, "log_scale", None)
+
+
+def test_steps_grow_where_too_small_and_shrink_where_too_large():
+  # lr 2e-4: far too small for "small" (curvature 1) and fine but slow for
+  # "big"; lr 0.019: near the edge of stability for "big" (2/100 = 0.02).
+  small_lr, small_scales = _run(2e-4, 0.5)
+  assert float(small_scales["small"]) > 2.0  # grew by > e^2
+  plain_small, _ = _run(2e-4, None)
+  assert float(small_lr["small"]) < 0.5 * float(plain_small["small"])
+  edge, edge_scales = _run(0.0199, 0.5)
+  plain_edge, _ = _run(0.0199, None)
+  # Oscillation along "big" shrinks its steps, which then converge faster.
+  assert float(edge_scales["big"]) < 0.0
+  assert float(edge["big"]) < 1e-3 * float(plain_edge["big"])
+  # Each tensor has its own scale.
+  assert float(edge_scales["small"]) > float(edge_scales["big"])
+
+
+def test_scales_stay_bounded_and_finite_on_bad_gradients():
+  tx = step_adaptation.adapt_steps(optax.sgd(1e-3), 1.0, bound=2.0)
+  params = {"w": jnp.ones([3]), "empty": jnp.zeros([0])}
+  state = tx.init(params)
+  for g in ([1.0, 1.0, 1.0], [1e30, -jnp.inf, jnp.nan], [1.0, 1.0, 1.0]):
+    grads = {"w": jnp.asarray(g), "empty": jnp.zeros([0])}
+    _, state = tx.update(grads, state, params)
+  assert np.isfinite(float(state.log_scale["w"]))
+  assert abs(float(state.log_scale["w"])) <= 2.0
+  assert float(state.log_scale["empty"]) == 0.0
+  for _ in range(20):  # a constant gradient: every step agrees, scale grows
+    _, state = tx.update({"w": jnp.ones([3]), "empty": jnp.zeros([0])}, state)
+  assert float(state.log_scale["w"]) == pytest.approx(2.0)
+
+
+def test_a_learned_optimizer_with_the_option():
+  lopt, theta = learned_opt.pretrained.load_pretrained_with_info()[:2]
+  adapted = dataclasses.replace(lopt, step_adaptation=0.5)
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros([3])}
+  grads = jax.tree.map(lambda p: 0.1 * p + 0.01, params)
+  plain_tx, adapted_tx = lopt.optimizer(theta), adapted.optimizer(theta)
+  plain, _ = plain_tx.update(grads, plain_tx.init(params), params, value=1.0)
+  first, state = adapted_tx.update(
+    grads, adapted_tx.init(params), params, value=1.0
+  )
+  # No previous step yet: the first update is the optimizer's own.
+  for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert isinstance(state, step_adaptation.AdaptedState)
+  with pytest.raises(ValueError, match="step_adaptation must be >= 0"):
+    dataclasses.replace(lopt, step_adaptation=-1.0)
+
+
+def test_the_option_survives_a_checkpoint(tmp_path):
+  lopt = learned_opt.MLPLOpt(hidden_size=4, step_adaptation=0.25)
+  theta = lopt.init(jax.random.key(0))
+  checkpoint.save(tmp_path / "ckpt", lopt, theta)
+  loaded, _, _ = checkpoint.load(tmp_path / "ckpt")
+  assert loaded == lopt
