@@ -3,7 +3,8 @@
 For haiku MLPs of about 10k, 100k and 1M parameters (batch 128, synthetic
 classification data), times the jitted train step (forward, backward,
 optimizer update, apply) with ``HierarchicalLOpt`` (the paper's step, and
-the scale-aware ``init_rms`` step with progress features), ``MLPLOpt``,
+the scale-aware ``init_rms`` step with progress features, and with the
+per-tensor step-size adaptation), ``MLPLOpt``,
 ``optax.adam`` and a straightforward implementation of ``HierarchicalLOpt``
 (``bench/straightforward.py``: every MLP input tiled per entry, all 18
 outputs per entry; the yardstick the issue's targets were set against), all
@@ -39,6 +40,7 @@ Targets on a 2-core CPU (DESIGN.md §8, issue 2): hierarchical <= 5x Adam at
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -105,6 +107,10 @@ def optimizers():
     "hierarchical_init_rms": scaled.optimizer(
       scaled.init(key), num_steps=10_000
     ),
+    # The paper's step with the per-tensor step-size adaptation (issue 19).
+    "hierarchical_adaptive": dataclasses.replace(
+      hier, step_adaptation=0.5
+    ).optimizer(theta),
     "mlp": mlp.optimizer(mlp.init(key)),
     "straightforward": straightforward.optimizer(hier, theta),
   }
