@@ -12,7 +12,14 @@ test-split one.
 Command (needs the datasets: ``LOPT_DATA_DIR``):
   uv run lopt self-train --config configs/self_train_mlp.py --out /tmp/st_mlp
 
-Measured: see the README's self-training section.
+Expected runtime: about 2 minutes on 2 CPU cores.
+
+Measured after 100 outer steps (mean of 3 seeds; the evaluation meta-loss
+starts at 1.03):
+  Adam, best learning rate (0.03 of 0.003-0.3)      0.470
+  SGD, best learning rate (3 of 0.3-10)             0.449
+  hierarchical_small_cpu_adaptive (the default)     0.452  (0.96x Adam's)
+  hierarchical_small_cpu (no step adaptation)       0.717  (1.52x)
 
 The ``smoke`` arg runs 3 outer steps of a smaller problem (tests).
 """

@@ -267,7 +267,14 @@ def test_old_field_names_are_migrated():
     config_lib.from_config(both)
 
 
-@pytest.mark.parametrize("name", ["hierarchical_small_cpu", "mlp_small_cpu"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "hierarchical_small_cpu",
+    "hierarchical_small_cpu_adaptive",
+    "mlp_small_cpu",
+  ],
+)
 def test_shipped_manifest_configs_still_parse(name):
   # The manifests record the config of their run with the old field names.
   import json
