@@ -4,7 +4,8 @@ Three cases:
 
 * same architecture and sizes: theta is reused as is (fine-tuning);
 * same architecture and sizes, but other step options (``step_scale``,
-  ``param_scale_floor``, ``progress_features``, ``step_mult``): theta is
+  ``param_scale_floor``, ``progress_features``, ``step_mult``,
+  ``step_adaptation``, which has no meta-parameters): theta is
   reused; the inputs the target adds (progress features) read zero
   first-layer rows and a new ``lr_head`` starts at zero, so only the step's
   scale changes (``param_rms`` makes it relative to each tensor's RMS);
@@ -50,7 +51,7 @@ def _settings(lopt: base.LearnedOptimizer) -> dict[str, Any]:
 
 # Options that change the step but not the networks' sizes.
 _STEP_OPTIONS = ("step_scale", "param_scale_floor", "progress_features",
-                 "step_mult")  # fmt: skip
+                 "step_mult", "step_adaptation")  # fmt: skip
 
 
 def _grow_rows(target_w: jax.Array, source_w) -> jax.Array:

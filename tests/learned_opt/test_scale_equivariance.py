@@ -54,7 +54,9 @@ def _losses_over_scales(tx):
 
 @pytest.mark.slow
 def test_init_rms_steps_follow_the_weights_scale_and_adams_do_not():
-  source, source_theta, _ = learned_opt.load_pretrained_with_info()
+  source, source_theta, _ = learned_opt.load_pretrained_with_info(
+    "hierarchical_small_cpu"
+  )
   lopt = learned_opt.HierarchicalLOpt(
     step_scale="init_rms", progress_features=True, step_mult=1e-2
   )

@@ -59,6 +59,12 @@ def test_same_architecture_reuses_theta():
     learned_opt.MLPLOpt(chunk_size=64), jax.random.key(5), lopt, theta
   )
   test_utils.assert_trees_equal(got, theta)
+  # The step adaptation has no meta-parameters: in or out, theta is reused.
+  got = warm_start.warm_start_theta(
+    learned_opt.MLPLOpt(), jax.random.key(5),
+    learned_opt.MLPLOpt(step_adaptation=0.5), theta,
+  )  # fmt: skip
+  test_utils.assert_trees_equal(got, theta)
 
 
 @pytest.mark.parametrize(
