@@ -23,6 +23,11 @@ ablations at equal compute:
           log-uniform scales in [1e-3, 1e3], losses scaled);
   aug_narrow  global and per-tensor scales in [1e-2, 1e2] only, outer
           learning rate 3e-4 (leg 2b);
+  adaptive    ``step_adaptation=0.5`` (the default optimizer's online
+          step-size adaptation) inside meta-training;
+  self_train  64 train-split specs of the "self_train" family (training a
+          learned optimizer) added to the mix: ~4% of the outer steps, at
+          ~15 s each on 2 busy cores against ~1 s for the other groups;
   smoke   a few outer steps on two signature groups.
 
 Measured (20 held-out test tasks of <= 11k parameters, 500 steps, 1 seed:
@@ -78,6 +83,11 @@ _VARIANTS = {
     "suite.augment_kinds": ("global", "per_tensor"),
     "outer.learning_rate": 3e-4,
   },
+  # The next campaign's candidates (not run yet): the step adaptation of
+  # the default optimizer in the loop, and learned-optimizer training
+  # (the "self_train" family, both presets) in the task mix.
+  "adaptive": {"lopt.kwargs.step_adaptation": 0.5},
+  "self_train": {"suite.extra_specs": ("self_train:64",)},
   # This run's specs and population, 2 of its groups, 4 outer steps.
   "smoke": lambda c: base.smoke(
     c, suite=False, evaluate=False, overrides={"suite.max_groups": 2}
