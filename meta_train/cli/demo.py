@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from learned_opt import pretrained
+from meta_train.cli import out_dir
 from meta_train.evaluation import resolve, rollout
 from task_suite import data
 from task_suite.families import mlp, quadratic, regression, test_functions
@@ -219,6 +220,7 @@ def main(argv: list[str]) -> int:
     if "name" not in optimizer.info:  # not a pretrained manifest
       name = f"{args.checkpoint} ({lopt.architecture})"
     tasks, notes = demo_tasks([t for t in args.tasks.split(",") if t])
+    out = out_dir.prepare(args.out)
   except (FileNotFoundError, ValueError) as e:
     print(f"lopt demo: {e}", file=sys.stderr)
     return 2
@@ -229,8 +231,6 @@ def main(argv: list[str]) -> int:
     results[label] = train_task(
       task, lopt, theta, args.steps, args.seeds, jax.random.key(i)
     )
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
   text = table(results)
   print()
   print(text)

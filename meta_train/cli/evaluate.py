@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from meta_train.cli import out_dir
 from meta_train.evaluation import report, resolve, rollout
 import task_suite
 
@@ -224,6 +225,7 @@ def main(argv: list[str]) -> int:
     )
     candidate = resolve_optimizer(args.optimizer, args.checkpoints_root)
     specs = _specs(args)
+    out_dir.prepare(args.out)
   except (ValueError, FileNotFoundError) as e:
     print(f"lopt evaluate: {e}", file=sys.stderr)
     return 2

@@ -11,6 +11,7 @@ import sys
 
 import learned_opt
 from meta_train import config as config_lib
+from meta_train.cli import out_dir
 from meta_train.self_training import report as self_train_report
 from meta_train.self_training import self_train
 
@@ -28,8 +29,8 @@ def main(argv: list[str]) -> int:
     return 0
   try:
     cd, values = config_lib.parse_command_line(argv, _USAGE, required=("out",))
-    out = values["out"]
     cfg = self_train.from_config_dict(cd)
+    out = out_dir.prepare(values["out"])
   except (ValueError, TypeError) as e:
     print(f"{_PROG}: {e}", file=sys.stderr)
     return 2

@@ -69,6 +69,34 @@ def test_unexpected_errors_print_one_line_unless_debugging(
   assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+  "argv",
+  [
+    ["evaluate", "--optimizer", "adam", "--tasks",
+     "quadratic(dim=2;seed=1,cond=2.0,noise_std=0.0,loss_scale=1.0,"
+     "init_scale=1.0)", "--out", "OUT"],
+    ["self-train", "--config", "configs/self_train.py:smoke", "--out", "OUT"],
+    ["demo", "--tasks", "quadratic", "--out", "OUT"],
+  ],
+  ids=lambda a: a[0],
+)  # fmt: skip
+def test_an_unwritable_out_is_refused_before_any_training(
+  argv, tmp_path, capsys, monkeypatch
+):
+  # A file where the output folder's parent should be: no folder can be
+  # made there (this holds for root too, unlike permission bits).
+  (tmp_path / "a_file").write_text("")
+  out = tmp_path / "a_file" / "report"
+  argv = [str(out) if a == "OUT" else a for a in argv]
+  monkeypatch.chdir(ROOT)
+  assert cli.main(argv) == 2
+  line = _one_line_error(capsys, f"lopt {argv[0]}")
+  assert f"--out {out}: cannot create or write this folder" in line
+  assert "choose a writable folder" in line
+  # Refused before training: nothing was computed or written anywhere.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_meta_train_late_bad_inputs_are_one_line(tmp_path, capsys):
   base = [
     "meta-train",
