@@ -42,6 +42,9 @@ from learned_opt import (
   per_param,
   per_param_lopt,
 )
+from learned_opt.step_adaptation import (
+  DEFAULT_FLOOR as DEFAULT_ADAPTATION_FLOOR,
+)
 
 
 class HierarchicalLOptState(NamedTuple):
@@ -109,6 +112,9 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
       (``learned_opt.step_adaptation``: normalized hypergradients); 0 is
       off. The optimizer's state is then an ``AdaptedState`` around its
       own.
+    step_adaptation_floor: the adaptation shrinks a tensor's steps by at
+      most ``exp(floor)`` (<= 0; the module docstring says why the
+      default optimizer uses -2).
   """
 
   architecture: ClassVar[str] = "hierarchical"
@@ -128,6 +134,7 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
   param_scale_floor: float = 0.1
   progress_features: bool = False
   step_adaptation: float = 0.0
+  step_adaptation_floor: float = DEFAULT_ADAPTATION_FLOOR
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

@@ -22,6 +22,9 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 
 from learned_opt import features, networks, per_param, per_param_lopt
+from learned_opt.step_adaptation import (
+  DEFAULT_FLOOR as DEFAULT_ADAPTATION_FLOOR,
+)
 
 
 class MLPLOptState(NamedTuple):
@@ -64,6 +67,9 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
       (``learned_opt.step_adaptation``: normalized hypergradients); 0 is
       off. The optimizer's state is then an ``AdaptedState`` around its
       own.
+    step_adaptation_floor: the adaptation shrinks a tensor's steps by at
+      most ``exp(floor)`` (<= 0; the module docstring says why the
+      default optimizer uses -2).
   """
 
   architecture: ClassVar[str] = "mlp"
@@ -79,6 +85,7 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
   param_scale_floor: float = 0.1
   progress_features: bool = False
   step_adaptation: float = 0.0
+  step_adaptation_floor: float = DEFAULT_ADAPTATION_FLOOR
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

@@ -58,7 +58,9 @@ class PerParamLOpt(base.LearnedOptimizer):
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     if self.step_adaptation > 0:
-      tx = step_adaptation.adapt_steps(tx, self.step_adaptation)
+      tx = step_adaptation.adapt_steps(
+        tx, self.step_adaptation, floor=self.step_adaptation_floor
+      )
     return tx
 
 
@@ -88,6 +90,11 @@ def check_options(lopt) -> None:
     raise ValueError(
       f"{name}: step_adaptation must be >= 0 (0: off), got "
       f"{lopt.step_adaptation}."
+    )
+  if not -50.0 <= lopt.step_adaptation_floor <= 0.0:
+    raise ValueError(
+      f"{name}: step_adaptation_floor must be in [-50, 0] (a log-scale; "
+      f"0: never shrink), got {lopt.step_adaptation_floor}."
     )
   if not lopt.param_scale_floor >= 0:
     raise ValueError(

@@ -14,7 +14,7 @@ learning rate adaptation with hypergradient descent").
 The rule, per tensor ``k``: the update applied is ``u_t = s_t * d_t``,
 where ``d_t`` is the wrapped optimizer's update and
 
-    log s_t = clip(log s_{t-1} - rate * cos(g_t, u_{t-1}), -bound, bound).
+    log s_t = clip(log s_{t-1} - rate * cos(g_t, u_{t-1}), floor, ceiling).
 
 ``g_t . u_{t-1}`` is the derivative of the current loss with respect to
 the previous step's log-scale. It is negative while the gradient still
@@ -23,7 +23,21 @@ positive after an overshoot (shrink them). The cosine rather than the raw
 product makes the rule independent of the task's gradient and parameter
 scales, so one ``rate`` serves every task; per tensor, because a task's
 tensors need different scales (the same reason as the LSTM's per-tensor
-heads). ``bound`` keeps a long noisy run from drifting to extreme scales.
+heads). The clip keeps a long noisy run from drifting to extreme scales.
+
+Why a floor above the ceiling's mirror image: the rule is greedy. It
+minimizes the *next* step's loss, and under minibatch noise the next loss
+is lowest with smaller steps, even while a longer run needs larger ones
+(the short-horizon bias of Wu et al. 2018, "Understanding short-horizon
+bias in stochastic meta-optimization"). Traced on a train-split
+autoencoder: ``cos(g_t, u_{t-1})`` averages +0.01 to +0.09 once the
+gradient noise dominates, so most tensors sit at ``log s = -5`` from step
+100 on while the loss is still falling (and tuned Adam ends at half of
+it). The shipped default caps the shrinking at ``e^-2``
+(``step_adaptation_floor=-2``); on 56 train-split tasks of all 8 families
+(500 steps, one seed) that won 27 against per-task tuned Adam where
+``-5`` won 24, all three extra wins on regression, with no family worse,
+and it changed no self-training result by more than 1%. ``-1`` won 23.
 
 Robustness: non-finite gradient entries count as 0 in the cosine (as the
 learned optimizers read them), each vector is divided by its largest
@@ -41,7 +55,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-DEFAULT_BOUND = 5.0  # scales within [e^-5, e^5] ~ [0.007, 148]
+DEFAULT_FLOOR = -5.0  # scales within [e^-5, e^5] ~ [0.007, 148]
+DEFAULT_CEILING = 5.0
 
 
 class AdaptedState(NamedTuple):
@@ -75,7 +90,8 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
 def adapt_steps(
   tx: optax.GradientTransformationExtraArgs,
   rate: float,
-  bound: float = DEFAULT_BOUND,
+  floor: float = DEFAULT_FLOOR,
+  ceiling: float = DEFAULT_CEILING,
 ) -> optax.GradientTransformationExtraArgs:
   """``tx`` with its updates scaled per tensor by the hypergradient rule.
 
@@ -83,15 +99,19 @@ def adapt_steps(
     tx: the optimizer whose updates are scaled; ``update``'s extra keyword
       arguments (``value``, ``num_steps``, ...) are passed on to it.
     rate: change of ``log s`` per unit cosine per step (> 0).
-    bound: ``|log s|`` is at most this.
+    floor: the smallest ``log s`` (<= 0).
+    ceiling: the largest ``log s`` (>= 0).
 
   Returns:
     The wrapped transform; its state is an ``AdaptedState``.
   """
   if not rate > 0:
     raise ValueError(f"adapt_steps: rate must be > 0, got {rate}")
-  if not bound > 0:
-    raise ValueError(f"adapt_steps: bound must be > 0, got {bound}")
+  if not floor <= 0.0 <= ceiling:
+    raise ValueError(
+      f"adapt_steps: need floor <= 0 <= ceiling (log s starts at 0), got "
+      f"floor={floor}, ceiling={ceiling}"
+    )
 
   def init_fn(params):
     return AdaptedState(
@@ -102,7 +122,7 @@ def adapt_steps(
 
   def update_fn(grads, state, params=None, **extra):
     log_scale = jax.tree.map(
-      lambda g, u, s: jnp.clip(s - rate * _cosine(g, u), -bound, bound),
+      lambda g, u, s: jnp.clip(s - rate * _cosine(g, u), floor, ceiling),
       grads,
       state.last_update,
       state.log_scale,

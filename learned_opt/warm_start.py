@@ -51,7 +51,8 @@ def _settings(lopt: base.LearnedOptimizer) -> dict[str, Any]:
 
 # Options that change the step but not the networks' sizes.
 _STEP_OPTIONS = ("step_scale", "param_scale_floor", "progress_features",
-                 "step_mult", "step_adaptation")  # fmt: skip
+                 "step_mult", "step_adaptation",
+                 "step_adaptation_floor")  # fmt: skip
 
 
 def _grow_rows(target_w: jax.Array, source_w) -> jax.Array:

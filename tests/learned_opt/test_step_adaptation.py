@@ -63,18 +63,29 @@ def test_steps_grow_where_too_small_and_shrink_where_too_large():
 
 
 def test_scales_stay_bounded_and_finite_on_bad_gradients():
-  tx = step_adaptation.adapt_steps(optax.sgd(1e-3), 1.0, bound=2.0)
+  tx = step_adaptation.adapt_steps(
+    optax.sgd(1e-3), 1.0, floor=-1.0, ceiling=2.0
+  )
   params = {"w": jnp.ones([3]), "empty": jnp.zeros([0])}
   state = tx.init(params)
   for g in ([1.0, 1.0, 1.0], [1e30, -jnp.inf, jnp.nan], [1.0, 1.0, 1.0]):
     grads = {"w": jnp.asarray(g), "empty": jnp.zeros([0])}
     _, state = tx.update(grads, state, params)
   assert np.isfinite(float(state.log_scale["w"]))
-  assert abs(float(state.log_scale["w"])) <= 2.0
+  assert -1.0 <= float(state.log_scale["w"]) <= 2.0
   assert float(state.log_scale["empty"]) == 0.0
   for _ in range(20):  # a constant gradient: every step agrees, scale grows
     _, state = tx.update({"w": jnp.ones([3]), "empty": jnp.zeros([0])}, state)
   assert float(state.log_scale["w"]) == pytest.approx(2.0)
+  for i in range(20):  # alternating gradients: every step overshoots
+    g = jnp.full([3], (-1.0) ** i)
+    _, state = tx.update({"w": g, "empty": jnp.zeros([0])}, state)
+  assert float(state.log_scale["w"]) == pytest.approx(-1.0)
+
+
+def test_bad_bounds_are_refused():
+  with pytest.raises(ValueError, match="floor <= 0 <= ceiling"):
+    step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, floor=0.5)
 
 
 def test_a_learned_optimizer_with_the_option():
