@@ -289,6 +289,7 @@ def load_pretrained(
   name: str | os.PathLike = DEFAULT_NAME,
   *,
   root: str | os.PathLike | None = None,
+  num_steps: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """A shipped learned optimizer, ready to use through optax.
 
@@ -296,6 +297,9 @@ def load_pretrained(
     name: a shipped checkpoint name (``available()``) or a directory.
     root: where named checkpoints live (default: the shipped
       ``checkpoints/``).
+    num_steps: the run's total number of steps. An optimizer with progress
+      features (``hierarchical_small_cpu_init_rms_adaptive``) needs it,
+      here or as ``update(..., num_steps=N)``; the others ignore it.
 
   Returns:
     The optax transform; pass the training loss as ``value`` to ``update``.
@@ -305,4 +309,6 @@ def load_pretrained(
     CheckpointError: (a ValueError) for a corrupted checkpoint.
   """
   lopt, theta, _ = load_pretrained_with_info(name, root=root)
-  return lopt.optimizer(theta)
+  if num_steps is None:
+    return lopt.optimizer(theta)
+  return lopt.optimizer(theta, num_steps=num_steps)

@@ -185,7 +185,8 @@ def test_shipped_checkpoint_verifies_and_trains(name):
   manifest = pretrained.verify(directory)
   assert manifest["sha256"] == _hash_by_hand(directory / "weights")
   assert manifest["evaluation"]["horizons"], "shipped without its evaluation"
-  tx = learned_opt.load_pretrained(name)
+  # The run's length, for the checkpoints with progress features.
+  tx = learned_opt.load_pretrained(name, num_steps=300)
   assert isinstance(tx, optax.GradientTransformationExtraArgs)
   # It trains a held-out task: a noise-free test-split quadratic.
   task = task_suite.get_task(
