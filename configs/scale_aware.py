@@ -23,8 +23,10 @@ ablations at equal compute:
           log-uniform scales in [1e-3, 1e3], losses scaled);
   aug_narrow  global and per-tensor scales in [1e-2, 1e2] only, outer
           learning rate 3e-4 (leg 2b);
-  adaptive    ``step_adaptation=0.5`` (the default optimizer's online
-          step-size adaptation) inside meta-training;
+  adaptive    ``step_adaptation=0.5``, floor -2 (the default optimizer's
+          online step-size adaptation) inside meta-training; with the
+          default variant (``init_rms``) its starting point is the shipped
+          ``hierarchical_small_cpu_init_rms_adaptive``;
   self_train  64 train-split specs of the "self_train" family (training a
           learned optimizer) added to the mix: ~4% of the outer steps, at
           ~15 s each on 2 busy cores against ~1 s for the other groups;
@@ -86,7 +88,10 @@ _VARIANTS = {
   # The next campaign's candidates (not run yet): the step adaptation of
   # the default optimizer in the loop, and learned-optimizer training
   # (the "self_train" family, both presets) in the task mix.
-  "adaptive": {"lopt.kwargs.step_adaptation": 0.5},
+  "adaptive": {
+    "lopt.kwargs.step_adaptation": 0.5,
+    "lopt.kwargs.step_adaptation_floor": -2.0,
+  },
   "self_train": {"suite.extra_specs": ("self_train:64",)},
   # This run's specs and population, 2 of its groups, 4 outer steps.
   "smoke": lambda c: base.smoke(
