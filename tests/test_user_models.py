@@ -1,6 +1,7 @@
 """The README's models from outside the suite (examples/user_models.py)."""
 
 import importlib
+import sys
 
 import jax
 import numpy as np
@@ -25,6 +26,8 @@ def user_models():
   yield module
   for name in NAMES:  # the registrations must not leak into other tests
     registry.FAMILIES.pop(name, None)
+  # ... and a later import must register them again, not find a stale module.
+  sys.modules.pop("examples.user_models", None)
 
 
 def _final_losses(task, factory, hparams, num_steps):
