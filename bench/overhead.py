@@ -2,13 +2,14 @@
 
 For haiku MLPs of about 10k, 100k and 1M parameters (batch 128, synthetic
 classification data), times the jitted train step (forward, backward,
-optimizer update, apply) with ``HierarchicalLOpt`` (the paper's step, and
-the scale-aware ``init_rms`` step with progress features, and with the
-per-tensor step-size adaptation), ``MLPLOpt``,
-``optax.adam`` and a straightforward implementation of ``HierarchicalLOpt``
-(``bench/straightforward.py``: every MLP input tiled per entry, all 18
-outputs per entry; the yardstick the issue's targets were set against), all
-in this process after warm-up. Optimizers are
+optimizer update, apply) with ``HierarchicalLOpt`` (the paper's step; the
+scale-aware ``init_rms`` step with progress features; the shipped default
+``default_pretrained``, the paper's step with the per-tensor step-size
+adaptation), ``MLPLOpt``, ``optax.adam`` and a straightforward
+implementation of ``HierarchicalLOpt`` (``bench/straightforward.py``: every
+MLP input tiled per entry, all 18 outputs per entry; the yardstick the
+issue's targets were set against), all in this process after warm-up.
+Optimizers are
 interleaved within each repeat so that load from other processes hits them
 alike; the reported time is the median over repeats. Prints one JSON line
 per (model, optimizer) with the ratio to Adam and the optimizer-state bytes
@@ -40,7 +41,6 @@ Targets on a 2-core CPU (DESIGN.md §8, issue 2): hierarchical <= 5x Adam at
 """
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -107,10 +107,9 @@ def optimizers():
     "hierarchical_init_rms": scaled.optimizer(
       scaled.init(key), num_steps=10_000
     ),
-    # The paper's step with the per-tensor step-size adaptation (issue 19).
-    "hierarchical_adaptive": dataclasses.replace(
-      hier, step_adaptation=0.5
-    ).optimizer(theta),
+    # The shipped default: the paper's step with the per-tensor step-size
+    # adaptation (issue 19), the architecture of "hierarchical".
+    "default_pretrained": learned_opt.load_pretrained(),
     "mlp": mlp.optimizer(mlp.init(key)),
     "straightforward": straightforward.optimizer(hier, theta),
   }
