@@ -25,7 +25,7 @@ import optax
 
 from learned_opt import base, checkpoint
 
-DEFAULT_NAME = "hierarchical_small_cpu_adaptive_floor"
+DEFAULT_NAME = "hierarchical_small_cpu_adaptive_x2"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights"
 REQUIRED_KEYS = ("architecture", "sha256")
