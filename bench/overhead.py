@@ -1,24 +1,23 @@
 """Train-step overhead of the learned optimizers relative to Adam.
 
 For haiku MLPs of about 10k, 100k and 1M parameters (batch 128, synthetic
-classification data), times the jitted train step (forward, backward,
-optimizer update, apply) with ``HierarchicalLOpt`` (the paper's step; the
-scale-aware ``init_rms`` step with progress features; the shipped default
+classification data), times the jitted train step (forward, backward, optimizer
+update, apply) with ``HierarchicalLOpt`` (the paper's step; the scale-aware
+``init_rms`` step with progress features; the shipped default
 ``default_pretrained``, the paper's step with the per-tensor step-size
-adaptation), ``MLPLOpt``, ``optax.adam`` and a straightforward
-implementation of ``HierarchicalLOpt`` (``bench/straightforward.py``: every
-MLP input tiled per entry, all 18 outputs per entry; the yardstick the
-issue's targets were set against), all in this process after warm-up.
-Optimizers are
-interleaved within each repeat so that load from other processes hits them
-alike; the reported time is the median over repeats. Prints one JSON line
-per (model, optimizer) with the ratio to Adam and the optimizer-state bytes
-per parameter. Wall-clock time (``step_ms``, ``ratio_to_adam``) is the
-figure of merit; process CPU time (``cpu_ms``, ``cpu_ratio_to_adam``) is
-also reported because it is less sensitive to other processes on a shared
-machine, and so is the ratio of the fastest blocks (``best_step_ms``,
-``best_ratio_to_adam``): on a busy machine other jobs only ever slow a block
-down, so the minimum is the least disturbed estimate.
+adaptation), ``MLPLOpt``, ``optax.adam`` and a straightforward implementation
+of ``HierarchicalLOpt`` (``bench/straightforward.py``: every MLP input tiled
+per entry, all 18 outputs per entry; the yardstick the issue's targets were set
+against), all in this process after warm-up. Optimizers are interleaved within
+each repeat so that load from other processes hits them alike; the reported
+time is the median over repeats. Prints one JSON line per (model, optimizer)
+with the ratio to Adam and the optimizer-state bytes per parameter. Wall-clock
+time (``step_ms``, ``ratio_to_adam``) is the figure of merit; process CPU time
+(``cpu_ms``, ``cpu_ratio_to_adam``) is also reported because it is less
+sensitive to other processes on a shared machine, and so is the ratio of the
+fastest blocks (``best_step_ms``, ``best_ratio_to_adam``): on a busy machine
+other jobs only ever slow a block down, so the minimum is the least disturbed
+estimate.
 
 The ``straightforward`` record also gives ``max_rel_update_diff``: the
 largest difference between its first two updates and ``HierarchicalLOpt``'s,
