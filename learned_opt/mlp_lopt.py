@@ -22,6 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 
 from learned_opt import features, networks, per_param, per_param_lopt
+from learned_opt.step_adaptation import DEFAULT_ANNEAL_START
 from learned_opt.step_adaptation import (
   DEFAULT_FLOOR as DEFAULT_ADAPTATION_FLOOR,
 )
@@ -70,6 +71,13 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
     step_adaptation_floor: the adaptation shrinks a tensor's steps by at
       most ``exp(floor)`` (<= 0; the module docstring says why the
       default optimizer uses -2).
+    step_adaptation_final_floor: None: the floor is constant. Otherwise
+      it falls linearly to this value over the end of the run (from the
+      fraction ``step_adaptation_anneal_start``), so a tensor's steps can
+      anneal where its gradients ask for it; ``optimizer`` then needs
+      ``num_steps`` (``learned_opt.step_adaptation`` says why).
+    step_adaptation_anneal_start: where the floor starts to fall, as a
+      fraction of the run in [0, 1).
   """
 
   architecture: ClassVar[str] = "mlp"
@@ -86,6 +94,8 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
   progress_features: bool = False
   step_adaptation: float = 0.0
   step_adaptation_floor: float = DEFAULT_ADAPTATION_FLOOR
+  step_adaptation_final_floor: float | None = None
+  step_adaptation_anneal_start: float = DEFAULT_ANNEAL_START
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

@@ -32,8 +32,9 @@ class PerParamLOpt(base.LearnedOptimizer):
   ) -> optax.GradientTransformationExtraArgs:
     """The optax transform applying this optimizer with ``theta``.
 
-    ``num_steps`` (the run's length) is needed with ``progress_features``;
-    ``update(..., num_steps=N)`` overrides it.
+    ``num_steps`` (the run's length) is needed with ``progress_features``
+    and with ``step_adaptation_final_floor``; ``update(..., num_steps=N)``
+    overrides it.
     """
     name = type(self).__name__
     default_num_steps = num_steps
@@ -59,7 +60,12 @@ class PerParamLOpt(base.LearnedOptimizer):
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     if self.step_adaptation > 0:
       tx = step_adaptation.adapt_steps(
-        tx, self.step_adaptation, floor=self.step_adaptation_floor
+        tx,
+        self.step_adaptation,
+        floor=self.step_adaptation_floor,
+        final_floor=self.step_adaptation_final_floor,
+        anneal_start=self.step_adaptation_anneal_start,
+        num_steps=default_num_steps,
       )
     return tx
 
@@ -95,6 +101,21 @@ def check_options(lopt) -> None:
     raise ValueError(
       f"{name}: step_adaptation_floor must be in [-50, 0] (a log-scale; "
       f"0: never shrink), got {lopt.step_adaptation_floor}."
+    )
+  final = lopt.step_adaptation_final_floor
+  if final is not None:
+    final = float(final)
+    object.__setattr__(lopt, "step_adaptation_final_floor", final)
+  if final is not None and not -50.0 <= final <= 0.0:
+    raise ValueError(
+      f"{name}: step_adaptation_final_floor must be None (a constant floor) "
+      f"or in [-50, 0] (a log-scale), got {final}."
+    )
+  if not 0.0 <= lopt.step_adaptation_anneal_start < 1.0:
+    raise ValueError(
+      f"{name}: step_adaptation_anneal_start must be in [0, 1) (the "
+      f"fraction of the run where the floor starts to fall), got "
+      f"{lopt.step_adaptation_anneal_start}."
     )
   if not lopt.param_scale_floor >= 0:
     raise ValueError(

@@ -52,7 +52,8 @@ def _settings(lopt: base.LearnedOptimizer) -> dict[str, Any]:
 # Options that change the step but not the networks' sizes.
 _STEP_OPTIONS = ("step_scale", "param_scale_floor", "progress_features",
                  "step_mult", "step_adaptation",
-                 "step_adaptation_floor")  # fmt: skip
+                 "step_adaptation_floor", "step_adaptation_final_floor",
+                 "step_adaptation_anneal_start")  # fmt: skip
 
 
 def _grow_rows(target_w: jax.Array, source_w) -> jax.Array:
