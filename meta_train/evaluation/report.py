@@ -89,6 +89,15 @@ def seed_mean(x: np.ndarray) -> np.ndarray:
   return np.where(np.all(np.isfinite(x), axis=-1), np.mean(x, axis=-1), np.inf)
 
 
+def curve_mean(curve) -> np.ndarray:
+  """Mean over the step axis (-1), in float64.
+
+  A diverging run's float32 losses can be finite but near the float32
+  limit; their float32 sum would overflow to inf (and warn).
+  """
+  return np.mean(np.asarray(curve, np.float64), axis=-1)
+
+
 def _metrics(run: rollout.RolloutResult, h: int, num_steps: int) -> dict:
   """Seed-mean metrics of ``run`` ([S, ...]) at horizon index ``h``."""
   curve = np.asarray(run.train_loss)[:, : (h + 1) * num_steps]  # [S, L]
@@ -97,7 +106,7 @@ def _metrics(run: rollout.RolloutResult, h: int, num_steps: int) -> dict:
   )
   return {
     "final_train": float(seed_mean(np.asarray(run.final_train)[:, h])),
-    "mean_train": float(seed_mean(np.mean(curve, axis=-1))),
+    "mean_train": float(seed_mean(curve_mean(curve))),
     "final_valid": float(seed_mean(np.asarray(run.final_valid)[:, h])),
     "final_test": float(seed_mean(np.asarray(run.final_test)[:, h])),
     "diverged": not finite,
@@ -222,7 +231,7 @@ def _task_summary(
       "final_valid": np.asarray(g.result.final_valid),  # [G, S, M]
       "final_test": np.asarray(g.result.final_test),  # [G, S, M]
       # [G, S]: the full curves of the chosen values are under "arms".
-      "mean_train": np.mean(np.asarray(g.result.train_loss), axis=-1),
+      "mean_train": curve_mean(g.result.train_loss),
     }
     for name, g in record.grids.items()
   }
@@ -235,7 +244,7 @@ def _normalized_metrics(normalize, run, h: int, num_steps: int) -> dict:
     "final_train": float(
       seed_mean(normalize(np.asarray(run.final_train)[:, h]))
     ),
-    "mean_train": float(seed_mean(np.mean(curve, axis=-1))),
+    "mean_train": float(seed_mean(curve_mean(curve))),
   }
 
 

@@ -272,6 +272,18 @@ def test_report_treats_divergence_as_a_loss():
   }
 
 
+def test_huge_finite_losses_average_without_overflow():
+  # A diverging float32 run can stay finite near the float32 limit, where
+  # a float32 mean overflows (inf, with a numpy warning).
+  huge = np.full([2, 8], 3e38, np.float32)
+  run = rollout.RolloutResult(
+    huge, huge[:, :2], huge[:, :1], huge[:, :1], huge[:, :1]
+  )
+  with np.errstate(over="raise"):
+    metrics = report._metrics(run, 0, 8)
+  assert metrics["mean_train"] == pytest.approx(3e38, rel=1e-6)
+
+
 def test_config_and_cli_errors(capsys):
   with pytest.raises(
     ValueError, match=r"^RolloutConfig\.valid_every must .* divide num_steps"
