@@ -103,9 +103,6 @@ def check_options(lopt) -> None:
       f"0: never shrink), got {lopt.step_adaptation_floor}."
     )
   final = lopt.step_adaptation_final_floor
-  if final is not None:
-    final = float(final)
-    object.__setattr__(lopt, "step_adaptation_final_floor", final)
   if final is not None and not -50.0 <= final <= 0.0:
     raise ValueError(
       f"{name}: step_adaptation_final_floor must be None (a constant floor) "
