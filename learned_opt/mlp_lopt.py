@@ -22,7 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 
 from learned_opt import features, networks, per_param, per_param_lopt
-from learned_opt.step_adaptation import DEFAULT_ANNEAL_START
+from learned_opt.step_adaptation import DEFAULT_ANNEAL_START, DEFAULT_OVERSHOOT
 from learned_opt.step_adaptation import (
   DEFAULT_FLOOR as DEFAULT_ADAPTATION_FLOOR,
 )
@@ -78,6 +78,14 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
       ``num_steps`` (``learned_opt.step_adaptation`` says why).
     step_adaptation_anneal_start: where the floor starts to fall, as a
       fraction of the run in [0, 1).
+    step_adaptation_deep_floor: None: the floor binds. Otherwise a tensor
+      whose steps keep overshooting (the mean cosine of its gradient and
+      last step above ``step_adaptation_overshoot``) may shrink them down
+      to ``exp(deep_floor)`` (<= the floor): exact gradients converge
+      past the floor, noisy ones stay at it
+      (``learned_opt.step_adaptation`` says why).
+    step_adaptation_overshoot: the mean cosine, in (0, 1), above which
+      the deep floor opens.
   """
 
   architecture: ClassVar[str] = "mlp"
@@ -96,6 +104,8 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
   step_adaptation_floor: float = DEFAULT_ADAPTATION_FLOOR
   step_adaptation_final_floor: float | None = None
   step_adaptation_anneal_start: float = DEFAULT_ANNEAL_START
+  step_adaptation_deep_floor: float | None = None
+  step_adaptation_overshoot: float = DEFAULT_OVERSHOOT
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

@@ -65,6 +65,8 @@ class PerParamLOpt(base.LearnedOptimizer):
         floor=self.step_adaptation_floor,
         final_floor=self.step_adaptation_final_floor,
         anneal_start=self.step_adaptation_anneal_start,
+        deep_floor=self.step_adaptation_deep_floor,
+        overshoot=self.step_adaptation_overshoot,
         num_steps=default_num_steps,
       )
     return tx
@@ -113,6 +115,18 @@ def check_options(lopt) -> None:
       f"{name}: step_adaptation_anneal_start must be in [0, 1) (the "
       f"fraction of the run where the floor starts to fall), got "
       f"{lopt.step_adaptation_anneal_start}."
+    )
+  deep = lopt.step_adaptation_deep_floor
+  if deep is not None and not -50.0 <= deep <= lopt.step_adaptation_floor:
+    raise ValueError(
+      f"{name}: step_adaptation_deep_floor must be None (the floor binds) "
+      f"or in [-50, step_adaptation_floor={lopt.step_adaptation_floor}] "
+      f"(a log-scale), got {deep}."
+    )
+  if not 0.0 < lopt.step_adaptation_overshoot < 1.0:
+    raise ValueError(
+      f"{name}: step_adaptation_overshoot must be in (0, 1) (a mean "
+      f"cosine), got {lopt.step_adaptation_overshoot}."
     )
   if not lopt.param_scale_floor >= 0:
     raise ValueError(

@@ -24,12 +24,9 @@ def _loss(params):
   )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _run(lr, rate):
-  """100 steps of SGD(lr), wrapped unless rate is None; (losses, scales)."""
-  tx = optax.sgd(lr)
-  if rate is not None:
-    tx = step_adaptation.adapt_steps(tx, rate)
+def _descend(tx, start, num_steps):
+  """(params, state) after ``num_steps`` of ``tx`` on the quadratic with
+  CURVATURE, exact gradients."""
 
   def step(carry, _):
     params, state = carry
@@ -38,8 +35,18 @@ def _run(lr, rate):
     return (optax.apply_updates(params, updates), state), None
 
   (params, state), _ = jax.lax.scan(
-    step, (START, tx.init(START)), None, length=100
+    step, (start, tx.init(start)), None, length=num_steps
   )
+  return params, state
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run(lr, rate):
+  """100 steps of SGD(lr), wrapped unless rate is None; (losses, scales)."""
+  tx = optax.sgd(lr)
+  if rate is not None:
+    tx = step_adaptation.adapt_steps(tx, rate)
+  params, state = _descend(tx, START, 100)
   per_tensor = jax.tree.map(
     lambda c, p: 0.5 * jnp.sum(c * p**2), CURVATURE, params
   )
@@ -138,12 +145,12 @@ def test_the_annealed_floor_falls_over_the_end_of_the_run():
   assert scales[49] == pytest.approx(-3.0)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _noisy_quadratic_loss(final_floor):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _noisy_quadratic_loss(final_floor, deep_floor=None):
   """Loss after 400 steps of wrapped SGD on a quadratic, noisy gradients."""
   tx = step_adaptation.adapt_steps(
     optax.sgd(1.0), 0.5, floor=-1.0, final_floor=final_floor,
-    num_steps=400,
+    deep_floor=deep_floor, num_steps=400,
   )  # fmt: skip
   start = jnp.ones([64])
 
@@ -180,3 +187,52 @@ def test_an_annealed_floor_needs_the_runs_length():
     step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, anneal_start=1.0)
   with pytest.raises(ValueError, match="step_adaptation_final_floor"):
     learned_opt.MLPLOpt(step_adaptation_final_floor=1.0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sign_descent(deep_floor):
+  """Final loss and log-scales of 300 wrapped sign-descent steps on
+  CURVATURE with exact gradients (a normalized direction, like the learned
+  optimizers': its steps do not shrink with the gradient)."""
+  sign_descent = optax.stateless(
+    lambda g, _: jax.tree.map(lambda x: -0.1 * jnp.sign(x), g)
+  )
+  tx = step_adaptation.adapt_steps(
+    sign_descent, 0.5, floor=-1.0, deep_floor=deep_floor
+  )
+  # Entries at different distances from the minimum, so that they do not
+  # oscillate in phase (a 2-cycle whose cosines average 0).
+  start = {"big": jnp.linspace(0.3, 1.0, 4), "small": jnp.linspace(-1, 0.5, 3)}
+  params, state = _descend(tx, start, 300)
+  return _loss(params), state.log_scale
+
+
+def test_the_deep_floor_opens_for_exact_gradients_only():
+  # Exact gradients: sign descent keeps overshooting the minimum, the mean
+  # cosine stays high, and the steps shrink past the floor (e^-1) until
+  # the iterates converge (0.14 -> ~1e-18).
+  floored, floored_scales = _sign_descent(None)
+  deep, deep_scales = _sign_descent(-20.0)
+  for scale in jax.tree.leaves(floored_scales):
+    assert float(scale) == pytest.approx(-1.0)
+  assert all(float(s) < -10.0 for s in jax.tree.leaves(deep_scales))
+  assert float(deep) < 1e-6 * float(floored)
+  # Gradient noise: the cosine's mean stays below the threshold, so the
+  # floor binds exactly as without the option (only an annealed floor
+  # lets these steps shrink).
+  assert float(_noisy_quadratic_loss(None, -20.0)) == float(
+    _noisy_quadratic_loss(None)
+  )
+
+
+def test_bad_deep_floors_are_refused():
+  with pytest.raises(ValueError, match="deep_floor must be None or <= floor"):
+    step_adaptation.adapt_steps(
+      optax.sgd(1e-3), 0.5, floor=-2.0, deep_floor=-1.0
+    )
+  with pytest.raises(ValueError, match="overshoot must be in"):
+    step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, overshoot=1.0)
+  with pytest.raises(ValueError, match="step_adaptation_deep_floor"):
+    learned_opt.MLPLOpt(
+      step_adaptation_floor=-2.0, step_adaptation_deep_floor=-1.0
+    )
