@@ -258,7 +258,7 @@ def adapt_steps(
       f"adapt_steps: anneal_start must be in [0, 1) (a fraction of the "
       f"run), got {anneal_start}"
     )
-  if deep_floor is not None and not deep_floor <= min(floor, 0.0):
+  if deep_floor is not None and not deep_floor <= floor:
     raise ValueError(
       f"adapt_steps: deep_floor must be None or <= floor (a log-scale), got "
       f"deep_floor={deep_floor}, floor={floor}"
@@ -270,17 +270,14 @@ def adapt_steps(
     )
   default_num_steps = num_steps
 
-  def new_log_scale(lower, grad, last_update, log_scale, mean_cosine):
-    cosine = _cosine(grad, last_update)
-    mean_cosine = COSINE_DECAY * mean_cosine + (1.0 - COSINE_DECAY) * cosine
+  def new_log_scale(lower, log_scale, cosine, mean_cosine):
     if deep_floor is not None:
       # Closed: no fall below the floor, but a tensor already below it
       # keeps its scale (it is not pulled back up to the floor).
       lower = jnp.where(
         mean_cosine > overshoot, deep_floor, jnp.minimum(lower, log_scale)
       )
-    log_scale = jnp.clip(log_scale - rate * cosine, lower, ceiling)
-    return log_scale, mean_cosine
+    return jnp.clip(log_scale - rate * cosine, lower, ceiling)
 
   def init_fn(params):
     return AdaptedState(
@@ -302,15 +299,17 @@ def adapt_steps(
         "tx.update(..., num_steps=N)."
       )
     lower = floor_at(state.count, steps, floor, final_floor, anneal_start)
-    pairs = jax.tree.map(
-      lambda *args: new_log_scale(lower, *args),
-      grads,
-      state.last_update,
-      state.log_scale,
+    cosines = jax.tree.map(_cosine, grads, state.last_update)
+    mean_cosine = jax.tree.map(
+      lambda m, c: COSINE_DECAY * m + (1.0 - COSINE_DECAY) * c,
       state.mean_cosine,
+      cosines,
     )
-    log_scale, mean_cosine = jax.tree.transpose(
-      jax.tree.structure(state.log_scale), jax.tree.structure((0, 0)), pairs
+    log_scale = jax.tree.map(
+      lambda *args: new_log_scale(lower, *args),
+      state.log_scale,
+      cosines,
+      mean_cosine,
     )
     directions, inner = tx.update(grads, state.inner, params, **extra)
     updates = jax.tree.map(
