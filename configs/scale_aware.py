@@ -27,6 +27,13 @@ ablations at equal compute:
           online step-size adaptation) inside meta-training; with the
           default variant (``init_rms``) its starting point is the shipped
           ``hierarchical_small_cpu_init_rms_adaptive``;
+  default     the shipped default itself (``hierarchical_small_cpu_adaptive_x2``:
+          the absolute step at twice the learned size, the adaptation with
+          its floor at -2) meta-trained with the adaptation in the loop,
+          at a fine-tuning outer learning rate of 1e-4; use it alone
+          (``configs/scale_aware.py:default``). Not run beyond its first
+          20 outer steps: on the shared 2-core CPU, beside evaluations,
+          compiling its 16 groups took the first 25 minutes of a leg;
   self_train  64 train-split specs of the "self_train" family (training a
           learned optimizer) added to the mix: ~4% of the outer steps, at
           ~15 s each on 2 busy cores against ~1 s for the other groups;
@@ -91,6 +98,21 @@ _VARIANTS = {
   "adaptive": {
     "lopt.kwargs.step_adaptation": 0.5,
     "lopt.kwargs.step_adaptation_floor": -2.0,
+  },
+  # The shipped default itself (absolute step, twice the learned step,
+  # the adaptation with its floor at -2) meta-trained with the adaptation
+  # in the loop, at a fine-tuning learning rate (the shipped run ended at
+  # 5e-5 on its cosine schedule).
+  "default": {
+    "lopt.init_from": "hierarchical_small_cpu_adaptive_x2",
+    "lopt.kwargs": ml_collections.ConfigDict(
+      {
+        "step_mult": 0.002,
+        "step_adaptation": 0.5,
+        "step_adaptation_floor": -2.0,
+      }
+    ),
+    "outer.learning_rate": 1e-4,
   },
   "self_train": {"suite.extra_specs": ("self_train:64",)},
   # This run's specs and population, 2 of its groups, 4 outer steps.

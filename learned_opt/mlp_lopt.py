@@ -86,6 +86,11 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
       (``learned_opt.step_adaptation`` says why).
     step_adaptation_overshoot: the mean cosine, in (0, 1), above which
       the deep floor opens.
+    step_adaptation_memory: in [0, 1). The adaptation's cosine is taken
+      against a trace of past updates that decays by this factor per step
+      (0: the last update only), so a scale grows while the steps of the
+      last ~1 / (1 - memory) updates still point downhill
+      (``learned_opt.step_adaptation`` says why).
   """
 
   architecture: ClassVar[str] = "mlp"
@@ -106,6 +111,7 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
   step_adaptation_anneal_start: float = DEFAULT_ANNEAL_START
   step_adaptation_deep_floor: float | None = None
   step_adaptation_overshoot: float = DEFAULT_OVERSHOOT
+  step_adaptation_memory: float = 0.0
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

@@ -67,6 +67,7 @@ class PerParamLOpt(base.LearnedOptimizer):
         anneal_start=self.step_adaptation_anneal_start,
         deep_floor=self.step_adaptation_deep_floor,
         overshoot=self.step_adaptation_overshoot,
+        memory=self.step_adaptation_memory,
         num_steps=default_num_steps,
       )
     return tx
@@ -127,6 +128,11 @@ def check_options(lopt) -> None:
     raise ValueError(
       f"{name}: step_adaptation_overshoot must be in (0, 1) (a mean "
       f"cosine), got {lopt.step_adaptation_overshoot}."
+    )
+  if not 0.0 <= lopt.step_adaptation_memory < 1.0:
+    raise ValueError(
+      f"{name}: step_adaptation_memory must be in [0, 1) (the decay of the "
+      f"update trace; 0: the last update), got {lopt.step_adaptation_memory}."
     )
   if not lopt.param_scale_floor >= 0:
     raise ValueError(

@@ -236,3 +236,37 @@ def test_bad_deep_floors_are_refused():
     learned_opt.MLPLOpt(
       step_adaptation_floor=-2.0, step_adaptation_deep_floor=-1.0
     )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _noisy_slope_scale(memory):
+  """log s after 60 wrapped SGD steps down a linear slope whose gradient
+  noise (std 5 per entry) dwarfs the slope (1): steps far too small."""
+  tx = step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, memory=memory)
+  start = jnp.zeros([64])
+
+  def step(carry, key):
+    params, state = carry
+    grads = 1.0 + 5.0 * jax.random.normal(key, params.shape)
+    updates, state = tx.update(grads, state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  keys = jax.random.split(jax.random.key(0), 60)
+  (_, state), _ = jax.lax.scan(step, (start, tx.init(start)), keys)
+  return state.log_scale
+
+
+def test_a_memory_grows_noisy_steps_faster():
+  # One step's cosine with the gradient is ~ -1/26 here, so the greedy
+  # rule barely grows the steps; against a trace of the last ~10 updates
+  # the noise averages out and the consistent descent shows.
+  last_update_only = float(_noisy_slope_scale(0.0))
+  traced = float(_noisy_slope_scale(0.9))
+  assert traced > last_update_only + 1.0
+
+
+def test_bad_memories_are_refused():
+  with pytest.raises(ValueError, match="memory must be in"):
+    step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, memory=1.0)
+  with pytest.raises(ValueError, match="step_adaptation_memory"):
+    learned_opt.HierarchicalLOpt(step_adaptation_memory=-0.1)
