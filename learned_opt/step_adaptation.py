@@ -121,7 +121,7 @@ so a consistent descent shows where one step hides it: on a noisy slope
 (tests) ``log s`` grows 2.0 in 60 steps with ``memory=0.9`` against 0.2
 without. And an oscillation across a sharp direction cancels in the
 trace while the descent along the others stays: traced on two train-split
-autoencoders (T=1000), the one-step cosine averaged +0.2 to +0.7 on their
+autoencoders (T=1000), the one-step cosine averaged +0.06 to +0.74 on their
 weight matrices (always shrink), the traced one +0.03 to +0.2, so their
 steps stayed larger for the first few hundred steps. A plain bounce
 around a minimum (alternating updates) leaves the trace along the last
