@@ -40,6 +40,20 @@ def _descend(tx, start, num_steps):
   return params, state
 
 
+def _descend_noisy(tx, start, gradient, num_steps):
+  """(params, state) after ``num_steps`` of ``tx`` with gradients
+  ``gradient(params, key)`` (fixed keys: deterministic)."""
+
+  def step(carry, key):
+    params, state = carry
+    updates, state = tx.update(gradient(params, key), state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  keys = jax.random.split(jax.random.key(0), num_steps)
+  (params, state), _ = jax.lax.scan(step, (start, tx.init(start)), keys)
+  return params, state
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _run(lr, rate):
   """100 steps of SGD(lr), wrapped unless rate is None; (losses, scales)."""
@@ -152,16 +166,9 @@ def _noisy_quadratic_loss(final_floor, deep_floor=None):
     optax.sgd(1.0), 0.5, floor=-1.0, final_floor=final_floor,
     deep_floor=deep_floor, num_steps=400,
   )  # fmt: skip
-  start = jnp.ones([64])
-
-  def step(carry, key):
-    params, state = carry
-    grads = params + jax.random.normal(key, params.shape)
-    updates, state = tx.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state), None
-
-  keys = jax.random.split(jax.random.key(0), 400)
-  (params, _), _ = jax.lax.scan(step, (start, tx.init(start)), keys)
+  params, _ = _descend_noisy(
+    tx, jnp.ones([64]), lambda p, key: p + jax.random.normal(key, p.shape), 400
+  )
   return 0.5 * jnp.sum(params**2)
 
 
@@ -243,16 +250,12 @@ def _noisy_slope_scale(memory):
   """log s after 60 wrapped SGD steps down a linear slope whose gradient
   noise (std 5 per entry) dwarfs the slope (1): steps far too small."""
   tx = step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, memory=memory)
-  start = jnp.zeros([64])
-
-  def step(carry, key):
-    params, state = carry
-    grads = 1.0 + 5.0 * jax.random.normal(key, params.shape)
-    updates, state = tx.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state), None
-
-  keys = jax.random.split(jax.random.key(0), 60)
-  (_, state), _ = jax.lax.scan(step, (start, tx.init(start)), keys)
+  _, state = _descend_noisy(
+    tx,
+    jnp.zeros([64]),
+    lambda p, key: 1.0 + 5.0 * jax.random.normal(key, p.shape),
+    60,
+  )
   return state.log_scale
 
 
