@@ -246,6 +246,11 @@ class AugmentedTask(base.Task):
     s, c = self.scales(params)
     return c * self.inner.loss(_times(s, params), key, batch)
 
+  def eval_loss(self, params, key, batch) -> jax.Array:
+    """``c * inner.eval_loss(s * w')``."""
+    s, c = self.scales(params)
+    return c * self.inner.eval_loss(_times(s, params), key, batch)
+
   def value_and_grad(self, params, key, batch):
     """The inner ``value_and_grad`` at ``s * w'``, chained: ``(cL, c s g)``.
 

@@ -234,6 +234,18 @@ class Task:
     """Scalar training objective on ``batch``; ``key`` drives e.g. VAE noise."""
     raise NotImplementedError
 
+  def eval_loss(
+    self, params: Params, key: jax.Array, batch: Batch
+  ) -> jax.Array:
+    """The loss that evaluations report on ``batch``; by default ``loss``.
+
+    A task whose ``loss`` is an exact objective plus a zero-mean noise term
+    that only models gradient noise returns the objective itself: near the
+    optimum, a few batches' estimate of it is dominated by that noise, so
+    comparing two optimizers' estimates would compare noise draws.
+    """
+    return self.loss(params, key, batch)
+
   def value_and_grad(
     self, params: Params, key: jax.Array, batch: Batch
   ) -> tuple[jax.Array, Params]:

@@ -16,6 +16,11 @@ Conventions, chosen so that a diverged run never looks good:
     baseline did and inf when only the candidate did; the median is over
     tasks (meaningful for positive losses).
 
+Final losses are ``task.eval_loss`` averaged over fresh batches: the loss
+itself, except on the noisy quadratics and 2-d test functions, where it is
+the expected (noise-free) loss, because a few batches' estimate of theirs
+is dominated by the zero-mean noise term near the optimum.
+
 The JSON holds, per task, every arm's curves (train loss per step,
 validation loss per checkpoint, final losses per horizon) and metrics, and
 every grid value's final and mean losses; NaN and inf are written as null.

@@ -146,7 +146,7 @@ def _split_losses(
 ) -> jax.Array:
   """``[len(splits)]`` mean losses of ``params`` over fresh batches.
 
-  The batches of all splits go through one vmapped ``task.loss``, so the
+  The batches of all splits go through one vmapped ``task.eval_loss``, so the
   loss is traced (and compiled) once rather than once per split.
   """
   batches, loss_keys = [], []
@@ -155,7 +155,7 @@ def _split_losses(
     batch_keys = jax.random.split(k_batch, num_batches)
     batches.append(jax.vmap(lambda k, s=split: task.batch(k, s))(batch_keys))
     loss_keys.append(jax.random.split(k_loss, num_batches))
-  loss_fn = jax.vmap(task.loss, in_axes=(None, 0, 0))
+  loss_fn = jax.vmap(task.eval_loss, in_axes=(None, 0, 0))
   shapes = [jax.tree.map(jnp.shape, b) for b in batches]
   if all(s == shapes[0] for s in shapes):
     stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *batches)
@@ -463,7 +463,7 @@ def make_heldout_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
 
     def final(split, k):
       k_batch, k_loss = jax.random.split(k)
-      return task.loss(params, k_loss, task.batch(k_batch, split))
+      return task.eval_loss(params, k_loss, task.batch(k_batch, split))
 
     keys = jax.random.split(k_final, num_batches)
     return tuple(

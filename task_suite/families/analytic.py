@@ -174,6 +174,10 @@ class AnalyticTask(base.Task):
     noise = dyn["noise_std"] * jnp.dot(batch["noise"], xy - self._center())
     return dyn["loss_scale"] * (gap(dyn["function"], xy) + noise)
 
+  def eval_loss(self, params, key, batch) -> jax.Array:
+    """The expected (noise-free) loss: the noise term has mean zero."""
+    return self.loss(params, key, jax.tree.map(jnp.zeros_like, batch))
+
   def normalize(self, loss: jax.Array) -> jax.Array:
     """``log1p(gap) / log1p(gap at the center)``: ~1 at init, 0 at f_min.
 

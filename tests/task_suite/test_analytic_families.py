@@ -73,6 +73,51 @@ def test_quadratic_noise_is_unbiased_with_the_requested_std():
   np.testing.assert_allclose(noisy_grads.std(0), 0.5, rtol=0.1)
 
 
+@pytest.mark.parametrize(
+  "spec",
+  [
+    quadratic.QuadraticSpec(dim=8, seed=2, cond=30.0, noise_std=0.8),
+    # Centered on the minimizer (1, 3).
+    analytic.AnalyticSpec(
+      function="booth", x0=1.0, y0=3.0, init_scale=0.5, noise_std=0.8
+    ),
+  ],
+  ids=["quadratic", "test_functions"],
+)
+def test_noisy_tasks_report_their_expected_loss(spec):
+  # Near the minimum the noise term dominates a few batches' mean loss (it
+  # is even negative), so evaluations report the expected loss instead.
+  task = FAMILIES[spec.family].task(spec)
+
+  @jax.jit
+  def probe(task):
+    init = task.init(jax.random.key(0))
+    # The minimizer: the quadratic's optimum, the booth spec's center.
+    best = task.optimum() if spec.family == "quadratic" else jnp.array([1, 3.0])
+    near = jax.tree.map(lambda x: best + 1e-3 * (x - best), init)
+    keys = jax.random.split(jax.random.key(1), 20000)
+    batch = lambda k: task.batch(k, "train")
+    out = {}
+    for name, p in (("init", init), ("near", near)):
+      out[name] = jax.vmap(lambda k, p=p: task.loss(p, None, batch(k)))(keys)
+      out[name + "_eval"] = jax.vmap(
+        lambda k, p=p: task.eval_loss(p, None, batch(k))
+      )(keys[:2])
+    return out
+
+  out = probe(task)
+  for name in ("init", "near"):
+    samples, expected = out[name], out[name + "_eval"]
+    # Batch-independent, and the Monte-Carlo mean of the noisy loss.
+    assert float(expected[0]) == float(expected[1])
+    sem = float(samples.std()) / math.sqrt(samples.size)
+    assert abs(float(samples.mean()) - float(expected[0])) < 5 * sem
+    assert float(expected[0]) >= 0.0
+  # Near the minimum a single batch's loss is mostly noise: it is negative
+  # on about half the draws, the expected loss never is.
+  assert 0.3 < float(np.mean(out["near"] < 0)) < 0.7
+
+
 def test_specs_reject_bad_values():
   with pytest.raises(ValueError, match="power of two"):
     FAMILIES["quadratic"].task(quadratic.QuadraticSpec(dim=10, seed=0))
