@@ -119,8 +119,9 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
     step_adaptation_final_floor: None: the floor is constant. Otherwise
       it falls linearly to this value over the end of the run (from the
       fraction ``step_adaptation_anneal_start``), so a tensor's steps can
-      anneal where its gradients ask for it; ``optimizer`` then needs
-      ``num_steps`` (``learned_opt.step_adaptation`` says why).
+      anneal where its gradients ask for it, in a run whose length
+      ``num_steps`` is given (without it the floor stays constant;
+      ``learned_opt.step_adaptation`` says why).
     step_adaptation_anneal_start: where the floor starts to fall, as a
       fraction of the run in [0, 1).
     step_adaptation_deep_floor: None: the floor binds. Otherwise a tensor

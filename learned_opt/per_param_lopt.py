@@ -32,9 +32,9 @@ class PerParamLOpt(base.LearnedOptimizer):
   ) -> optax.GradientTransformationExtraArgs:
     """The optax transform applying this optimizer with ``theta``.
 
-    ``num_steps`` (the run's length) is needed with ``progress_features``
-    and with ``step_adaptation_final_floor``; ``update(..., num_steps=N)``
-    overrides it.
+    ``num_steps`` (the run's length) is needed with ``progress_features``,
+    and lets ``step_adaptation_final_floor`` anneal the end of the run;
+    ``update(..., num_steps=N)`` overrides it.
     """
     name = type(self).__name__
     default_num_steps = num_steps

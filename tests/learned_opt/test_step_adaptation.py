@@ -182,14 +182,22 @@ def test_an_annealed_floor_converges_closer_under_gradient_noise():
   assert annealed < 0.5 * constant
 
 
-def test_an_annealed_floor_needs_the_runs_length():
-  tx = step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, final_floor=-5.0)
+def test_an_annealed_floor_without_the_runs_length_stays_constant():
+  tx = step_adaptation.adapt_steps(
+    optax.sgd(1.0), 1.0, floor=-1.0, final_floor=-5.0
+  )
   params = {"w": jnp.ones([3])}
-  with pytest.raises(ValueError, match="num_steps=N"):
-    tx.update(params, tx.init(params), params)
-  # Given at update time instead, it works.
-  updates, _ = tx.update(params, tx.init(params), params, num_steps=10)
-  assert np.isfinite(np.asarray(updates["w"])).all()
+
+  def final_log_scale(**extra):
+    state = tx.init(params)
+    for i in range(20):  # alternating gradients: every step asks to shrink
+      g = {"w": jnp.full([3], (-1.0) ** i)}
+      _, state = tx.update(g, state, params, **extra)
+    return float(state.log_scale["w"])
+
+  assert final_log_scale() == pytest.approx(-1.0)
+  # Given at update time, the run's length lets it anneal.
+  assert final_log_scale(num_steps=20) < -4.0
   with pytest.raises(ValueError, match="anneal_start must be in"):
     step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, anneal_start=1.0)
   with pytest.raises(ValueError, match="step_adaptation_final_floor"):
