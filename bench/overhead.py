@@ -107,8 +107,13 @@ def optimizers():
       scaled.init(key), num_steps=10_000
     ),
     # The shipped default: the paper's step with the per-tensor step-size
-    # adaptation (issue 19), the architecture of "hierarchical".
-    "default_pretrained": learned_opt.load_pretrained(),
+    # adaptation (issue 19) over a trace of past updates and a floor that
+    # anneals over the run's end, the architecture of "hierarchical"; and
+    # the default before it (a one-step cosine and a constant floor).
+    "default_pretrained": learned_opt.load_pretrained(num_steps=10_000),
+    "previous_default": learned_opt.load_pretrained(
+      "hierarchical_small_cpu_adaptive_x2"
+    ),
     "mlp": mlp.optimizer(mlp.init(key)),
     "straightforward": straightforward.optimizer(hier, theta),
   }

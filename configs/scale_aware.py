@@ -27,7 +27,7 @@ ablations at equal compute:
           online step-size adaptation) inside meta-training; with the
           default variant (``init_rms``) its starting point is the shipped
           ``hierarchical_small_cpu_init_rms_adaptive``;
-  default     the shipped default itself (``hierarchical_small_cpu_adaptive_x2``:
+  default     the previous shipped default (``hierarchical_small_cpu_adaptive_x2``:
           the absolute step at twice the learned size, the adaptation with
           its floor at -2) meta-trained with the adaptation in the loop,
           at a fine-tuning outer learning rate of 1e-4; use it alone
@@ -99,7 +99,7 @@ _VARIANTS = {
     "lopt.kwargs.step_adaptation": 0.5,
     "lopt.kwargs.step_adaptation_floor": -2.0,
   },
-  # The shipped default itself (absolute step, twice the learned step,
+  # The previous shipped default (absolute step, twice the learned step,
   # the adaptation with its floor at -2) meta-trained with the adaptation
   # in the loop, at a fine-tuning learning rate (the shipped run ended at
   # 5e-5 on its cosine schedule).

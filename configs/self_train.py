@@ -19,8 +19,8 @@ loss of 8 fresh 100-step inner runs of ``rollout.train_scan``) starts at
 1.43. Measured after 100 outer steps (mean of 3 seeds):
   Adam, best learning rate (0.3 of 0.03-1)          0.289
   SGD, best learning rate (10 of 1-30)              0.272
-  hierarchical_small_cpu_adaptive_x2 (default)      0.403  (1.40x Adam's)
-  the default with step_adaptation_memory=0.95      0.383  (1.33x)
+  hierarchical_small_cpu_adaptive_memory (default)  0.383  (1.33x Adam's)
+  hierarchical_small_cpu_adaptive_x2                0.403  (1.40x)
   hierarchical_small_cpu_adaptive_floor             0.483  (1.67x)
   hierarchical_small_cpu_adaptive (floor -5)        0.484  (1.68x)
   hierarchical_small_cpu (no step adaptation)       1.036  (3.59x)

@@ -18,7 +18,8 @@ Measured after 100 outer steps (mean of 3 seeds; the evaluation meta-loss
 starts at 1.03):
   Adam, best learning rate (0.03 of 0.003-0.3)      0.470
   SGD, best learning rate (3 of 0.3-10)             0.449
-  hierarchical_small_cpu_adaptive_x2 (default)      0.436  (0.93x Adam's)
+  hierarchical_small_cpu_adaptive_memory (default)  0.441  (0.94x Adam's)
+  hierarchical_small_cpu_adaptive_x2                0.436  (0.93x)
   hierarchical_small_cpu_adaptive_floor             0.448  (0.95x)
   hierarchical_small_cpu_adaptive (floor -5)        0.452  (0.96x)
   hierarchical_small_cpu (no step adaptation)       0.717  (1.52x)

@@ -25,7 +25,7 @@ import optax
 
 from learned_opt import base, checkpoint
 
-DEFAULT_NAME = "hierarchical_small_cpu_adaptive_x2"
+DEFAULT_NAME = "hierarchical_small_cpu_adaptive_memory"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights"
 REQUIRED_KEYS = ("architecture", "sha256")
@@ -297,9 +297,11 @@ def load_pretrained(
     name: a shipped checkpoint name (``available()``) or a directory.
     root: where named checkpoints live (default: the shipped
       ``checkpoints/``).
-    num_steps: the run's total number of steps. An optimizer with progress
-      features (``hierarchical_small_cpu_init_rms_adaptive``) needs it,
-      here or as ``update(..., num_steps=N)``; the others ignore it.
+    num_steps: the run's total number of steps, here or as
+      ``update(..., num_steps=N)``. An optimizer with progress features
+      (``hierarchical_small_cpu_init_rms_adaptive``) needs it; the default
+      uses it to anneal its steps over the last quarter of the run (give
+      it: without it, it does not anneal); the others ignore it.
 
   Returns:
     The optax transform; pass the training loss as ``value`` to ``update``.
