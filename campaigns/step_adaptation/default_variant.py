@@ -97,9 +97,10 @@ won 30, 0.95 with the annealed floor 32, where the default won 24; with
 the deep floor, 0.9 won 24. The first variant to beat tuned Adam on more
 than half of a held-out draw does not repeat it on the other, and its
 final loss is higher on about half the tasks, so the default did not use
-it until the re-measurement of ``expected_loss.md``. As the outer optimizer of ``configs/self_train.py`` memory 0.95 (with
-or without the annealed floor, which never binds there) reaches 0.383,
-1.33x the best Adam's meta-loss, where the default reaches 0.403 (1.40x).
+it until the re-measurement of ``expected_loss.md``. As the outer
+optimizer of ``configs/self_train.py`` memory 0.95 (with or without the
+annealed floor, which never binds there) reaches 0.383, 1.33x the best
+Adam's meta-loss, where the default reaches 0.403 (1.40x).
 """
 
 import dataclasses

@@ -1,7 +1,7 @@
 """Builds checkpoints/hierarchical_small_cpu_adaptive_memory (the default).
 
-The theta of ``hierarchical_small_cpu`` (no further meta-training) with the
-step adaptation of ``hierarchical_small_cpu_adaptive_x2`` plus a trace of
+``hierarchical_small_cpu_adaptive_x2`` (the theta of ``hierarchical_small_cpu``
+with a step adaptation; no further meta-training) plus a trace of
 past updates (``step_adaptation_memory=0.95``) and a floor that falls from
 -2 to -5 over the last quarter of a run of known length
 (``step_adaptation_final_floor=-5``). REPORT_SEED0 and REPORT_SEED1 are the
@@ -28,18 +28,18 @@ import sys
 from learned_opt import pretrained
 
 NAME = "hierarchical_small_cpu_adaptive_memory"
+BASE = "hierarchical_small_cpu_adaptive_x2"
+# What changes from BASE (the floor falls over the last quarter).
 OPTIONS = {
-  "step_adaptation": 0.5,
-  "step_adaptation_floor": -2.0,
-  "step_mult": 2e-3,
   "step_adaptation_memory": 0.95,
   "step_adaptation_final_floor": -5.0,
   "step_adaptation_anneal_start": 0.75,
 }
 NOTES = (
   "The weights of hierarchical_small_cpu (4,500 outer ES steps; see its "
-  "manifest), unchanged, with the options of hierarchical_small_cpu_adaptive_x2 "
-  "(step_adaptation=0.5, floor -2, step_mult=2e-3) plus "
+  "manifest), unchanged, with the options of "
+  "hierarchical_small_cpu_adaptive_x2 (step_adaptation=0.5, floor -2, "
+  "step_mult=2e-3) plus "
   "step_adaptation_memory=0.95 (the hypergradient cosine is taken against a "
   "trace of past updates) and step_adaptation_final_floor=-5 (in a run whose "
   "num_steps is given, the floor falls from -2 to -5 over its last quarter). "
@@ -54,9 +54,7 @@ NOTES = (
 
 
 def main(report_seed0: str, report_seed1: str) -> None:
-  lopt, theta, info = pretrained.load_pretrained_with_info(
-    "hierarchical_small_cpu"
-  )
+  lopt, theta, info = pretrained.load_pretrained_with_info(BASE)
   lopt = dataclasses.replace(lopt, **OPTIONS)
   reports = [pathlib.Path(report_seed0), pathlib.Path(report_seed1)]
   summary = json.loads((reports[0] / "report.json").read_text())
