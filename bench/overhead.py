@@ -108,8 +108,10 @@ def optimizers():
     ),
     # The shipped default: the paper's step with the per-tensor step-size
     # adaptation (issue 19) over a trace of past updates and a floor that
-    # anneals over the run's end, the architecture of "hierarchical"; and
-    # the default before it (a one-step cosine and a constant floor).
+    # anneals over the run's end, the architecture of "hierarchical" (the
+    # adaptation's rate is a constant: the defaults before it at other
+    # rates cost the same); and the one-step cosine with a constant floor
+    # (hierarchical_small_cpu_adaptive_x2).
     "default_pretrained": learned_opt.load_pretrained(num_steps=10_000),
     "previous_default": learned_opt.load_pretrained(
       "hierarchical_small_cpu_adaptive_x2"

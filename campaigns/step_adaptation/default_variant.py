@@ -1,10 +1,14 @@
-"""The default optimizer with other step-adaptation options, to evaluate.
+"""A shipped optimizer with other step-adaptation options, to evaluate.
 
-Writes a copy of the default optimizer (``hierarchical_small_cpu_adaptive_x2``),
-same theta, with the given options of ``learned_opt.step_adaptation``
-changed, to DIR; ``lopt evaluate`` then runs it like any checkpoint:
+Writes a copy of a shipped optimizer (``--base NAME``; by default
+``hierarchical_small_cpu_adaptive_x2``, the default when most variants
+below were measured), same theta, with the given options of
+``learned_opt.step_adaptation`` changed (``step_adaptation``, the rate, or
+``step_adaptation_*``), to DIR; ``lopt evaluate`` then runs it like any
+checkpoint:
 
-  uv run python campaigns/step_adaptation/default_variant.py DIR OPTION=VALUE...
+  uv run python campaigns/step_adaptation/default_variant.py DIR \
+      [--base NAME] OPTION=VALUE...
   uv run lopt evaluate --optimizer DIR --split test --num-tasks 100 \
       --max-params 11000 --steps 1000 --seeds 2 --horizon-multiple 2 --out OUT
 
@@ -109,6 +113,7 @@ import sys
 from learned_opt import checkpoint, pretrained
 
 NAME = "hierarchical_small_cpu_adaptive_x2"
+_RATE = "step_adaptation"
 _PREFIX = "step_adaptation_"
 
 
@@ -116,20 +121,30 @@ def _value(text: str) -> float | None:
   return None if text == "None" else float(text)
 
 
-def main(directory: str, options: list[str]) -> None:
-  """Saves the default with ``options`` ("NAME=VALUE") to ``directory``."""
+def main(directory: str, args: list[str]) -> None:
+  """Saves a shipped optimizer with ``args`` ("NAME=VALUE") to ``directory``.
+
+  ``--base NAME`` (first) picks the shipped optimizer (default ``NAME``);
+  each NAME=VALUE sets ``step_adaptation`` (the rate) or a
+  ``step_adaptation_*`` option.
+  """
+  base = NAME
+  if args[:1] == ["--base"]:
+    if len(args) < 2:
+      raise SystemExit("default_variant: --base needs a shipped name")
+    base, args = args[1], args[2:]
   changes = {}
-  for option in options:
+  for option in args:
     key, sep, text = option.partition("=")
-    if not sep or not key.startswith(_PREFIX):
+    if not sep or not (key == _RATE or key.startswith(_PREFIX)):
       raise SystemExit(
-        f"default_variant: expected {_PREFIX}NAME=VALUE (e.g. "
-        f"step_adaptation_deep_floor=-15), got {option!r}"
+        f"default_variant: expected {_RATE}=VALUE or {_PREFIX}NAME=VALUE "
+        f"(e.g. step_adaptation_deep_floor=-15), got {option!r}"
       )
     changes[key] = _value(text)
-  lopt, theta, _ = pretrained.load_pretrained_with_info(NAME)
+  lopt, theta, _ = pretrained.load_pretrained_with_info(base)
   variant = dataclasses.replace(lopt, **changes)
-  checkpoint.save(directory, variant, theta, {"name": f"{NAME}_variant"})
+  checkpoint.save(directory, variant, theta, {"name": f"{base}_variant"})
   print(f"wrote {directory}: {variant}")
 
 
