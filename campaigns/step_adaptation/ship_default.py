@@ -67,7 +67,7 @@ SHIPPED = {
     + "with the options of hierarchical_small_cpu_adaptive_memory except "
     "the adaptation's rate: step_adaptation=0.1 instead of 0.5 (the rate "
     "was chosen when the cosine was a single step's; against the trace of "
-    "updates it is larger, and 0.5 let the steps grow 5x in 10 steps and "
+    "updates it is larger, and 0.5 let the steps grow 3-10x in 10 steps and "
     "kill deep ReLU autoencoders). No meta-training. Chosen among 0.05, "
     "0.1, 0.2, 0.3 and 0.5 on the 56 train-split tasks at T=500 (39, 42, "
     "34, 35 and 31 wins against tuned Adam; see "

@@ -9,10 +9,10 @@ at 0.1 (``campaigns/step_adaptation/rate.md``).
 
 import jax
 import jax.numpy as jnp
-import optax
 import pytest
 
 import learned_opt
+from meta_train.evaluation import rollout
 import task_suite
 
 TASK = (
@@ -28,16 +28,7 @@ def _final_losses(tx, task):
     key = jax.random.key(seed)
     params = task.init(jax.random.fold_in(key, 0))
     k_data = jax.random.fold_in(key, 1)
-
-    def step(carry, i):
-      p, s = carry
-      k_batch, k_loss = jax.random.split(jax.random.fold_in(k_data, i))
-      loss, g = task.value_and_grad(p, k_loss, task.batch(k_batch, "train"))
-      u, s = tx.update(g, s, p, value=loss, num_steps=STEPS)
-      return (optax.apply_updates(p, u), s), loss
-
-    init = (params, tx.init(params))
-    _, losses = jax.lax.scan(step, init, jnp.arange(STEPS))
+    losses = rollout.train_scan(task, tx, params, k_data, STEPS)[1]
     return jnp.mean(losses[-10:])
 
   return [float(jax.jit(run)(s)) for s in SEEDS]
