@@ -92,6 +92,9 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
       (0: the last update only), so a scale grows while the steps of the
       last ~1 / (1 - memory) updates still point downhill
       (``learned_opt.step_adaptation`` says why).
+    step_adaptation_reference_rms: None, or a parameter RMS: a model whose
+      parameters' RMS at ``init`` is below it takes steps smaller by that
+      ratio for the whole run (``learned_opt.step_adaptation`` says why).
   """
 
   architecture: ClassVar[str] = "mlp"
@@ -113,6 +116,7 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
   step_adaptation_deep_floor: float | None = None
   step_adaptation_overshoot: float = DEFAULT_OVERSHOOT
   step_adaptation_memory: float = 0.0
+  step_adaptation_reference_rms: float | None = None
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

@@ -68,6 +68,7 @@ class PerParamLOpt(base.LearnedOptimizer):
         deep_floor=self.step_adaptation_deep_floor,
         overshoot=self.step_adaptation_overshoot,
         memory=self.step_adaptation_memory,
+        reference_rms=self.step_adaptation_reference_rms,
         num_steps=default_num_steps,
       )
     return tx
@@ -133,6 +134,12 @@ def check_options(lopt) -> None:
     raise ValueError(
       f"{name}: step_adaptation_memory must be in [0, 1) (the decay of the "
       f"update trace; 0: the last update), got {lopt.step_adaptation_memory}."
+    )
+  ref = lopt.step_adaptation_reference_rms
+  if ref is not None and not ref > 0:
+    raise ValueError(
+      f"{name}: step_adaptation_reference_rms must be None (off) or > 0 (a "
+      f"parameter RMS), got {ref}."
     )
   if not lopt.param_scale_floor >= 0:
     raise ValueError(

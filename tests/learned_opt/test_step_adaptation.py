@@ -17,20 +17,20 @@ CURVATURE = {"big": jnp.full([4], 100.0), "small": jnp.full([3], 1.0)}
 START = {"big": jnp.ones([4]), "small": jnp.ones([3])}
 
 
-def _loss(params):
+def _loss(params, curvature=CURVATURE):
   return sum(
     0.5 * jnp.sum(c * p**2)
-    for c, p in zip(jax.tree.leaves(CURVATURE), jax.tree.leaves(params))
+    for c, p in zip(jax.tree.leaves(curvature), jax.tree.leaves(params))
   )
 
 
-def _descend(tx, start, num_steps):
+def _descend(tx, start, num_steps, curvature=CURVATURE):
   """(params, state) after ``num_steps`` of ``tx`` on the quadratic with
-  CURVATURE, exact gradients."""
+  ``curvature``, exact gradients."""
 
   def step(carry, _):
     params, state = carry
-    grads = jax.tree.map(lambda c, p: c * p, CURVATURE, params)
+    grads = jax.tree.map(lambda c, p: c * p, curvature, params)
     updates, state = tx.update(grads, state, params)
     return (optax.apply_updates(params, updates), state), None
 
@@ -281,3 +281,61 @@ def test_bad_memories_are_refused():
     step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, memory=1.0)
   with pytest.raises(ValueError, match="step_adaptation_memory"):
     learned_opt.HierarchicalLOpt(step_adaptation_memory=-0.1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _reparameterized_loss(scale, reference_rms):
+  """The quadratic's loss after 50 steps on weights trained as w = s w'.
+
+  The wrapped optimizer takes sign steps of 1e-2 (a normalized direction,
+  blind to the gradient's scale, as a learned optimizer's is)."""
+  tx = step_adaptation.adapt_steps(
+    optax.chain(optax.scale_by_sign(), optax.scale(-1e-2)),
+    0.5,
+    reference_rms=reference_rms,
+  )
+  curvature = {k: c * scale**2 for k, c in CURVATURE.items()}  # d2/dw'2
+  start = jax.tree.map(lambda p: 0.03 * p / scale, START)
+  params, _ = _descend(tx, start, 50, curvature)
+  return _loss(params, curvature)
+
+
+def test_a_reference_rms_makes_steps_follow_the_weights_scale():
+  # Weights of RMS 0.03 at s = 1, 3e-4 at s = 100: both below the
+  # reference 0.1, so the steps shrink with s and the run in w is the same.
+  near = float(_reparameterized_loss(1.0, 0.1))
+  small = float(_reparameterized_loss(100.0, 0.1))
+  assert small == pytest.approx(near, rel=1e-3)
+  # Without it, sign steps of 1e-2 on weights of 3e-4 bounce far from the
+  # minimum (the adaptation's floor, e^-5, cannot shrink them enough).
+  assert float(_reparameterized_loss(100.0, None)) > 100 * near
+
+
+def test_the_model_scale_offset():
+  def offset(params):
+    return float(step_adaptation.model_scale_offset(params, 0.1))
+
+  # RMS over all entries together: sqrt((4 * 0.02^2 + 4 * 0) / 8).
+  rms = 0.02 / np.sqrt(2.0)
+  params = {"w": jnp.full([2, 2], 0.02), "b": jnp.zeros([4])}
+  assert offset(params) == pytest.approx(np.log(rms / 0.1), rel=1e-5)
+  assert offset({"w": jnp.ones([3])}) == 0.0  # above the reference
+  assert offset({"w": jnp.zeros([3]), "e": jnp.zeros([0])}) == 0.0
+  # Non-finite entries count as 0; huge ones do not overflow.
+  bad = {"w": jnp.asarray([0.02, jnp.nan, -jnp.inf, 0.02])}
+  assert offset(bad) == pytest.approx(np.log(0.02 / np.sqrt(2) / 0.1), rel=1e-5)
+  assert offset({"w": jnp.asarray([1e30, 1e30])}) == 0.0
+
+
+def test_bad_reference_rms_is_refused_and_the_option_survives_a_checkpoint(
+  tmp_path,
+):
+  with pytest.raises(ValueError, match="reference_rms must be None or > 0"):
+    step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, reference_rms=0.0)
+  with pytest.raises(ValueError, match="step_adaptation_reference_rms"):
+    learned_opt.HierarchicalLOpt(step_adaptation_reference_rms=-1.0)
+  lopt = learned_opt.MLPLOpt(
+    hidden_size=4, step_adaptation=0.1, step_adaptation_reference_rms=0.1
+  )
+  checkpoint.save(tmp_path / "ckpt", lopt, lopt.init(jax.random.key(0)))
+  assert checkpoint.load(tmp_path / "ckpt")[0] == lopt
