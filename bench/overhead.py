@@ -107,8 +107,9 @@ def optimizers():
       scaled.init(key), num_steps=10_000
     ),
     # The shipped default: the paper's step with the per-tensor step-size
-    # adaptation (issue 19) over a trace of past updates and a floor that
-    # anneals over the run's end, the architecture of "hierarchical" (the
+    # adaptation (issue 19) over a trace of past updates, a floor that
+    # anneals over the run's end and a reference RMS (steps shrink with a
+    # small model's weights), the architecture of "hierarchical" (the
     # adaptation's rate is a constant: the defaults before it at other
     # rates cost the same); and the one-step cosine with a constant floor
     # (hierarchical_small_cpu_adaptive_x2).

@@ -20,7 +20,8 @@ loss of 8 fresh 100-step inner runs of ``rollout.train_scan``) starts at
   Adam, best learning rate (0.3 of 0.03-1)          0.289
   SGD, best learning rate (10 of 1-30)              0.272
   hierarchical_small_cpu_adaptive_memory (used here) 0.383  (1.33x Adam's)
-  hierarchical_small_cpu_adaptive_rate0.1 (default)  0.548  (1.90x)
+  hierarchical_small_cpu_adaptive_ref0.1 (default)   0.548  (1.90x)
+  hierarchical_small_cpu_adaptive_rate0.1            0.548  (1.90x)
   hierarchical_small_cpu_adaptive_x2                0.403  (1.40x)
   hierarchical_small_cpu_adaptive_floor             0.483  (1.67x)
   hierarchical_small_cpu_adaptive (floor -5)        0.484  (1.68x)

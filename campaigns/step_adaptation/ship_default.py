@@ -75,6 +75,28 @@ SHIPPED = {
     "adaptive_memory " + _HELD_OUT + ". Built by "
     "campaigns/step_adaptation/ship_default.py.",
   ),
+  "hierarchical_small_cpu_adaptive_ref0.1": Shipped(
+    base="hierarchical_small_cpu_adaptive_rate0.1",
+    options={
+      "step_adaptation_floor": -1.0,
+      "step_adaptation_reference_rms": 0.1,
+    },
+    notes=_WEIGHTS
+    + "with the options of hierarchical_small_cpu_adaptive_rate0.1 plus "
+    "two: the adaptation's floor at -1 instead of -2 (it still falls to -5 "
+    "over the last quarter of a run of known length), and "
+    "step_adaptation_reference_rms=0.1 (a model whose parameters' RMS at "
+    "init is below 0.1 takes steps smaller by that ratio, so its steps "
+    "follow a reparameterization of the weights down as the adaptation "
+    "follows it up). No meta-training. The floor was chosen on the 56 "
+    "train-split tasks at T=500 (45 wins against tuned Adam where -2 won "
+    "42; campaigns/step_adaptation/rate.md); the reference RMS is the "
+    "smallest of 0.03, 0.05 and 0.1 that trains the Fashion-MNIST MLP of "
+    "tests/learned_opt/test_scale_equivariance.py at s = 1e2 (44 of the 56 "
+    "train-split tasks; campaigns/step_adaptation/reference_rms.md). Then "
+    "compared with adaptive_rate0.1 " + _HELD_OUT + ". Built by "
+    "campaigns/step_adaptation/ship_default.py.",
+  ),
 }
 
 

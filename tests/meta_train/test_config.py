@@ -275,6 +275,7 @@ def test_old_field_names_are_migrated():
     "hierarchical_small_cpu_adaptive_floor",
     "hierarchical_small_cpu_adaptive_memory",
     "hierarchical_small_cpu_adaptive_rate0.1",
+    "hierarchical_small_cpu_adaptive_ref0.1",
     "hierarchical_small_cpu_adaptive_x2",
     "hierarchical_small_cpu_init_rms_adaptive",
     "mlp_small_cpu",

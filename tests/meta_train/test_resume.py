@@ -208,7 +208,7 @@ def _writing(workdir: pathlib.Path) -> bool:
 def test_killed_at_random_moments_resumes_bit_identically(
   tmp_path, subprocess_env
 ):
-  """SIGKILL at 6 seeded random moments, one of them mid-checkpoint-write."""
+  """SIGKILL at 4 seeded random moments, one of them mid-checkpoint-write."""
   steps = "--config.outer.num_steps=120"
   reference = tmp_path / "reference"
   _run(
@@ -226,7 +226,7 @@ def test_killed_at_random_moments_resumes_bit_identically(
     return _writing(workdir)
 
   kills, mid_write, last = 0, 0, -1
-  while kills < 6:
+  while kills < 4:
     # Let it make progress past the last kill, then pick the moment:
     # while a checkpoint is being written, or after a random delay.
     if kills == 0 or rng.random() < 0.3:
