@@ -284,7 +284,7 @@ def param_scales(
   return jnp.maximum(rms(sq, n), floor_fraction * overall)
 
 
-def _overflow_free_rms(x: jax.Array, weights=None) -> jax.Array:
+def overflow_free_rms(x: jax.Array, weights=None) -> jax.Array:
   """RMS of ``x`` (weighted mean of squares), computed as ``max|x| * RMS(x /
   max|x|)`` so that no square overflows float32."""
   top = jnp.max(jnp.abs(x), initial=0.0)
@@ -307,8 +307,8 @@ def init_param_scales(params, floor_fraction: float) -> jax.Array:
   """
   flat = [jnp.asarray(p, jnp.float32).reshape(-1) for p in params]
   sizes = jnp.asarray([p.size for p in flat], jnp.float32)
-  own = jnp.stack([_overflow_free_rms(p) for p in flat])
-  overall = _overflow_free_rms(own, weights=sizes)
+  own = jnp.stack([overflow_free_rms(p) for p in flat])
+  overall = overflow_free_rms(own, weights=sizes)
   return jnp.maximum(jnp.maximum(own, floor_fraction * overall), 1e-12)
 
 

@@ -215,6 +215,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from learned_opt import per_param
+
 DEFAULT_FLOOR = -5.0  # scales within [e^-5, e^5] ~ [0.007, 148]
 DEFAULT_CEILING = 5.0
 DEFAULT_ANNEAL_START = 0.75  # the annealed floor's fall: the last quarter
@@ -271,20 +273,19 @@ def model_scale_offset(params, reference_rms: float) -> jax.Array:
   Non-finite entries count as 0, and a model whose parameters are all 0
   (no scale to read) gets 0: its steps are the wrapped optimizer's.
   """
-  leaves = [
-    jnp.where(jnp.isfinite(x), x, 0.0)
+  flat = [
+    jnp.where(jnp.isfinite(x), x, 0.0).reshape(-1)
     for x in (jnp.asarray(p, jnp.float32) for p in jax.tree.leaves(params))
+    if jnp.size(x) > 0
   ]
-  size = sum(x.size for x in leaves)
-  if size == 0:
+  if not flat:
     return jnp.zeros([], jnp.float32)
-  # Each tensor divided by the largest entry of all first: no overflow.
-  peak = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0.0) for x in leaves]))
-  safe = jnp.maximum(peak, jnp.finfo(jnp.float32).tiny)
-  total = sum(jnp.sum(jnp.square(x / safe)) for x in leaves)
-  log_rms = jnp.log(safe) + 0.5 * jnp.log(jnp.maximum(total / size, 1e-30))
+  sizes = jnp.asarray([x.size for x in flat], jnp.float32)
+  own = jnp.stack([per_param.overflow_free_rms(x) for x in flat])
+  rms = per_param.overflow_free_rms(own, weights=sizes)
+  log_rms = jnp.log(jnp.maximum(rms, jnp.finfo(jnp.float32).tiny))
   offset = jnp.minimum(log_rms - jnp.log(reference_rms), 0.0)
-  return jnp.where(peak > 0, offset, 0.0).astype(jnp.float32)
+  return jnp.where(rms > 0, offset, 0.0).astype(jnp.float32)
 
 
 def floor_at(
