@@ -16,10 +16,12 @@ Conventions, chosen so that a diverged run never looks good:
     baseline did and inf when only the candidate did; the median is over
     tasks (meaningful for positive losses).
 
-Final losses are ``task.eval_loss`` averaged over fresh batches: the loss
-itself, except on the noisy quadratics and 2-d test functions, where it is
-the expected (noise-free) loss, because a few batches' estimate of theirs
-is dominated by the zero-mean noise term near the optimum.
+Final losses are ``task.eval_loss`` averaged over a few batches, the same
+for every arm and, per seed, at every horizon (``evaluation.rollout``), so
+a rise from T to 2T is the parameters' and not the batches'. It is the
+loss itself, except on the noisy quadratics and 2-d test functions, where
+it is the expected (noise-free) loss, because a few batches' estimate of
+theirs is dominated by the zero-mean noise term near the optimum.
 
 The JSON holds, per task, every arm's curves (train loss per step,
 validation loss per checkpoint, final losses per horizon) and metrics, and

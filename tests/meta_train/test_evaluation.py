@@ -256,6 +256,39 @@ def test_valid_value_is_passed_every_valid_every_steps():
   assert result.final_train.shape == (1, 2)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Frozen:
+  """Never moves the parameters."""
+
+  def __call__(self, hparams):
+    del hparams
+    return optax.GradientTransformationExtraArgs(
+      lambda p: optax.EmptyState(),
+      lambda g, s, p=None, **extra: (jax.tree.map(jnp.zeros_like, g), s),
+    )
+
+
+def test_final_losses_at_t_and_2t_are_on_the_same_batches():
+  # A noisy regression whose loss depends on the batch: with parameters
+  # that never move, the final train and test losses at T and 2T must be
+  # equal (so a rise between them is a drift, not the batches), while the
+  # validation loss, on fresh batches at each checkpoint, varies.
+  task = task_suite.get_task(
+    "regression(input_dim=4,hidden=8,output_dim=2,batch_size=8;"
+    "activation=tanh,teacher_seed=1,noise_std=0.5,init_scale=1.0)"
+  )
+  keys = rollout.seed_keys(jax.random.key(0), 2)
+  config = dataclasses.replace(CONFIG, horizon_multiple=2)
+  result = rollout.run_seeds(_Frozen(), task, None, keys, config)
+  train, test = np.asarray(result.final_train), np.asarray(result.final_test)
+  np.testing.assert_array_equal(train[:, 0], train[:, 1])
+  np.testing.assert_array_equal(test[:, 0], test[:, 1])
+  valid = np.asarray(result.valid_loss)  # [seeds, checkpoints]
+  assert len(np.unique(valid[0])) == valid.shape[1]
+  # The seeds' fixed batches differ, as their fresh ones do.
+  assert train[0, 0] != train[1, 0]
+
+
 def test_report_treats_divergence_as_a_loss():
   nan, inf = float("nan"), float("inf")
   assert report.seed_mean(np.array([1.0, nan])) == inf
