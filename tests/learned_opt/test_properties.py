@@ -36,7 +36,7 @@ hypothesis.settings.register_profile(
   database=None,
 )  # fmt: skip
 hypothesis.settings.register_profile(
-  "slow", max_examples=25, deadline=None, database=None
+  "slow", max_examples=15, deadline=None, database=None
 )
 DEFAULT = hypothesis.settings.get_profile("lopt_default")
 SLOW = hypothesis.settings.get_profile("slow")
