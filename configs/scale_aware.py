@@ -27,13 +27,14 @@ ablations at equal compute:
           online step-size adaptation) inside meta-training; with the
           default variant (``init_rms``) its starting point is the shipped
           ``hierarchical_small_cpu_init_rms_adaptive``;
-  default     the previous shipped default (``hierarchical_small_cpu_adaptive_x2``:
-          the absolute step at twice the learned size, the adaptation with
-          its floor at -2) meta-trained with the adaptation in the loop,
-          at a fine-tuning outer learning rate of 1e-4; use it alone
-          (``configs/scale_aware.py:default``). Not run beyond its first
-          20 outer steps: on the shared 2-core CPU, beside evaluations,
-          compiling its 16 groups took the first 25 minutes of a leg;
+  default     the shipped default (``hierarchical_small_cpu_adaptive_ref0.1``:
+          the absolute step at twice the learned size, the traced step
+          adaptation at rate 0.1 with its annealed floor, the reference
+          RMS) meta-trained with the adaptation in the loop, at a
+          fine-tuning outer learning rate of 1e-4, end-weighted meta-loss;
+          use it alone (``configs/scale_aware.py:default``) in its own
+          workdir (``runs/default_ft``; it starts from the shipped theta,
+          not from ``state/``). Its legs: ``campaigns/scale_aware/README.md``;
   self_train  64 train-split specs of the "self_train" family (training a
           learned optimizer) added to the mix: ~4% of the outer steps, at
           ~15 s each on 2 busy cores against ~1 s for the other groups;
@@ -99,20 +100,27 @@ _VARIANTS = {
     "lopt.kwargs.step_adaptation": 0.5,
     "lopt.kwargs.step_adaptation_floor": -2.0,
   },
-  # The previous shipped default (absolute step, twice the learned step,
-  # the adaptation with its floor at -2) meta-trained with the adaptation
-  # in the loop, at a fine-tuning learning rate (the shipped run ended at
-  # 5e-5 on its cosine schedule).
+  # The shipped default (hierarchical_small_cpu_adaptive_ref0.1: the
+  # absolute step at twice the learned size, the traced step adaptation at
+  # rate 0.1 with its annealed floor, the reference RMS) meta-trained with
+  # the adaptation in the loop, at a fine-tuning learning rate (the shipped
+  # run ended at 5e-5 on its cosine schedule), with the end-weighted
+  # meta-loss of the shipped run (the evaluation counts the final loss).
   "default": {
-    "lopt.init_from": "hierarchical_small_cpu_adaptive_x2",
+    "lopt.init_from": "hierarchical_small_cpu_adaptive_ref0.1",
     "lopt.kwargs": ml_collections.ConfigDict(
       {
         "step_mult": 0.002,
-        "step_adaptation": 0.5,
-        "step_adaptation_floor": -2.0,
+        "step_adaptation": 0.1,
+        "step_adaptation_floor": -1.0,
+        "step_adaptation_final_floor": -5.0,
+        "step_adaptation_anneal_start": 0.75,
+        "step_adaptation_memory": 0.95,
+        "step_adaptation_reference_rms": 0.1,
       }
     ),
     "outer.learning_rate": 1e-4,
+    "estimator.meta_loss_weighting": "end",
   },
   "self_train": {"suite.extra_specs": ("self_train:64",)},
   # This run's specs and population, 2 of its groups, 4 outer steps.
