@@ -12,7 +12,12 @@ where the copy comes from ``default_variant.py DIR --base BASE OPTION=VALUE
 ...`` with the entry's base and options (same theta and options). Usage:
 
   uv run python campaigns/step_adaptation/ship_default.py NAME \
-      REPORT_SEED0 REPORT_SEED1
+      REPORT_SEED0 REPORT_SEED1 [--evaluation-only]
+
+``--evaluation-only`` replaces the evaluation of an existing checkpoint
+(``EVALUATION_T1000*.md``, the scatter plot and the manifest's
+``evaluation``) and leaves its weights as they are (the checkpoint writer
+names its files at random, so rewriting them would churn the repository).
 """
 
 import dataclasses
@@ -100,15 +105,42 @@ SHIPPED = {
 }
 
 
-def main(name: str, report_seed0: str, report_seed1: str) -> None:
+def _evaluation_entry(reports) -> dict:
+  """The manifest's ``evaluation``: the seed-0 report's summary."""
+  summary = json.loads((reports[0] / "report.json").read_text())
+  return {k: summary[k] for k in ("meta", "horizons", "drift")}
+
+
+def _write_evaluation(out: pathlib.Path, name: str, reports) -> None:
+  """The EVALUATION files and the scatter plot, into the checkpoint."""
+  label = _evaluation_entry(reports)["meta"]["optimizer"]  # the copy's name
+  for report, file_name in zip(
+    reports, ("EVALUATION_T1000", "EVALUATION_T1000_seed1")
+  ):
+    text = (report / "report.md").read_text().replace(label, name)
+    (out / f"{file_name}.md").write_text(text)
+  shutil.copy(reports[0] / "scatter.png", out / "evaluation_scatter.png")
+
+
+def main(
+  name: str, report_seed0: str, report_seed1: str, evaluation_only=False
+) -> None:
   if name not in SHIPPED:
     sys.exit(f"unknown name {name!r}; expected one of {sorted(SHIPPED)}")
+  reports = [pathlib.Path(report_seed0), pathlib.Path(report_seed1)]
+  out = pretrained.checkpoints_root() / name
+  if evaluation_only:
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["evaluation"] = _evaluation_entry(reports)
+    _write_evaluation(out, name, reports)
+    # As pretrained.save_pretrained writes it.
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    print("rewrote the evaluation of", out)
+    return
   entry = SHIPPED[name]
   lopt, theta, info = pretrained.load_pretrained_with_info(entry.base)
   lopt = dataclasses.replace(lopt, **entry.options)
-  reports = [pathlib.Path(report_seed0), pathlib.Path(report_seed1)]
-  summary = json.loads((reports[0] / "report.json").read_text())
-  out = pretrained.checkpoints_root() / name
   pretrained.save_pretrained(
     out,
     lopt,
@@ -116,20 +148,15 @@ def main(name: str, report_seed0: str, report_seed1: str) -> None:
     config=info["config"],
     outer_steps=info["outer_steps"],
     suite_seed=info["suite_seed"],
-    evaluation={k: summary[k] for k in ("meta", "horizons", "drift")},
+    evaluation=_evaluation_entry(reports),
     notes=entry.notes,
   )
-  label = summary["meta"]["optimizer"]  # the copy's folder name
-  for report, file_name in zip(
-    reports, ("EVALUATION_T1000", "EVALUATION_T1000_seed1")
-  ):
-    text = (report / "report.md").read_text().replace(label, name)
-    (out / f"{file_name}.md").write_text(text)
-  shutil.copy(reports[0] / "scatter.png", out / "evaluation_scatter.png")
+  _write_evaluation(out, name, reports)
   print("wrote", out)
 
 
 if __name__ == "__main__":
-  if len(sys.argv) != 4:
+  args = [a for a in sys.argv[1:] if a != "--evaluation-only"]
+  if len(args) != 3:
     sys.exit(__doc__)
-  main(*sys.argv[1:])
+  main(*args, evaluation_only="--evaluation-only" in sys.argv[1:])

@@ -390,7 +390,9 @@ def markdown(
   lines.append(
     "Win rate: fraction of tasks where the candidate's seed-mean loss is "
     "lower (ties 1/2; NaN/inf counts as the worst loss). Median ratio: "
-    "median over tasks of candidate / baseline loss."
+    "median over tasks of candidate / baseline loss. Final losses are "
+    "means over the same batches for every arm and, per seed, at every "
+    "horizon, so a rise past the first horizon is the parameters'."
   )
   for h in summary["horizons"]:
     step = h["step"]
