@@ -284,7 +284,7 @@ def param_scales(
   return jnp.maximum(rms(sq, n), floor_fraction * overall)
 
 
-def overflow_free_rms(x: jax.Array, weights=None) -> jax.Array:
+def _overflow_free_rms(x: jax.Array, weights=None) -> jax.Array:
   """RMS of ``x`` (weighted mean of squares), computed as ``max|x| * RMS(x /
   max|x|)`` so that no square overflows float32."""
   top = jnp.max(jnp.abs(x), initial=0.0)
@@ -306,10 +306,16 @@ def init_param_scales(params, floor_fraction: float) -> jax.Array:
   classifiers within 500 steps).
   """
   flat = [jnp.asarray(p, jnp.float32).reshape(-1) for p in params]
-  sizes = jnp.asarray([p.size for p in flat], jnp.float32)
-  own = jnp.stack([overflow_free_rms(p) for p in flat])
-  overall = overflow_free_rms(own, weights=sizes)
+  own, overall = tensor_and_overall_rms(flat)
   return jnp.maximum(jnp.maximum(own, floor_fraction * overall), 1e-12)
+
+
+def tensor_and_overall_rms(flat: list[jax.Array]):
+  """``([T] each vector's RMS, the RMS of all their entries together)``,
+  overflow-free, for non-empty float32 vectors."""
+  sizes = jnp.asarray([x.size for x in flat], jnp.float32)
+  own = jnp.stack([_overflow_free_rms(x) for x in flat])
+  return own, _overflow_free_rms(own, weights=sizes)
 
 
 def shaped_like(updates, params) -> list[jax.Array]:

@@ -280,9 +280,7 @@ def model_scale_offset(params, reference_rms: float) -> jax.Array:
   ]
   if not flat:
     return jnp.zeros([], jnp.float32)
-  sizes = jnp.asarray([x.size for x in flat], jnp.float32)
-  own = jnp.stack([per_param.overflow_free_rms(x) for x in flat])
-  rms = per_param.overflow_free_rms(own, weights=sizes)
+  _, rms = per_param.tensor_and_overall_rms(flat)
   log_rms = jnp.log(jnp.maximum(rms, jnp.finfo(jnp.float32).tiny))
   offset = jnp.minimum(log_rms - jnp.log(reference_rms), 0.0)
   return jnp.where(rms > 0, offset, 0.0).astype(jnp.float32)
