@@ -31,6 +31,13 @@ Prints JSON lines, one per measurement:
   the estimator alone), timed windows alternated in this process.
   ``optimizer_share`` is the fraction of an inner step's time spent in the
   learned optimizer: ``1 - rate / floor_rate``.
+* ``part="design_cost"``: the ES step (8 pairs) with the arms of issue
+  19's design ablation (``configs/ablation.py``): HierarchicalLOpt with the
+  paper's step, with the shipped default's scale-aware step (the traced
+  step adaptation), and the latter with a per-parameter MLP of width 8 and
+  16; timed windows alternated in this process. ``cost_vs_paper`` is the
+  paper arm's rate over this one's: the compute of one outer step relative
+  to the paper's, which sets the ablation's equal-compute budgets.
 * ``part="overhead"``: the whole outer step of ``train.run`` (estimate,
   clip, Adam, non-finite guard, metrics fetch) vs the estimator's
   ``estimate`` alone, on the cheapest signature (where overhead shows most).
@@ -377,6 +384,39 @@ def part_floor(repeats: int) -> None:
       )
 
 
+def part_design_cost(repeats: int) -> None:
+  """The cost of one ES step for each arm of the design ablation."""
+  import jax
+
+  from configs import scale_aware
+  import learned_opt
+
+  scale = dict(scale_aware.DEFAULT_STEP)
+  lopts = {
+    "paper": learned_opt.HierarchicalLOpt(),
+    "scale": learned_opt.HierarchicalLOpt(**scale),
+    "scale_width16": learned_opt.HierarchicalLOpt(mlp_hidden_size=16, **scale),
+    "scale_width8": learned_opt.HierarchicalLOpt(mlp_hidden_size=8, **scale),
+  }
+  for task_name in ("mlp_11k", "quadratic_8"):
+    num_pairs = 8
+    median, samples = alternated_medians(lopts, task_name, num_pairs, repeats)
+    for name in lopts:
+      _emit(
+        {
+          "part": "design_cost",
+          "lopt": name,
+          "task": task_name,
+          "pairs": num_pairs,
+          "unroll": UNROLL,
+          "devices": jax.device_count(),
+          "inner_steps_per_s": round(median[name]),
+          "cost_vs_paper": round(median["paper"] / median[name], 3),
+          "samples": [round(x) for x in samples[name]],
+        }
+      )
+
+
 def part_chunk_size(repeats: int) -> None:
   """Chunk size tuned to the vmapped instances vs the optimizer's default.
 
@@ -567,8 +607,8 @@ def main() -> None:
   parser.add_argument(
     "--parts",
     default="all",
-    help="comma-separated: throughput, straightforward, floor, chunk_size, "
-    "overhead, suite_compile, cpu_layout (or all)",
+    help="comma-separated: throughput, straightforward, floor, design_cost, "
+    "chunk_size, overhead, suite_compile, cpu_layout (or all)",
   )
   parser.add_argument(
     "--cpu-devices",
@@ -582,6 +622,7 @@ def main() -> None:
       "throughput",
       "straightforward",
       "floor",
+      "design_cost",
       "chunk_size",
       "overhead",
       "suite_compile",
@@ -604,6 +645,8 @@ def main() -> None:
     part_straightforward(args.repeats)
   if "floor" in parts:
     part_floor(args.repeats)
+  if "design_cost" in parts:
+    part_design_cost(args.repeats)
   if "chunk_size" in parts:
     part_chunk_size(args.repeats)
   if "overhead" in parts:

@@ -55,7 +55,7 @@ linear meta-loss is the default. The param_rms warm start diverged on 5 of
 7 MLP classifiers: steps that follow the weights' RMS and weights that
 follow the steps grow each other.
 
-A leg (re-running the command resumes; SIGTERM checkpoints and stops):
+Command, one leg (re-running it resumes; SIGTERM checkpoints and stops):
   export LOPT_DATA_DIR=/path/to/shared/data
   mkdir -p runs/scale_aware && cp campaigns/scale_aware/state/* \
       runs/scale_aware/            # the small state of the last leg
@@ -66,14 +66,34 @@ theta, outer Adam state and step, 0.5 MB; the orbax checkpoints also hold
 every inner run, 32 MB, and stay in the workdir):
   cp runs/scale_aware/{config.json,metrics.jsonl,leg_state.npz} \
       campaigns/scale_aware/state/
-``campaigns/scale_aware/README.md`` records the legs and their numbers. The
-campaign stopped after leg 2b: three legs in a row did not move the held-out
-evaluation off its warm start.
+``campaigns/scale_aware/README.md`` records the legs and their numbers.
+
+Expected runtime: ~5 minutes compiling, then 0.2-0.5 s per outer step on 2
+CPU cores (~1,200-7,000 outer steps in a 30-45 minute leg). Expected
+outcome, measured: neither campaign has moved the held-out evaluation off
+its warm start. The first stopped after leg 2b (three legs in a row
+without a gain); the second (``default``) ran 8,240 outer steps in two
+legs: in-run evaluation 0.220 -> 0.209, but 38 wins against tuned Adam on
+the 56 train-split design tasks where the default wins 44.
 """
 
 import ml_collections
 
 from configs import base, shipped_mlp
+
+# The shipped default's step options (checkpoints/
+# hierarchical_small_cpu_adaptive_ref0.1/manifest.json): the absolute step at
+# twice the learned size, the traced step adaptation at rate 0.1 with its
+# annealed floor, the reference RMS.
+DEFAULT_STEP = {
+  "step_mult": 0.002,
+  "step_adaptation": 0.1,
+  "step_adaptation_floor": -1.0,
+  "step_adaptation_final_floor": -5.0,
+  "step_adaptation_anneal_start": 0.75,
+  "step_adaptation_memory": 0.95,
+  "step_adaptation_reference_rms": 0.1,
+}
 
 
 def _paper(c: ml_collections.ConfigDict) -> None:
@@ -108,17 +128,7 @@ _VARIANTS = {
   # meta-loss of the shipped run (the evaluation counts the final loss).
   "default": {
     "lopt.init_from": "hierarchical_small_cpu_adaptive_ref0.1",
-    "lopt.kwargs": ml_collections.ConfigDict(
-      {
-        "step_mult": 0.002,
-        "step_adaptation": 0.1,
-        "step_adaptation_floor": -1.0,
-        "step_adaptation_final_floor": -5.0,
-        "step_adaptation_anneal_start": 0.75,
-        "step_adaptation_memory": 0.95,
-        "step_adaptation_reference_rms": 0.1,
-      }
-    ),
+    "lopt.kwargs": ml_collections.ConfigDict(DEFAULT_STEP),
     "outer.learning_rate": 1e-4,
     "estimator.meta_loss_weighting": "end",
   },

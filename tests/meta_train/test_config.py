@@ -18,6 +18,8 @@ CONFIG_MODULES = (
   "paper",
   "shipped_mlp",
   "shipped_hierarchical",
+  "scale_aware",
+  "ablation",
 )
 TINY = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "tiny.py")
 
@@ -57,6 +59,25 @@ def test_small_cpu_variants_expose_pes_long_end():
   assert cfg.estimator.meta_loss_split == "valid"
   with pytest.raises(ValueError, match="unknown variant.*bogus"):
     small_cpu.get_config("bogus")
+
+
+def test_the_campaign_configs_use_the_shipped_defaults_step_options():
+  from configs import ablation, scale_aware
+  from learned_opt import pretrained
+
+  manifest = pretrained.read_manifest(
+    pretrained.resolve(pretrained.DEFAULT_NAME)
+  )
+  shipped = manifest["architecture"]["kwargs"]
+  assert {k: shipped[k] for k in scale_aware.DEFAULT_STEP} == (
+    scale_aware.DEFAULT_STEP
+  )
+  for cd in (scale_aware.get_config("default"), ablation.get_config("scale")):
+    cfg = config_lib.from_config(cd)
+    assert {k: cfg.lopt.kwargs[k] for k in scale_aware.DEFAULT_STEP} == (
+      scale_aware.DEFAULT_STEP
+    )
+  assert config_lib.from_config(ablation.get_config()).lopt.kwargs == {}
 
 
 def test_round_trip_and_defaults():
