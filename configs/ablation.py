@@ -20,33 +20,37 @@ what the issue asks to compare:
   width8  a per-parameter MLP of width 8 instead of the paper's 32;
   smoke   4 outer steps on 2 signature groups, to check an arm's setup.
 
-The budget is outer steps (``outer.num_steps``, 1000 by default): the arms
-with the same MLP width cost the same per outer step (the step rule and the
-augmentation are a few elementwise operations; ``time/step_s`` in each
-run's metrics.jsonl shows it), so equal steps are equal compute there. The
-width-8 arm's cost per step is measured in the same way and its budget
-scaled to equal compute (``campaigns/ablation/README.md``).
+The budget is compute, counted in outer steps scaled by their measured cost
+(``bench/meta_throughput.py --parts design_cost``: on the 11k-parameter MLP
+signature one ES step of the scale-aware arm costs 1.10x the paper's, the
+width-8 arm's 0.55x; the augmentation costs nothing, its scales being
+traced values). So the scale-aware arms get 3,000 outer steps (the
+default), the paper arms 3,300 and the width-8 arm 6,000; each run's
+metrics.jsonl has the measured ``time/step_s``.
 
-Expected runtime on 2 CPU cores: ~5 minutes compiling the 16 signature
-groups, then ~0.3 s per outer step (width 32), so ~10-15 minutes an arm;
-the evaluation below ~10 minutes an arm. Expected outcome: each arm's
-meta-loss falls from ~1.0 within its budget; the held-out numbers of every
-arm, measured, are in ``campaigns/ablation/README.md``.
+Expected runtime on 2 CPU cores: ~3 minutes compiling the 16 signature
+groups, then ~0.16 s per outer step (width 32), so ~12 minutes an arm.
+Expected outcome: each arm's meta-loss falls from ~1.0 within its budget;
+the held-out numbers of every arm, measured, are in
+``campaigns/ablation/README.md``.
 
 Commands (each arm in its own workdir):
   export LOPT_DATA_DIR=/path/to/shared/data
   uv run lopt meta-train --config configs/ablation.py \\
-      --workdir runs/ablation/paper
+      --workdir runs/ablation/paper \\
+      --config.outer.num_steps=3300 --config.eval.every=1100
   uv run lopt meta-train --config configs/ablation.py:aug \\
-      --workdir runs/ablation/paper_aug
+      --workdir runs/ablation/paper_aug \\
+      --config.outer.num_steps=3300 --config.eval.every=1100
   uv run lopt meta-train --config configs/ablation.py:scale \\
       --workdir runs/ablation/scale
   uv run lopt meta-train --config configs/ablation.py:scale,aug \\
       --workdir runs/ablation/scale_aug
   uv run lopt meta-train --config configs/ablation.py:scale,width8 \\
-      --workdir runs/ablation/scale_width8 --config.outer.num_steps=N
-and each arm's final theta on held-out tasks:
-  uv run lopt evaluate --optimizer runs/ablation/ARM/eval_thetas/step_0001000 \\
+      --workdir runs/ablation/scale_width8 \\
+      --config.outer.num_steps=6000 --config.eval.every=2000
+and each arm's final theta (step 3300, 3000 or 6000) on held-out tasks:
+  uv run lopt evaluate --optimizer runs/ablation/ARM/eval_thetas/step_000NNNN \\
       --split test --num-tasks 30 --max-params 11000 --steps 500 \\
       --seeds 1 --sgdm-lrs 0.01 --out runs/ablation/ARM/eval
 """
@@ -83,10 +87,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.update_from_flattened_dict(
     {
       "estimator.valid_every": 10,
-      "outer.num_steps": 1000,
+      "outer.num_steps": 3000,
       "outer.learning_rate": 2e-3,
       "outer.warmup_steps": 100,
-      "eval.every": 500,
+      "eval.every": 1000,
       "checkpoint.every": 100,
     }
   )
