@@ -29,7 +29,8 @@ default), the paper arms 3,300 and the width-8 arm 6,000; each run's
 metrics.jsonl has the measured ``time/step_s``.
 
 Expected runtime on 2 CPU cores: ~3 minutes compiling the 16 signature
-groups, then ~0.16 s per outer step (width 32), so ~12 minutes an arm.
+groups, then ~0.2 s per outer step (width 32), so ~15-20 minutes an arm
+(measured: 18 minutes for the paper arm beside an evaluation).
 Expected outcome: each arm's meta-loss falls from ~1.0 within its budget;
 the held-out numbers of every arm, measured, are in
 ``campaigns/ablation/README.md``.
