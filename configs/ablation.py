@@ -1,8 +1,8 @@
 """Issue 19's design ablation: each arm meta-trained from scratch, equal budget.
 
 Every arm is a HierarchicalLOpt meta-trained from a random theta with the
-same recipe: the shipped runs' task mix (16 signature groups of <= 11k
-parameters across all 8 families), antithetic truncated ES with 16 pairs,
+same recipe: the shipped runs' task mix (the 16 largest signature groups
+of <= 11k parameters: 6 of the 8 families: no autoencoder or VAE), antithetic truncated ES with 16 pairs,
 K=20, log-uniform horizons 100-2000, the validation-loss feature every 10
 inner steps, the linear normalized meta-loss, outer Adam 2e-3 (the
 from-scratch rate of ``shipped_mlp.py``) with 100 warm-up steps and a cosine

@@ -20,6 +20,7 @@ CONFIG_MODULES = (
   "shipped_hierarchical",
   "scale_aware",
   "ablation",
+  "scale_width8",
 )
 TINY = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "tiny.py")
 
@@ -62,7 +63,7 @@ def test_small_cpu_variants_expose_pes_long_end():
 
 
 def test_the_campaign_configs_use_the_shipped_defaults_step_options():
-  from configs import ablation, scale_aware
+  from configs import ablation, scale_aware, scale_width8
   from learned_opt import pretrained
 
   manifest = pretrained.read_manifest(
@@ -72,7 +73,11 @@ def test_the_campaign_configs_use_the_shipped_defaults_step_options():
   assert {k: shipped[k] for k in scale_aware.DEFAULT_STEP} == (
     scale_aware.DEFAULT_STEP
   )
-  for cd in (scale_aware.get_config("default"), ablation.get_config("scale")):
+  for cd in (
+    scale_aware.get_config("default"),
+    ablation.get_config("scale"),
+    scale_width8.get_config(),
+  ):
     cfg = config_lib.from_config(cd)
     assert {k: cfg.lopt.kwargs[k] for k in scale_aware.DEFAULT_STEP} == (
       scale_aware.DEFAULT_STEP
