@@ -22,23 +22,24 @@ Variants:
 Commands. Leg 1 (SIGTERM checkpoints and stops; the same command resumes
 from the workdir):
   export LOPT_DATA_DIR=/path/to/shared/data
-  timeout -s TERM 3900 uv run lopt meta-train \
+  timeout -s TERM 3900 uv run lopt meta-train \\
       --config configs/scale_width8.py --workdir runs/scale_width8
 The next leg, on any machine, from the committed state of the last one
 (``meta_train/leg_state.py``: theta, outer Adam state and step; a workdir
 holding only that file starts from it with fresh inner runs):
   mkdir -p runs/scale_width8_all
   cp campaigns/scale_width8/state/leg_state.npz runs/scale_width8_all/
-  timeout -s TERM 3600 uv run lopt meta-train \
-      --config configs/scale_width8.py:all_groups \
-      --workdir runs/scale_width8_all
-and after it, to commit its state:
-  cp runs/scale_width8_all/{config.json,metrics.jsonl,leg_state.npz} \
+  timeout -s TERM 3600 uv run lopt meta-train \\
+      --config configs/scale_width8.py:all_groups \\
+      --workdir runs/scale_width8_all --config.eval.every=0
+(no in-run evaluation: leg 2 died compiling it beside the 33 groups, see
+the campaign's README) and after it, to commit its state:
+  cp runs/scale_width8_all/{config.json,metrics.jsonl,leg_state.npz} \\
       campaigns/scale_width8/state/
 Held out, the issue's protocol on a theta (``WORKDIR/theta`` is the last
 checkpoint's, ``WORKDIR/eval_thetas/step_N`` every 3,000 steps):
-  uv run lopt evaluate --optimizer DIR --split test --num-tasks 100 \
-      --max-params 11000 --steps 1000 --seeds 2 --horizon-multiple 2 \
+  uv run lopt evaluate --optimizer DIR --split test --num-tasks 100 \\
+      --max-params 11000 --steps 1000 --seeds 2 --horizon-multiple 2 \\
       --seed 0 --out OUT
 
 Expected runtime on 2 CPU cores: ~3 minutes compiling 16 groups (~7 for
