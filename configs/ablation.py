@@ -2,8 +2,9 @@
 
 Every arm is a HierarchicalLOpt meta-trained from a random theta with the
 same recipe: the shipped runs' task mix (the 16 largest signature groups
-of <= 11k parameters: 6 of the 8 families: no autoencoder or VAE), antithetic truncated ES with 16 pairs,
-K=20, log-uniform horizons 100-2000, the validation-loss feature every 10
+of <= 11k parameters, 6 of the 8 families: no autoencoder or VAE),
+antithetic truncated ES with 16 pairs, K=20, log-uniform horizons
+100-2000, the validation-loss feature every 10
 inner steps, the linear normalized meta-loss, outer Adam 2e-3 (the
 from-scratch rate of ``shipped_mlp.py``) with 100 warm-up steps and a cosine
 decay to 10% over the arm's budget, clip 30, seed 0. The arms differ only in

@@ -10,8 +10,9 @@ takes the shipped steps times ``RMS(initial tensor) * step_mult / 1e-3``
 (``learned_opt.warm_start``).
 
 Meta-training: the shipped runs' task mix (the 16 largest signature groups
-of <= 11k parameters: 6 of the 8 families: no autoencoder or VAE), antithetic truncated ES with 16 pairs,
-K=20, log-uniform horizons 100-2000, the linear normalized meta-loss, outer
+of <= 11k parameters, 6 of the 8 families: no autoencoder or VAE),
+antithetic truncated ES with 16 pairs, K=20, log-uniform horizons
+100-2000, the linear normalized meta-loss, outer
 Adam at a constant 1e-3 after a warm-up (legs can be appended without a
 schedule that ends).
 

@@ -77,9 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "outer.num_steps": 100_000,
       "outer.learning_rate": 5e-4,
       "outer.schedule": "constant",
-      "outer.warmup_steps": 100,
       "eval.every": 3000,
-      "checkpoint.every": 100,
     }
   )
   base.apply_variants(c, arg, _VARIANTS, "scale_width8")

@@ -5,9 +5,10 @@ Stage 1 (no variant): HierarchicalLOpt warm-started from the shipped MLPLOpt
 first-layer rows start at zero, so the run starts exactly at the MLPLOpt's
 steps (``learned_opt.warm_start``); ES then learns what the per-tensor LSTM
 adds (train- and validation-loss features, per-tensor conditioning). Same
-task mix and estimator as ``shipped_mlp.py``: the 16 largest signature groups of
-<= 11k inner parameters (6 of the 8 families: no autoencoder or VAE), antithetic ES with 16 pairs, K=20,
-horizons 100-2000. The validation-loss feature is fed every 10 inner steps,
+task mix and estimator as ``shipped_mlp.py``: the 16 largest signature
+groups of <= 11k inner parameters (6 of the 8 families: no autoencoder or
+VAE), antithetic ES with 16 pairs, K=20, horizons 100-2000. The
+validation-loss feature is fed every 10 inner steps,
 and the outer learning rate is smaller (fine-tuning).
 
 Stage 2 (``:end``): from stage 1's chosen theta, an end-weighted meta-loss

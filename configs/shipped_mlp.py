@@ -5,8 +5,8 @@ optimizer) meta-trained with antithetic truncated ES over every family of the
 default train suite, restricted to the 16 largest signature groups with at
 most 11,000 inner parameters (as the suite samples them today: 8x8 and
 16x16 image MLPs and CNNs, small char-RNNs, regression, quadratics, 2D test
-functions; no autoencoder or VAE). This is
-DESIGN.md §8's recipe (K=20, sigma=0.01, 16 pairs, horizons 100-2000, outer
+functions; no autoencoder or VAE). This is DESIGN.md §8's recipe (K=20,
+sigma=0.01, 16 pairs, horizons 100-2000, outer
 Adam 2e-3 with cosine decay, clip 30) on a broader task mix.
 
 Command:
