@@ -32,8 +32,10 @@ holding only that file starts from it with fresh inner runs):
   timeout -s TERM 3600 uv run lopt meta-train \\
       --config configs/scale_width8.py:all_groups \\
       --workdir runs/scale_width8_all --config.eval.every=0
-(no in-run evaluation: leg 2 died compiling it beside the 33 groups, see
-the campaign's README) and after it, to commit its state:
+(no in-run evaluation: beside the 33 groups' programs its compile crosses
+Linux's default cap of 65,530 memory maps per process, where the run stops
+checkpointed (``meta_train/map_budget.py``); ``sudo sysctl -w
+vm.max_map_count=262144`` lifts it) and after it, to commit its state:
   cp runs/scale_width8_all/{config.json,metrics.jsonl,leg_state.npz} \\
       campaigns/scale_width8/state/
 Held out, the issue's protocol on a theta (``WORKDIR/theta`` is the last

@@ -38,7 +38,14 @@ import optax
 import tqdm
 
 import learned_opt
-from meta_train import checkpointing, components, estimators, leg_state, outer
+from meta_train import (
+  checkpointing,
+  components,
+  estimators,
+  leg_state,
+  map_budget,
+  outer,
+)
 from meta_train import config as config_lib
 from meta_train import mesh as mesh_lib
 from meta_train import metrics as metrics_lib
@@ -289,6 +296,7 @@ def run(
   lopt: learned_opt.LearnedOptimizer | None = None,
   outer_tx: optax.GradientTransformationExtraArgs | None = None,
   lock_workdir: bool = True,
+  budget: map_budget.MapBudget | None = None,
 ) -> TrainResult:
   """Meta-trains theta as configured; resumes if ``workdir`` has a run.
 
@@ -306,13 +314,19 @@ def run(
     lopt: a ``LearnedOptimizer`` to meta-train instead of config.lopt's.
     outer_tx: an outer optimizer instead of config.outer's (self-training).
     lock_workdir: False when a launcher holds the workdir's lock.
+    budget: the memory-map headroom to check before each compile; None:
+      this process's (``map_budget.MapBudget()``). Multi-process runs
+      never check (one process stopping alone would leave the others
+      waiting in their next collective).
 
   Returns:
     A ``TrainResult``: the optimizer, the final theta (numpy) and step.
 
   Raises:
-    config.ConfigError, workdir.WorkdirLockedError, or RuntimeError (a
-    setting of ``REQUIRED_JAX_CONFIG`` is off).
+    config.ConfigError, workdir.WorkdirLockedError, RuntimeError (a
+    setting of ``REQUIRED_JAX_CONFIG`` is off), or
+    map_budget.MapLimitError (checkpointed; the next compile could exhaust
+    the process's memory maps).
   """
   # --- Configuration, devices, tasks: all that can be wrong fails here.
   check_jax_config()
@@ -360,24 +374,47 @@ def run(
 
     # --- The loop: log, evaluate, checkpoint.
     save = lambda st, n: _save(manager, st, cfg, lopt, workdir, n)
-    state, step = _loop(cfg, program, state, tasks, writer, evaluate, save)
+    if jax.process_count() > 1:
+      budget = None
+    elif budget is None:
+      budget = map_budget.MapBudget()
+    state, step = _loop(
+      cfg, program, state, tasks, writer, evaluate, save, budget
+    )
   return TrainResult(lopt, mesh_lib.to_host(state.theta), step, state)
 
 
-def _loop(cfg, program, state, tasks, writer, evaluate, save):
+def _loop(cfg, program, state, tasks, writer, evaluate, save, budget):
   """Outer steps from ``state`` to ``cfg.outer.num_steps``.
 
   Logs every ``log.every`` steps, evaluates (``evaluate``, None: never)
   every ``eval.every``, checkpoints (``save(state, step)``) every
-  ``checkpoint.every`` and, when it stops early, on its way out.
+  ``checkpoint.every`` and, when it stops early, on its way out. Before
+  each first use of a program (a group's outer step, the evaluation) it
+  asks ``budget`` (a ``map_budget.MapBudget``; None: never) whether its
+  compile fits in the process's memory maps.
 
   Returns:
     ``(state, step)`` at the end.
   """
   step = int(mesh_lib.to_host(state.step))
   main = mesh_lib.is_main_process()
+  compiled = set()  # the programs this process has run: no compile left
+
+  def first_use(kind, what, fn, *args):
+    if budget is None or (kind, what) in compiled:
+      return fn(*args)
+    before = budget.check(kind, what)
+    out = fn(*args)
+    budget.measured(kind, before)
+    compiled.add((kind, what))
+    return out
+
+  def evaluate_now(n, theta):
+    first_use("evaluation", "the in-run evaluation", evaluate, n, theta)
+
   if step == 0 and evaluate:
-    evaluate(0, state.theta)
+    evaluate_now(0, state.theta)
   bar = tqdm.tqdm(
     total=cfg.outer.num_steps,
     initial=step,
@@ -389,7 +426,10 @@ def _loop(cfg, program, state, tasks, writer, evaluate, save):
   try:
     while step < cfg.outer.num_steps:
       g = int(program.pick_group(step))
-      state, m = advance(program, state, tasks, g)
+      what = f"the outer step of signature group {g}"
+      state, m = first_use(
+        "outer step", what, advance, program, state, tasks, g
+      )
       window.append(m)
       step += 1
       bar.update(1)
@@ -402,7 +442,7 @@ def _loop(cfg, program, state, tasks, writer, evaluate, save):
         writer.write(step, _window_means(window, state, g))
         window = []
       if evaluate and (step % cfg.eval.every == 0 or last):
-        evaluate(step, state.theta)
+        evaluate_now(step, state.theta)
       preempted = _reached_preemption(step)
       if step % cfg.checkpoint.every == 0 or preempted:
         save(state, step)

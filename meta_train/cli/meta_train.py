@@ -220,7 +220,7 @@ def main(argv: list[str]) -> int:
   import jax  # noqa: PLC0415
 
   import meta_train  # noqa: PLC0415
-  from meta_train import checkpointing, train  # noqa: PLC0415
+  from meta_train import checkpointing, map_budget, train  # noqa: PLC0415
   from meta_train import workdir as workdir_lib  # noqa: PLC0415
 
   # The process-wide settings the run needs, set here, at the entry.
@@ -243,6 +243,9 @@ def main(argv: list[str]) -> int:
   except workdir_lib.WorkdirLockedError as e:
     print(f"{_PROG}: {e}", file=sys.stderr)
     return 2
+  except map_budget.MapLimitError as e:
+    print(f"{_PROG}: {e}", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:
     print(_INTERRUPTED, file=sys.stderr)
     return 130

@@ -22,7 +22,7 @@ import pytest
 import test_utils
 
 import learned_opt
-from meta_train import checkpointing, train
+from meta_train import checkpointing, map_budget, train
 from meta_train import config as config_lib
 from meta_train import metrics as metrics_lib
 
@@ -449,3 +449,33 @@ def test_a_leg_state_carries_theta_outer_state_and_step(lr_run, tmp_path):
     leg_state.load_into(
       leg / leg_state.FILENAME, start._replace(theta={"other": np.zeros(2)})
     )
+
+
+def test_run_stops_checkpointed_before_a_compile_that_could_exhaust_maps(
+  tmp_path,
+):
+  # Two signature groups, each compiled on its first use. The kernel's
+  # counts are substituted: 1,000 more maps at each reading, under a limit
+  # of 4,000. The first group's compile fits (1,000 + 15% of the limit);
+  # before the second, 3,000 + 1.25 x the 1,000 the first took does not.
+  readings = iter(range(1000, 10**6, 1000))
+  budget = map_budget.MapBudget(read=lambda: (next(readings), 4000))
+  cd = lr_config(num_steps=20, checkpoint_every=50)
+  cd.suite.max_params = 8  # quadratics of dimension 8 and 2
+  cd.suite.max_groups = 2
+  cd.eval.every = 0
+  workdir = tmp_path / "run"
+  with pytest.raises(map_budget.MapLimitError, match="max_map_count=4000"):
+    train.run(cd, workdir, lopt=LearnedLR(), budget=budget)
+  # The steps done before the stop are checkpointed, none after it.
+  saved = [int(p.name) for p in (workdir / "checkpoints").iterdir()]
+  assert len(saved) == 1 and 0 < saved[0] < 20
+  records = metrics_lib.read_jsonl(workdir / "metrics.jsonl")
+  assert len({r["group"] for r in records if "meta_loss" in r}) <= 1
+  # That checkpoint is the run's state to resume from (resuming itself is
+  # tested above), and theta is exported as of the same step.
+  manager = checkpointing.make_manager(workdir / "checkpoints", 3)
+  assert checkpointing.latest_step(manager) == saved[0]
+  manager.close()
+  manifest = json.loads((workdir / "theta" / "manifest.json").read_text())
+  assert manifest["metadata"]["meta_train_step"] == saved[0]
