@@ -57,12 +57,12 @@ class MapBudget:
   """The memory-map headroom of this process, checked before each compile.
 
   Attributes:
-    read: ``() -> (in use, limit)`` or None; None reads the kernel's
-      counts (``read_maps``).
+    read: ``() -> (in use, limit)``, or None where unknown; the kernel's
+      counts (``read_maps``) unless a test substitutes its own.
     largest: the most maps one compile of each kind took, so far.
   """
 
-  read: Callable[[], tuple[int, int] | None] | None = None
+  read: Callable[[], tuple[int, int] | None] = read_maps
   largest: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def check(self, kind: str, what: str) -> int | None:
@@ -78,7 +78,7 @@ class MapBudget:
     Raises:
       MapLimitError: naming the counts and the fixes.
     """
-    counts = self._counts()
+    counts = self.read()
     if counts is None:
       return None
     in_use, limit = counts
@@ -100,14 +100,10 @@ class MapBudget:
     return in_use
 
   def measured(self, kind: str, before: int | None) -> None:
-    """Records what the compile since ``check`` (which returned ``before``)
-    took."""
+    """Records the maps taken since ``check`` returned ``before``."""
     if before is None:
       return
-    counts = self._counts()
+    counts = self.read()
     if counts is not None:
       taken = max(counts[0] - before, 0)
       self.largest[kind] = max(self.largest.get(kind, 0), taken)
-
-  def _counts(self) -> tuple[int, int] | None:
-    return (self.read or read_maps)()

@@ -410,11 +410,9 @@ def _loop(cfg, program, state, tasks, writer, evaluate, save, budget):
     compiled.add((kind, what))
     return out
 
-  def evaluate_now(n, theta):
-    first_use("evaluation", "the in-run evaluation", evaluate, n, theta)
-
+  evaluation = ("evaluation", "the in-run evaluation")
   if step == 0 and evaluate:
-    evaluate_now(0, state.theta)
+    first_use(*evaluation, evaluate, 0, state.theta)
   bar = tqdm.tqdm(
     total=cfg.outer.num_steps,
     initial=step,
@@ -442,7 +440,7 @@ def _loop(cfg, program, state, tasks, writer, evaluate, save, budget):
         writer.write(step, _window_means(window, state, g))
         window = []
       if evaluate and (step % cfg.eval.every == 0 or last):
-        evaluate_now(step, state.theta)
+        first_use(*evaluation, evaluate, step, state.theta)
       preempted = _reached_preemption(step)
       if step % cfg.checkpoint.every == 0 or preempted:
         save(state, step)

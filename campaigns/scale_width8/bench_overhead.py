@@ -22,6 +22,7 @@ import overhead  # noqa: E402
 THETA = pathlib.Path(__file__).parent / "thetas" / "step19400"
 
 
+# ``full``: bench/overhead.py's own list, bound before __main__ swaps it out.
 def optimizers(full=overhead.optimizers):
   base = full()
   lopt, theta = learned_opt.load(THETA)[:2]
