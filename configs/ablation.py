@@ -11,7 +11,7 @@ decay to 10% over the arm's budget, clip 30, seed 0. The arms differ only in
 what the issue asks to compare:
 
   (none)  the paper's step: ``d * exp(1e-3 m) * 1e-3``, absolute;
-  scale   the shipped default's scale-aware rule (the options of
+  scale   the previous shipped default's scale-aware rule (the options of
           ``hierarchical_small_cpu_adaptive_ref0.1``: the traced per-tensor
           step adaptation with its reference RMS and annealed floor);
   aug     half of the train specs augmented (``task_suite.augment``:

@@ -28,7 +28,7 @@ ablations at equal compute:
           online step-size adaptation) inside meta-training; with the
           default variant (``init_rms``) its starting point is the shipped
           ``hierarchical_small_cpu_init_rms_adaptive``;
-  default     the shipped default (``hierarchical_small_cpu_adaptive_ref0.1``:
+  default     the previous shipped default (``hierarchical_small_cpu_adaptive_ref0.1``:
           the absolute step at twice the learned size, the traced step
           adaptation at rate 0.1 with its annealed floor, the reference
           RMS) meta-trained with the adaptation in the loop, at a
@@ -121,7 +121,7 @@ _VARIANTS = {
     "lopt.kwargs.step_adaptation": 0.5,
     "lopt.kwargs.step_adaptation_floor": -2.0,
   },
-  # The shipped default (hierarchical_small_cpu_adaptive_ref0.1: the
+  # The previous shipped default (hierarchical_small_cpu_adaptive_ref0.1: the
   # absolute step at twice the learned size, the traced step adaptation at
   # rate 0.1 with its annealed floor, the reference RMS) meta-trained with
   # the adaptation in the loop, at a fine-tuning learning rate (the shipped

@@ -18,7 +18,7 @@ Run (from the repository root; ``--tasks`` takes any seed; the README's
 "Models from outside the suite" has the numbers):
 
   uv run lopt evaluate --import examples.user_models \
-      --optimizer hierarchical_small_cpu_adaptive_ref0.1 --steps 1000 --seeds 2 \
+      --optimizer hierarchical_width8_cpu --steps 1000 --seeds 2 \
       --horizon-multiple 2 --out runs/user_models --tasks \
       'user_layernorm_mlp(;seed=0)' 'user_wide_mlp(;seed=0)' \
       'user_attention_lm(;seed=0)' 'user_gru_lm(;seed=0)'

@@ -25,7 +25,7 @@ import optax
 
 from learned_opt import base, checkpoint
 
-DEFAULT_NAME = "hierarchical_small_cpu_adaptive_ref0.1"
+DEFAULT_NAME = "hierarchical_width8_cpu"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights"
 REQUIRED_KEYS = ("architecture", "sha256")

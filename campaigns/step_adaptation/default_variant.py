@@ -108,6 +108,7 @@ Adam's meta-loss, where the default reaches 0.403 (1.40x).
 """
 
 import dataclasses
+import pathlib
 import sys
 
 from learned_opt import checkpoint, pretrained
@@ -124,14 +125,15 @@ def _value(text: str) -> float | None:
 def main(directory: str, args: list[str]) -> None:
   """Saves a shipped optimizer with ``args`` ("NAME=VALUE") to ``directory``.
 
-  ``--base NAME`` (first) picks the shipped optimizer (default ``NAME``);
+  ``--base NAME`` (first) picks the shipped optimizer (default ``NAME``)
+  or a theta exported by ``lopt meta-train`` (its directory);
   each NAME=VALUE sets ``step_adaptation`` (the rate) or a
   ``step_adaptation_*`` option.
   """
   base = NAME
   if args[:1] == ["--base"]:
     if len(args) < 2:
-      raise SystemExit("default_variant: --base needs a shipped name")
+      raise SystemExit("default_variant: --base needs a name or a directory")
     base, args = args[1], args[2:]
   changes = {}
   for option in args:
@@ -142,7 +144,10 @@ def main(directory: str, args: list[str]) -> None:
         f"(e.g. step_adaptation_deep_floor=-15), got {option!r}"
       )
     changes[key] = _value(text)
-  lopt, theta, _ = pretrained.load_pretrained_with_info(base)
+  if pathlib.Path(base, checkpoint.WEIGHTS_DIR).is_dir():
+    lopt, theta, _ = checkpoint.load(base)  # a theta of lopt meta-train
+  else:
+    lopt, theta, _ = pretrained.load_pretrained_with_info(base)
   variant = dataclasses.replace(lopt, **changes)
   checkpoint.save(directory, variant, theta, {"name": f"{base}_variant"})
   print(f"wrote {directory}: {variant}")
