@@ -106,16 +106,16 @@ def optimizers():
     "hierarchical_init_rms": scaled.optimizer(
       scaled.init(key), num_steps=10_000
     ),
-    # The shipped default: the paper's step with the per-tensor step-size
-    # adaptation (issue 19) over a trace of past updates, a floor that
-    # anneals over the run's end and a reference RMS (steps shrink with a
-    # small model's weights), the architecture of "hierarchical" (the
-    # adaptation's rate is a constant: the defaults before it at other
-    # rates cost the same); and the one-step cosine with a constant floor
-    # (hierarchical_small_cpu_adaptive_x2).
+    # The shipped default (hierarchical_width8_cpu): the paper's step with
+    # the per-tensor step-size adaptation (issue 19) over a trace of past
+    # updates, a floor that anneals over the run's end, a deep floor, and a
+    # reference RMS (steps shrink with a small model's weights), with a
+    # per-parameter MLP of width 8; and the default before it
+    # (hierarchical_small_cpu_adaptive_ref0.1): the same rule without the
+    # deep floor on the architecture of "hierarchical" (width 32).
     "default_pretrained": learned_opt.load_pretrained(num_steps=10_000),
     "previous_default": learned_opt.load_pretrained(
-      "hierarchical_small_cpu_adaptive_x2"
+      "hierarchical_small_cpu_adaptive_ref0.1", num_steps=10_000
     ),
     "mlp": mlp.optimizer(mlp.init(key)),
     "straightforward": straightforward.optimizer(hier, theta),

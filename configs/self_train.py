@@ -20,19 +20,20 @@ loss of 8 fresh 100-step inner runs of ``rollout.train_scan``) starts at
   Adam, best learning rate (0.3 of 0.03-1)          0.289
   SGD, best learning rate (10 of 1-30)              0.272
   hierarchical_small_cpu_adaptive_memory (used here) 0.383  (1.33x Adam's)
-  hierarchical_small_cpu_adaptive_ref0.1 (default)   0.548  (1.90x)
+  hierarchical_width8_cpu (default)                  0.660  (2.29x)
+  hierarchical_small_cpu_adaptive_ref0.1 (previous)  0.548  (1.90x)
   hierarchical_small_cpu_adaptive_rate0.1            0.548  (1.90x)
   hierarchical_small_cpu_adaptive_x2                0.403  (1.40x)
   hierarchical_small_cpu_adaptive_floor             0.483  (1.67x)
   hierarchical_small_cpu_adaptive (floor -5)        0.484  (1.68x)
   hierarchical_small_cpu (no step adaptation)       1.036  (3.59x)
 The learned optimizers are not tuned: their step size is theirs (the
-adaptive ones grow it online). The default pretrained optimizer adapts its
-steps at a fifth of the rate (``step_adaptation=0.1``, chosen on training
-models, where it wins far more held-out tasks), too slowly for these
-meta-gradients, which need steps about 10x the learned ones; so this config
-uses ``hierarchical_small_cpu_adaptive_memory``, the same optimizer at the
-rate 0.5. ``self_train.md`` in ``--out`` has the
+adaptive ones grow it online). The default pretrained optimizers since
+``..._adaptive_rate0.1`` adapt their steps at a fifth of the rate
+(``step_adaptation=0.1``, chosen on training models, where it wins far more
+held-out tasks), too slowly for these meta-gradients, which need steps
+about 10x the learned ones; so this config uses
+``hierarchical_small_cpu_adaptive_memory``, which adapts at the rate 0.5. ``self_train.md`` in ``--out`` has the
 ratio per seed and the steps to reach meta-loss levels; ``products/`` the
 optimizers each outer optimizer trained, for ``lopt evaluate``.
 ``configs/self_train_mlp.py`` runs the same comparison on MLP classifiers.

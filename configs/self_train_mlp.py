@@ -19,7 +19,8 @@ starts at 1.03):
   Adam, best learning rate (0.03 of 0.003-0.3)      0.470
   SGD, best learning rate (3 of 0.3-10)             0.449
   hierarchical_small_cpu_adaptive_memory (used here) 0.441  (0.94x Adam's)
-  hierarchical_small_cpu_adaptive_ref0.1 (default)   0.443  (0.94x)
+  hierarchical_width8_cpu (default)                  0.449  (0.95x)
+  hierarchical_small_cpu_adaptive_ref0.1 (previous)  0.443  (0.94x)
   hierarchical_small_cpu_adaptive_rate0.1            0.443  (0.94x)
   hierarchical_small_cpu_adaptive_x2                0.436  (0.93x)
   hierarchical_small_cpu_adaptive_floor             0.448  (0.95x)
