@@ -82,10 +82,11 @@ import ml_collections
 
 from configs import base, shipped_mlp
 
-# The shipped default's step options (checkpoints/
-# hierarchical_small_cpu_adaptive_ref0.1/manifest.json): the absolute step at
-# twice the learned size, the traced step adaptation at rate 0.1 with its
-# annealed floor, the reference RMS.
+# The step options of the shipped defaults (checkpoints/
+# hierarchical_small_cpu_adaptive_ref0.1 and hierarchical_width8_cpu, which
+# adds the deep floor after meta-training): the absolute step at twice the
+# learned size, the traced step adaptation at rate 0.1 with its annealed
+# floor, the reference RMS.
 DEFAULT_STEP = {
   "step_mult": 0.002,
   "step_adaptation": 0.1,
