@@ -33,9 +33,10 @@ adaptive ones grow it online). The default pretrained optimizers since
 (``step_adaptation=0.1``, chosen on training models, where it wins far more
 held-out tasks), too slowly for these meta-gradients, which need steps
 about 10x the learned ones; so this config uses
-``hierarchical_small_cpu_adaptive_memory``, which adapts at the rate 0.5. ``self_train.md`` in ``--out`` has the
-ratio per seed and the steps to reach meta-loss levels; ``products/`` the
-optimizers each outer optimizer trained, for ``lopt evaluate``.
+``hierarchical_small_cpu_adaptive_memory``, which adapts at the rate 0.5.
+``self_train.md`` in ``--out`` has the ratio per seed and the steps to
+reach meta-loss levels; ``products/`` the optimizers each outer optimizer
+trained, for ``lopt evaluate``.
 ``configs/self_train_mlp.py`` runs the same comparison on MLP classifiers.
 
 The ``smoke`` arg (``--config configs/self_train.py:smoke``) runs 3 outer

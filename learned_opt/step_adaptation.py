@@ -129,11 +129,11 @@ none), and on 40 train-split 2-d test functions lowered the final loss
 of 14, raised that of 9 (Rosenbrock up to 13x, from 7e-6) and left 17
 (geometric-mean ratio 0.80 over the 38 with nonzero losses, the same 25
 wins against tuned Adam; noise-free Himmelblau minima reached where the
-floor had stopped them at 1e-8). Held out (100 test
-tasks, T=1000, suite seed 0) the autoencoders, MLPs, conv nets, RNN LMs
-and VAEs moved by less than 0.1% (seed 1: one conv net by 11%), regression by at most 8%, and the 2-d
-test functions fell to a geometric mean of 0.41x (77.5 wins against
-tuned Adam, as without it); on suite seed 1 the 2-d functions fell to
+floor had stopped them at 1e-8). Held out (100 test tasks, T=1000,
+suite seed 0) the autoencoders, MLPs, conv nets, RNN LMs and VAEs moved
+by less than 0.1% (seed 1: one conv net by 11%), regression by at most
+8%, and the 2-d test functions fell to a geometric mean of 0.41x (77.5
+wins against tuned Adam, as without it); on suite seed 1 the 2-d functions fell to
 0.055x and the quadratics to 0.42x (69 wins where it won 67.5, and the
 2-d functions 3 of 6 where 1.5). So that default uses it.
 

@@ -108,7 +108,6 @@ Adam's meta-loss, where the default reaches 0.403 (1.40x).
 """
 
 import dataclasses
-import pathlib
 import sys
 
 from learned_opt import checkpoint, pretrained
@@ -144,10 +143,7 @@ def main(directory: str, args: list[str]) -> None:
         f"(e.g. step_adaptation_deep_floor=-15), got {option!r}"
       )
     changes[key] = _value(text)
-  if pathlib.Path(base, checkpoint.WEIGHTS_DIR).is_dir():
-    lopt, theta, _ = checkpoint.load(base)  # a theta of lopt meta-train
-  else:
-    lopt, theta, _ = pretrained.load_pretrained_with_info(base)
+  lopt, theta, _ = pretrained.load_any(base)
   variant = dataclasses.replace(lopt, **changes)
   checkpoint.save(directory, variant, theta, {"name": f"{base}_variant"})
   print(f"wrote {directory}: {variant}")

@@ -27,7 +27,7 @@ import shutil
 import sys
 from typing import NamedTuple
 
-from learned_opt import checkpoint, pretrained
+from learned_opt import pretrained
 
 
 class Shipped(NamedTuple):
@@ -115,8 +115,8 @@ SHIPPED = {
     "width 8: 6,000 ES steps from scratch (the design ablation's arm), "
     "9,200 more on the 16 largest signature groups, then 10,200 on all 33 "
     "groups of <= 11k parameters (outer_steps counts the campaign's 19,400, "
-    "not the ablation's 6,000 before them). Shipped with one option changed from its meta-training: "
-    "step_adaptation_deep_floor=-15 (a tensor whose traced cosine shows a "
+    "not the ablation's 6,000 before them). Shipped with one option "
+    "changed from its meta-training: step_adaptation_deep_floor=-15 (a tensor whose traced cosine shows a "
     "consistent overshoot may shrink its steps below the floor, so exact "
     "problems converge). Chosen on train-split tasks at T=1000 (40 2-d "
     "test functions: geometric-mean final loss 0.80x, the same 25 wins "
@@ -129,16 +129,15 @@ SHIPPED = {
 
 def _load_base(base: str):
   """``(lopt, theta, info)`` of a shipped name or an exported theta."""
-  exported = pathlib.Path(__file__).resolve().parents[2] / base
-  if not exported.is_dir():
-    return pretrained.load_pretrained_with_info(base)
-  lopt, theta, metadata = checkpoint.load(exported)
-  config = metadata["config"]
-  info = {
-    "config": config,
-    "outer_steps": metadata["meta_train_step"],
-    "suite_seed": config["suite"]["seed"],
-  }
+  folder = pathlib.Path(__file__).resolve().parents[2] / base
+  lopt, theta, info = pretrained.load_any(folder if folder.is_dir() else base)
+  if "meta_train_step" in info:  # the metadata of a meta-training export
+    config = info["config"]
+    info = {
+      "config": config,
+      "outer_steps": info["meta_train_step"],
+      "suite_seed": config["suite"]["seed"],
+    }
   return lopt, theta, info
 
 
