@@ -510,5 +510,17 @@ def make_heldout_evaluator(lopt, specs, num_steps: int, num_batches: int = 4):
 
 
 def compilation_count() -> int:
-  """How many (signature, optimizers, settings) run programs were compiled."""
+  """How many (signature, optimizers, settings) run programs are compiled
+  and held (``release_programs`` drops them)."""
   return _segment._cache_size()
+
+
+def release_programs() -> None:
+  """Drops every compiled run program of ``run_groups``, with its memory.
+
+  XLA's CPU backend keeps ~3 kernel memory maps per compiled kernel for as
+  long as a program lives (``meta_train.map_budget``); a later call with
+  the same signature compiles again.
+  """
+  _init.clear_cache()
+  _segment.clear_cache()

@@ -18,6 +18,7 @@ import test_utils
 
 import learned_opt
 from learned_opt import pretrained
+from meta_train import map_budget
 from meta_train.cli import evaluate as evaluate_cli
 from meta_train.evaluation import report, resolve, rollout
 import task_suite
@@ -54,11 +55,19 @@ def checkpoints(tmp_path_factory):
   return root
 
 
+def _cli(argv):
+  """``lopt evaluate`` keeping its programs for the tests below (however
+  many memory maps this test process already holds)."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(evaluate_cli, "RELEASE_FRACTION", 1.0)
+    assert evaluate_cli.main(argv) == 0
+
+
 @pytest.fixture(scope="module")
 def run_t(checkpoints, tmp_path_factory):
   out = tmp_path_factory.mktemp("eval_t")
   argv = ["--optimizer", str(checkpoints / "random_mlp"), "--out", str(out)]
-  assert evaluate_cli.main(argv + CLI_ARGS) == 0
+  _cli(argv + CLI_ARGS)
   return out, json.loads((out / "report.json").read_text())
 
 
@@ -68,7 +77,7 @@ def run_2t(checkpoints, run_t, tmp_path_factory):
   out = tmp_path_factory.mktemp("eval_2t")
   argv = ["--optimizer", "random_mlp", "--out", str(out)]
   argv += ["--checkpoints-root", str(checkpoints), "--horizon-multiple", "2"]
-  assert evaluate_cli.main(argv + CLI_ARGS) == 0
+  _cli(argv + CLI_ARGS)
   return out, json.loads((out / "report.json").read_text())
 
 
@@ -356,3 +365,18 @@ def test_resolve_names_directories_and_baselines(checkpoints, tmp_path):
   with pytest.raises(FileNotFoundError) as e:
     resolve.resolve("adam", root=checkpoints, learned_only=True)
   assert "baseline" not in str(e.value)
+
+
+def test_a_crowded_process_drops_the_compiled_programs(run_t):
+  # Last in this module: it drops the programs the tests above share.
+  del run_t  # compiled the CLI's program
+  held = rollout.compilation_count()
+  assert held >= 1
+  assert not evaluate_cli.release_if_crowded(lambda: (100, 65_530))
+  assert not evaluate_cli.release_if_crowded(lambda: None)  # not Linux
+  assert rollout.compilation_count() == held
+  before = map_budget.read_maps()
+  assert evaluate_cli.release_if_crowded(lambda: (40_000, 65_530))
+  assert rollout.compilation_count() == 0
+  if before is not None:  # Linux: the programs' kernel maps went with them
+    assert map_budget.read_maps()[0] < before[0]
