@@ -21,6 +21,7 @@ CONFIG_MODULES = (
   "scale_aware",
   "ablation",
   "scale_width8",
+  "width8_self_train",
 )
 TINY = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "tiny.py")
 
@@ -63,7 +64,7 @@ def test_small_cpu_variants_expose_pes_long_end():
 
 
 def test_the_campaign_configs_use_the_shipped_defaults_step_options():
-  from configs import ablation, scale_aware, scale_width8
+  from configs import ablation, scale_aware, scale_width8, width8_self_train
   from learned_opt import pretrained
 
   manifest = pretrained.read_manifest(
@@ -77,11 +78,17 @@ def test_the_campaign_configs_use_the_shipped_defaults_step_options():
     scale_aware.get_config("default"),
     ablation.get_config("scale"),
     scale_width8.get_config(),
+    width8_self_train.get_config(),
   ):
     cfg = config_lib.from_config(cd)
     assert {k: cfg.lopt.kwargs[k] for k in scale_aware.DEFAULT_STEP} == (
       scale_aware.DEFAULT_STEP
     )
+  # The campaign that meta-trains the default on goes on with its options.
+  cfg = config_lib.from_config(width8_self_train.get_config())
+  deep = "step_adaptation_deep_floor"
+  assert cfg.lopt.kwargs[deep] == shipped[deep]
+  assert cfg.lopt.kwargs["mlp_hidden_size"] == shipped["mlp_hidden_size"]
   assert config_lib.from_config(ablation.get_config()).lopt.kwargs == {}
 
 
