@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import test_utils
@@ -311,23 +312,39 @@ def test_workdir_of_the_old_code_resumes(tmp_path):
   from configs import tiny
   from meta_train import train
 
-  workdir = tmp_path / "run"
-  shutil.copytree(OLD_DATA / "old_workdir_step2", workdir)
-  cd = tiny.get_config("smoke")
-  cd.outer.num_steps = 4
-  cd.estimator.num_pairs = 2
-  cd.suite.num_specs = 8
-  cd.mesh.num_devices = 1
-  cd.log.tensorboard = False
-  cd.log.progress = False
-  cd.checkpoint.keep = 1
-  cd.lopt.kwargs.hidden_size = 4
-  result = train.run(cd, workdir)
+  def resume(num_steps):
+    workdir = tmp_path / f"run{num_steps}"
+    shutil.copytree(OLD_DATA / "old_workdir_step2", workdir)
+    cd = tiny.get_config("smoke")
+    cd.outer.num_steps = num_steps
+    cd.estimator.num_pairs = 2
+    cd.suite.num_specs = 8
+    cd.mesh.num_devices = 1
+    cd.log.tensorboard = False
+    cd.log.progress = False
+    cd.checkpoint.keep = 1
+    cd.lopt.kwargs.hidden_size = 4
+    return train.run(cd, workdir), workdir
+
+  result, workdir = resume(4)
   assert result.step == 4
   # It resumed at step 2 (the old checkpoint), not from scratch: only the
   # steps after it were logged by this run.
   steps = [r["step"] for r in metrics_lib.read_jsonl(workdir / "metrics.jsonl")]
   assert steps == [3, 4]
-  # And it continued as the old code did.
+  # And it continued as the old code did: bit for bit on the CPU that wrote
+  # the data, but XLA rounds differently on others (measured on another
+  # x86 CPU: 5e-4 at most, where the two steps moved theta by up to 1.4e-2;
+  # ES magnifies a loss's last bits by 1/std). So the resumed theta must be
+  # far closer to the old code's than to where the two steps started.
   _, old_theta, _ = learned_opt.load(OLD_DATA / "old_theta_step4")
-  test_utils.assert_trees_equal(result.theta, old_theta)
+  at_step2 = resume(2)[0].theta
+
+  def largest_difference(a, b):
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    return max(float(np.max(np.abs(np.subtract(x, y)))) for x, y in pairs)
+
+  assert jax.tree.structure(result.theta) == jax.tree.structure(old_theta)
+  moved = largest_difference(at_step2, old_theta)
+  assert moved > 1e-3  # the two steps did move it
+  assert largest_difference(result.theta, old_theta) < 0.1 * moved
