@@ -33,16 +33,17 @@ What it is for, measured on the self-training configs' test task:
       --config.pretrained=runs/width8_self_train/theta
 
 Expected runtime on 2 CPU cores: ~10 minutes compiling the 35 groups
-(on first use, while the steps go on), then ~1.3 outer steps a second.
+(on first use, while the steps go on), then ~1.2 outer steps a second.
 Expected outcome, measured: the final evaluation meta-loss of
 ``configs/self_train.py`` with the theta as the outer optimizer (3 seeds;
 the best Adam reaches 0.284) went from 0.660 (2.29x the best Adam) at the
 start to 0.596 (2.10x) after 1,500 outer steps and 0.576 (2.03x) after
 5,700 (leg 1, ~2,500 of its steps on self-training tasks; the state is
 ``campaigns/width8_self_train/state/``, the theta ``thetas/step5700``);
-``campaigns/width8_self_train/README.md`` has each leg's numbers. Its learned step magnitude moves slowly: the step is
-``direction * 2e-3 * exp(1e-3 * m)`` times the online adaptation, and these
-tasks want steps ~100x the learned ones.
+``campaigns/width8_self_train/README.md`` has each leg's numbers. Its
+learned step magnitude moves slowly: the step is
+``direction * 2e-3 * exp(1e-3 * m)`` times the online adaptation, and
+these tasks want steps ~100x the learned ones.
 """
 
 import ml_collections
