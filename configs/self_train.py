@@ -21,6 +21,8 @@ loss of 8 fresh 100-step inner runs of ``rollout.train_scan``) starts at
   SGD, best learning rate (10 of 1-30)              0.272
   hierarchical_small_cpu_adaptive_memory (used here) 0.383  (1.33x Adam's)
   hierarchical_width8_cpu (default)                  0.660  (2.29x)
+  the default's theta, rate 0.2, significance gate   0.363  (1.28x; not
+    shipped: README, "Self-training")
   hierarchical_small_cpu_adaptive_ref0.1 (previous)  0.548  (1.90x)
   hierarchical_small_cpu_adaptive_rate0.1            0.548  (1.90x)
   hierarchical_small_cpu_adaptive_x2                0.403  (1.40x)

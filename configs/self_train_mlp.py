@@ -20,6 +20,7 @@ starts at 1.03):
   SGD, best learning rate (3 of 0.3-10)             0.449
   hierarchical_small_cpu_adaptive_memory (used here) 0.441  (0.94x Adam's)
   hierarchical_width8_cpu (default)                  0.449  (0.95x)
+  the default's theta, rate 0.2, significance gate   0.466  (0.99x)
   hierarchical_small_cpu_adaptive_ref0.1 (previous)  0.443  (0.94x)
   hierarchical_small_cpu_adaptive_rate0.1            0.443  (0.94x)
   hierarchical_small_cpu_adaptive_x2                0.436  (0.93x)

@@ -95,6 +95,11 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
     step_adaptation_reference_rms: None, or a parameter RMS: a model whose
       parameters' RMS at ``init`` is below it takes steps smaller by that
       ratio for the whole run (``learned_opt.step_adaptation`` says why).
+    step_adaptation_significance: None, or a t-statistic threshold (> 0):
+      while a tensor's recent cosines are consistently negative (their
+      mean below ``-significance`` standard errors), its scale grows at
+      least at ``rate`` times their mean over their RMS, however small
+      each step's cosine (``learned_opt.step_adaptation`` says why).
   """
 
   architecture: ClassVar[str] = "mlp"
@@ -117,6 +122,7 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
   step_adaptation_overshoot: float = DEFAULT_OVERSHOOT
   step_adaptation_memory: float = 0.0
   step_adaptation_reference_rms: float | None = None
+  step_adaptation_significance: float | None = None
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

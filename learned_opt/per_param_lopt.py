@@ -69,6 +69,7 @@ class PerParamLOpt(base.LearnedOptimizer):
         overshoot=self.step_adaptation_overshoot,
         memory=self.step_adaptation_memory,
         reference_rms=self.step_adaptation_reference_rms,
+        significance=self.step_adaptation_significance,
         num_steps=default_num_steps,
       )
     return tx
@@ -140,6 +141,12 @@ def check_options(lopt) -> None:
     raise ValueError(
       f"{name}: step_adaptation_reference_rms must be None (off) or > 0 (a "
       f"parameter RMS), got {ref}."
+    )
+  sig = lopt.step_adaptation_significance
+  if sig is not None and not sig > 0:
+    raise ValueError(
+      f"{name}: step_adaptation_significance must be None (off) or > 0 (a "
+      f"t-statistic threshold, e.g. 2.0), got {sig}."
     )
   if not lopt.param_scale_floor >= 0:
     raise ValueError(

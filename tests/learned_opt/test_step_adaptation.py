@@ -128,11 +128,21 @@ def test_a_learned_optimizer_with_the_option():
 
 
 def test_the_option_survives_a_checkpoint(tmp_path):
-  lopt = learned_opt.MLPLOpt(hidden_size=4, step_adaptation=0.25)
+  lopt = learned_opt.MLPLOpt(
+    hidden_size=4, step_adaptation=0.25, step_adaptation_significance=2.0
+  )
   theta = lopt.init(jax.random.key(0))
   checkpoint.save(tmp_path / "ckpt", lopt, theta)
   loaded, _, _ = checkpoint.load(tmp_path / "ckpt")
   assert loaded == lopt
+  # Its optimizer keeps the cosine's EMA square; the others' states do not.
+  params = {"w": jnp.ones([3])}
+  state = loaded.optimizer(theta).init(params)
+  assert jax.tree.structure(state.mean_square_cosine) == jax.tree.structure(
+    params
+  )
+  plain = dataclasses.replace(lopt, step_adaptation_significance=None)
+  assert plain.optimizer(theta).init(params).mean_square_cosine is None
 
 
 def test_the_annealed_floor_falls_over_the_end_of_the_run():
@@ -253,27 +263,59 @@ def test_bad_deep_floors_are_refused():
     )
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _noisy_slope_scale(memory):
-  """log s after 60 wrapped SGD steps down a linear slope whose gradient
-  noise (std 5 per entry) dwarfs the slope (1): steps far too small."""
-  tx = step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, memory=memory)
-  _, state = _descend_noisy(
-    tx,
-    jnp.zeros([64]),
-    lambda p, key: 1.0 + 5.0 * jax.random.normal(key, p.shape),
-    60,
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _noisy_slope_scale(memory, significance=None, slope=1.0):
+  """log s of 16 tensors after 60 wrapped SGD steps down a linear slope
+  whose gradient noise (std 5 per entry) dwarfs the slope (1): steps far
+  too small. With ``slope=0`` the gradients are noise alone."""
+  tx = step_adaptation.adapt_steps(
+    optax.sgd(1e-3), 0.5, memory=memory, significance=significance
   )
-  return state.log_scale
+
+  def gradient(params, key):
+    keys = jax.random.split(key, len(params))
+    return [
+      slope + 5.0 * jax.random.normal(k, p.shape) for k, p in zip(keys, params)
+    ]
+
+  _, state = _descend_noisy(tx, [jnp.zeros([64])] * 16, gradient, 60)
+  return jnp.stack(state.log_scale)
 
 
 def test_a_memory_grows_noisy_steps_faster():
   # One step's cosine with the gradient is ~ -1/26 here, so the greedy
   # rule barely grows the steps; against a trace of the last ~10 updates
   # the noise averages out and the consistent descent shows.
-  last_update_only = float(_noisy_slope_scale(0.0))
-  traced = float(_noisy_slope_scale(0.9))
+  last_update_only = float(jnp.mean(_noisy_slope_scale(0.0)))
+  traced = float(jnp.mean(_noisy_slope_scale(0.9)))
   assert traced > last_update_only + 1.0
+
+
+def test_a_significant_descent_grows_the_steps_at_its_signal_to_noise():
+  # Each step's cosine is small (~ -1/26) but always negative: its mean is
+  # many standard errors below 0, so the scale grows at about the mean
+  # over the RMS instead of the mean (measured: log s 4.0 against 1.2).
+  plain = float(jnp.mean(_noisy_slope_scale(0.0)))
+  gated = float(jnp.mean(_noisy_slope_scale(0.0, 2.0)))
+  assert gated > plain + 2.0
+
+
+def test_the_significance_gate_mostly_leaves_noise_alone():
+  # Cosines of zero mean pass the gate now and then (its t-statistic
+  # counts the EMA's samples as independent): over 60 steps the scales
+  # drift up by ~0.4 on average (measured), far less than the growth on a
+  # slope as noisy, and never down.
+  plain = _noisy_slope_scale(0.9, None, 0.0)
+  gated = _noisy_slope_scale(0.9, 2.0, 0.0)
+  assert float(jnp.mean(gated - plain)) < 0.8
+  assert float(jnp.min(gated - plain)) >= 0.0
+
+
+def test_bad_significances_are_refused():
+  with pytest.raises(ValueError, match="significance must be None or > 0"):
+    step_adaptation.adapt_steps(optax.sgd(1e-3), 0.5, significance=0.0)
+  with pytest.raises(ValueError, match="step_adaptation_significance"):
+    learned_opt.MLPLOpt(step_adaptation_significance=-1.0)
 
 
 def test_bad_memories_are_refused():
