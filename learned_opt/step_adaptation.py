@@ -239,10 +239,10 @@ the best Adam's), the shipped default's theta at the rate 0.2 reached
 (T=500, ``campaigns/step_adaptation/rate.md``'s protocol): 45 wins against
 tuned Adam where it won 46, final loss lower on 19, higher on 23
 (geometric mean 1.04x: regression 0.94, MLPs 0.96, 2-d test functions
-1.18, quadratics 1.20). The small theta
-at the rate 0.5 (``hierarchical_small_cpu_adaptive_memory``: 1.24 / 1.27 /
-1.63 / 1.07x) diverged with it (15x and 8x on two tasks): the gate
-multiplies a rate that is already fast. On the configs' own test-split
+1.18, quadratics 1.20). The small theta at the rate 0.5
+(``hierarchical_small_cpu_adaptive_memory``: 1.24 / 1.27 / 1.63 / 1.07x)
+diverged with it (15x and 8x on two tasks): the gate multiplies a rate
+that is already fast. On the configs' own test-split
 tasks, the default's theta at the rate 0.2 with the gate reached 1.28x
 (quadratics) and 0.99x (MLP classifiers), where the configs' optimizer
 reaches 1.33x and 0.94x. The gate opens on noise too, rarely: on 60 steps
