@@ -478,27 +478,23 @@ def adapt_steps(
     )
   default_num_steps = num_steps
 
-  def growth(cosine, mean_cosine, mean_square):
-    # -cosine, or where the recent cosines are significantly negative, at
-    # least their mean over their RMS (a signal-to-noise ratio).
-    if significance is None:
-      return -cosine
+  def gated_growth(cosine, mean_cosine, mean_square):
+    # Where the recent cosines are significantly negative, at least their
+    # mean over their RMS (a signal-to-noise ratio); else -cosine.
     var = jnp.maximum(mean_square - mean_cosine**2, 1e-12)
     n_eff = (1.0 + COSINE_DECAY) / (1.0 - COSINE_DECAY)
     t_stat = mean_cosine / jnp.sqrt(var / n_eff)
     snr = -mean_cosine / jnp.sqrt(jnp.maximum(mean_square, 1e-12))
-    boost = jnp.where(t_stat < -significance, snr, -1.0)
-    return jnp.maximum(-cosine, boost)
+    return jnp.where(t_stat < -significance, jnp.maximum(-cosine, snr), -cosine)
 
-  def new_log_scale(lower, log_scale, cosine, mean_cosine, mean_square):
+  def new_log_scale(lower, log_scale, growth, mean_cosine):
     if deep_floor is not None:
       # Closed: no fall below the floor, but a tensor already below it
       # keeps its scale (it is not pulled back up to the floor).
       lower = jnp.where(
         mean_cosine > overshoot, deep_floor, jnp.minimum(lower, log_scale)
       )
-    step = rate * growth(cosine, mean_cosine, mean_square)
-    return jnp.clip(log_scale + step, lower, ceiling)
+    return jnp.clip(log_scale + rate * growth, lower, ceiling)
 
   def init_fn(params):
     return AdaptedState(
@@ -525,24 +521,20 @@ def adapt_steps(
     end_floor = None if steps is None else final_floor
     lower = floor_at(state.count, steps, floor, end_floor, anneal_start)
     cosines = jax.tree.map(_cosine, grads, state.update_trace)
-    mean_cosine = jax.tree.map(
-      lambda m, c: COSINE_DECAY * m + (1.0 - COSINE_DECAY) * c,
-      state.mean_cosine,
-      cosines,
-    )
+    ema = lambda m, x: COSINE_DECAY * m + (1.0 - COSINE_DECAY) * x
+    mean_cosine = jax.tree.map(ema, state.mean_cosine, cosines)
     mean_square = state.mean_square_cosine
+    growth = jax.tree.map(jnp.negative, cosines)
     if significance is not None:
       mean_square = jax.tree.map(
-        lambda m, c: COSINE_DECAY * m + (1.0 - COSINE_DECAY) * c**2,
-        mean_square,
-        cosines,
+        lambda m, c: ema(m, c**2), mean_square, cosines
       )
+      growth = jax.tree.map(gated_growth, cosines, mean_cosine, mean_square)
     log_scale = jax.tree.map(
       lambda *args: new_log_scale(lower, *args),
       state.log_scale,
-      cosines,
+      growth,
       mean_cosine,
-      mean_square if significance is not None else cosines,
     )
     directions, inner = tx.update(grads, state.inner, params, **extra)
     updates = jax.tree.map(
