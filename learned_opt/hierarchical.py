@@ -44,6 +44,9 @@ from learned_opt import (
 )
 from learned_opt.step_adaptation import DEFAULT_ANNEAL_START, DEFAULT_OVERSHOOT
 from learned_opt.step_adaptation import (
+  DEFAULT_CEILING as DEFAULT_ADAPTATION_CEILING,
+)
+from learned_opt.step_adaptation import (
   DEFAULT_FLOOR as DEFAULT_ADAPTATION_FLOOR,
 )
 
@@ -145,6 +148,9 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
       mean below ``-significance`` standard errors), its scale grows at
       least at ``rate`` times their mean over their RMS, however small
       each step's cosine (``learned_opt.step_adaptation`` says why).
+    step_adaptation_ceiling: the largest ``log s`` of the adaptation, in
+      [0, 50] (default 5: steps grow to at most e^5 ~ 148 times the learned
+      ones; ``learned_opt.step_adaptation`` says when a lower one helps).
   """
 
   architecture: ClassVar[str] = "hierarchical"
@@ -172,6 +178,7 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
   step_adaptation_memory: float = 0.0
   step_adaptation_reference_rms: float | None = None
   step_adaptation_significance: float | None = None
+  step_adaptation_ceiling: float = DEFAULT_ADAPTATION_CEILING
 
   def __post_init__(self):
     per_param_lopt.check_options(self)

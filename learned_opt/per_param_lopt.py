@@ -63,6 +63,7 @@ class PerParamLOpt(base.LearnedOptimizer):
         tx,
         self.step_adaptation,
         floor=self.step_adaptation_floor,
+        ceiling=self.step_adaptation_ceiling,
         final_floor=self.step_adaptation_final_floor,
         anneal_start=self.step_adaptation_anneal_start,
         deep_floor=self.step_adaptation_deep_floor,
@@ -106,6 +107,11 @@ def check_options(lopt) -> None:
     raise ValueError(
       f"{name}: step_adaptation_floor must be in [-50, 0] (a log-scale; "
       f"0: never shrink), got {lopt.step_adaptation_floor}."
+    )
+  if not 0.0 <= lopt.step_adaptation_ceiling <= 50.0:
+    raise ValueError(
+      f"{name}: step_adaptation_ceiling must be in [0, 50] (a log-scale; "
+      f"0: never grow), got {lopt.step_adaptation_ceiling}."
     )
   final = lopt.step_adaptation_final_floor
   if final is not None and not -50.0 <= final <= 0.0:

@@ -56,7 +56,8 @@ _STEP_OPTIONS = ("step_scale", "param_scale_floor", "progress_features",
                  "step_adaptation_anneal_start", "step_adaptation_deep_floor",
                  "step_adaptation_overshoot", "step_adaptation_memory",
                  "step_adaptation_reference_rms",
-                 "step_adaptation_significance")  # fmt: skip
+                 "step_adaptation_significance",
+                 "step_adaptation_ceiling")  # fmt: skip
 
 
 def _grow_rows(target_w: jax.Array, source_w) -> jax.Array:

@@ -129,7 +129,10 @@ def test_a_learned_optimizer_with_the_option():
 
 def test_the_option_survives_a_checkpoint(tmp_path):
   lopt = learned_opt.MLPLOpt(
-    hidden_size=4, step_adaptation=0.25, step_adaptation_significance=2.0
+    hidden_size=4,
+    step_adaptation=0.25,
+    step_adaptation_significance=2.0,
+    step_adaptation_ceiling=3.0,
   )
   theta = lopt.init(jax.random.key(0))
   checkpoint.save(tmp_path / "ckpt", lopt, theta)
@@ -143,6 +146,29 @@ def test_the_option_survives_a_checkpoint(tmp_path):
   )
   plain = dataclasses.replace(lopt, step_adaptation_significance=None)
   assert plain.optimizer(theta).init(params).mean_square_cosine is None
+
+
+def test_the_ceiling_bounds_a_learned_optimizers_step_growth():
+  lopt, theta = learned_opt.pretrained.load_pretrained_with_info()[:2]
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+  grads = {"w": jnp.full([2, 3], 0.1)}  # constant: every step agrees
+
+  def final_log_scale(ceiling):
+    tx = dataclasses.replace(
+      lopt, step_adaptation=1.0, step_adaptation_ceiling=ceiling
+    ).optimizer(theta)
+    update = jax.jit(functools.partial(tx.update, value=1.0))
+    p, state = params, tx.init(params)
+    for _ in range(12):
+      u, state = update(grads, state, p)
+      p = optax.apply_updates(p, u)
+    return float(state.log_scale["w"])
+
+  assert final_log_scale(1.0) == pytest.approx(1.0)
+  assert final_log_scale(5.0) > 2.0
+  for bad in (-1.0, 51.0):
+    with pytest.raises(ValueError, match="step_adaptation_ceiling"):
+      learned_opt.MLPLOpt(step_adaptation_ceiling=bad)
 
 
 def test_the_annealed_floor_falls_over_the_end_of_the_run():
