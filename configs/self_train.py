@@ -20,7 +20,7 @@ loss of 8 fresh 100-step inner runs of ``rollout.train_scan``) starts at
   Adam, best learning rate (0.3 of 0.03-1)          0.300
   SGD, best learning rate (3 of 1-30)               0.495
   hierarchical_small_cpu_adaptive_memory (used here) 0.393  (1.31x Adam's;
-    per seed 0.90-2.21x)
+    90% bootstrap interval over seeds 1.14-1.53x, per seed 0.90-2.21x)
   hierarchical_width8_cpu (default)                  0.691  (2.31x)
   the default's theta, rate 0.2, significance gate   0.431  (1.44x)
 Why 10 seeds: one run's ratio to the best Adam ranges from 0.65x to 2.7x
@@ -35,9 +35,9 @@ held-out tasks), too slowly for these meta-gradients, which need steps
 about 10x the learned ones; so this config uses
 ``hierarchical_small_cpu_adaptive_memory``, which adapts at the rate 0.5.
 Older variants, measured at 3 seeds, are in the README ("Self-training").
-``self_train.md`` in ``--out`` has the ratio per seed and the steps to
-reach meta-loss levels; ``products/`` the optimizers each outer optimizer
-trained, for ``lopt evaluate``.
+``self_train.md`` in ``--out`` has the ratio per seed and its bootstrap
+interval, and the steps to reach meta-loss levels; ``products/`` the
+optimizers each outer optimizer trained, for ``lopt evaluate``.
 ``configs/self_train_mlp.py`` runs the same comparison on MLP classifiers.
 
 The ``smoke`` arg (``--config configs/self_train.py:smoke``) runs 3 outer

@@ -317,3 +317,30 @@ def test_levels_and_steps_to_reach_them():
   table = self_train_report.markdown(dict(s, task="t"))
   assert "| fast * | 0.2000 | 10 | 10 | 20 |" in table
   assert "| never | 1.0000 | - | - | - |" in table
+
+
+def test_the_ratios_bootstrap_interval_over_seeds():
+  interval = self_train_report.ratio_interval
+  # The same ratio on every seed: no spread to resample.
+  np.testing.assert_allclose(interval([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]), 2.0)
+  steady = [1.2, 1.3, 1.25, 1.35, 1.3, 1.2, 1.28, 1.32]
+  spread = [0.7, 2.6, 1.0, 1.9, 0.8, 1.6, 1.1, 1.54]  # the same mean
+  adam = np.ones(8)
+  low, high = interval(spread, adam)
+  assert low < np.mean(spread) < high  # brackets the ratio of the means
+  assert interval(spread, adam) == [low, high]  # reproducible
+  steady_low, steady_high = interval(steady, adam)
+  assert high - low > 4 * (steady_high - steady_low)
+  # Reported beside the ratio in the summary and its table.
+  runs = {
+    "learned (x)": {
+      "optimizer": "learned",
+      "eval_meta_loss": [[1.0, s] for s in spread],
+    },
+    "adam lr=1": {"optimizer": "adam", "eval_meta_loss": [[1.0, 1.0]] * 8},
+  }
+  cfg = st.SelfTrainConfig(num_outer_steps=10, eval_every=10)
+  s = self_train_report.summarize(runs, cfg)
+  assert s["learned_vs_best_adam"]["interval_90"] == [low, high]
+  table = self_train_report.markdown(dict(s, task="t"))
+  assert f"interval over seeds {low:.2f}-{high:.2f}" in table
