@@ -14,8 +14,17 @@ the outer steps are self-training ones. The self-training configs' own
 tasks (seed 7) are test-split names: never trained on.
 
 Variants:
-  smoke  4 outer steps on quadratics and 2 self-training specs (a check
-         of the setup, ~1 minute, most of it compiling).
+  lstm_head  a campaign of its own (``campaigns/width8_self_train_head/``):
+             the paper's step times ``exp`` of a per-tensor LSTM head
+             (``step_scale="lstm_head"``, Celo's multiplier without the
+             RMS), warm-started from leg 2's theta (step 9,500) with the
+             head at zero, so it starts from exactly that optimizer and
+             meta-training can set each tensor's step size directly.
+             Workdir ``runs/width8_self_train_head``, state
+             ``campaigns/width8_self_train_head/state/``; otherwise the
+             same commands with ``configs/width8_self_train.py:lstm_head``.
+  smoke      4 outer steps on quadratics and 2 self-training specs (a
+             check of the setup, ~1 minute, most of it compiling).
 
 Commands. A leg (SIGTERM checkpoints and stops; the same command resumes
 from the workdir):
@@ -60,7 +69,14 @@ from configs import base, scale_width8
 # commands run); its deep floor is a constructor option, set below.
 _START = "campaigns/scale_width8/thetas/step19400"
 
+# Leg 2's final theta: where the lstm_head variant's campaign starts.
+_HEAD_START = "campaigns/width8_self_train/thetas/step9500"
+
 _VARIANTS = {
+  "lstm_head": {
+    "lopt.kwargs.step_scale": "lstm_head",
+    "lopt.init_from": _HEAD_START,
+  },
   "smoke": lambda c: base.smoke(
     c,
     suite=False,

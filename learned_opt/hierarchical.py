@@ -103,10 +103,17 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
       (cache-sized chunks), not part of the math.
       Meta-training lowers it for its vmapped population
       (``base.for_vmapped_instances``).
-    step_scale: ``"absolute"`` (the paper's rule) or ``"param_rms"``: each
+    step_scale: ``"absolute"`` (the paper's rule); ``"param_rms"``: each
       tensor's steps are relative to its RMS (``per_param.param_scales``)
       and multiplied by ``exp`` of a per-tensor LSTM head (``lr_head`` in
-      theta, zero at init), so the LSTM sets each tensor's step size.
+      theta, zero at init), so the LSTM sets each tensor's step size;
+      ``"init_rms"``: the same, relative to the RMS at ``init``;
+      ``"lstm_head"``: the paper's absolute step times ``exp`` of that
+      head (Celo's per-tensor multiplier without the RMS), so a theta
+      trained with the paper's step warm-starts into it unchanged
+      (``warm_start``) and meta-training can then learn each tensor's step
+      size directly, where ``exp(exp_mult * o1)`` needs ``|o1|`` in the
+      hundreds to move it.
     param_scale_floor: ``"param_rms"`` only: a tensor's scale is at least
       this fraction of the RMS of all parameters (zero-initialized biases).
     progress_features: feed the fraction of the run done to the LSTM and

@@ -133,6 +133,12 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
 
   def __post_init__(self):
     per_param_lopt.check_options(self)
+    if self.step_scale in per_param.LSTM_STEP_SCALES:
+      raise ValueError(
+        f"MLPLOpt: step_scale={self.step_scale!r} needs the per-tensor "
+        "LSTM; use HierarchicalLOpt, or one of 'absolute', 'param_rms', "
+        "'init_rms'."
+      )
     if min(self.hidden_size, self.num_hidden_layers, self.chunk_size) < 1:
       raise ValueError(
         f"{type(self).__name__}: hidden_size, num_hidden_layers and "

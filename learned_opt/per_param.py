@@ -256,7 +256,9 @@ def step_rule(out: jax.Array, exp_mult: float, step_mult: float) -> jax.Array:
   return out[0] * jnp.exp(exp_mult * out[1]) * step_mult
 
 
-STEP_SCALES = ("absolute", "param_rms", "init_rms")
+STEP_SCALES = ("absolute", "param_rms", "init_rms", "lstm_head")
+# The rules whose per-tensor multiplier needs the hierarchical LSTM.
+LSTM_STEP_SCALES = ("lstm_head",)
 
 
 def param_scales(
@@ -430,6 +432,8 @@ def step_scales(lopt, x: Prepared, state) -> jax.Array | None:
     return None
   if lopt.step_scale == "init_rms":
     return state.param_scale
+  if lopt.step_scale == "lstm_head":  # the LSTM's head alone sets it
+    return jnp.ones([len(x.sizes)], jnp.float32)
   return param_scales(x.sums, x.sizes, lopt.param_scale_floor)
 
 

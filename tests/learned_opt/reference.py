@@ -90,7 +90,7 @@ def _progress(lopt, t, num_steps):
 def _step_scales(lopt, params, state):
   """Per-tensor multipliers of the step rule (1 for the paper's)."""
   step_scale = getattr(lopt, "step_scale", "absolute")
-  if step_scale == "absolute":
+  if step_scale in ("absolute", "lstm_head"):
     return [1.0] * len(params)
   if step_scale == "init_rms":
     if "init_scales" not in state:  # the first update sees the initial params

@@ -31,6 +31,10 @@ LOPTS = {
   "hierarchical_init": hierarchical.HierarchicalLOpt(
     chunk_size=4, step_scale="init_rms"
   ),
+  # The paper's step times a per-tensor LSTM head (issue 20's campaign).
+  "hierarchical_head": hierarchical.HierarchicalLOpt(
+    chunk_size=4, step_scale="lstm_head"
+  ),
 }
 THETAS = {name: lopt.init(jax.random.key(0)) for name, lopt in LOPTS.items()}
 PARAMS = jax.tree.map(jnp.asarray, reference.example_params())
@@ -125,6 +129,11 @@ def test_input_width_follows_the_decays():
 def test_bad_decays_raise(name):
   with pytest.raises(ValueError, match="decays"):
     type(LOPTS[name])(decays=(0.5, 1.0))
+
+
+def test_the_lstm_head_step_needs_the_lstm():
+  with pytest.raises(ValueError, match="needs the per-tensor LSTM"):
+    mlp_lopt.MLPLOpt(step_scale="lstm_head")
 
 
 def test_structure_shapes_dtypes_and_first_jitted_update(name):
@@ -297,8 +306,8 @@ def test_grad_wrt_theta_through_unroll_matches_finite_differences(name):
 
 def test_param_rms_step_is_each_tensors_rms_times_the_rule(variant):
   lopt = LOPTS[variant]
-  if lopt.step_scale == "absolute":
-    pytest.skip("the paper's step is checked above")
+  if lopt.step_scale in ("absolute", "lstm_head"):
+    pytest.skip("no RMS in the step: checked against the reference")
   c0, c1 = -0.4, 900.0
   theta = _with_last_layer(THETAS[variant], 0.0, [c0, c1])
   params = dict(PARAMS, scalar=jnp.zeros([]))  # a zero tensor: the floor

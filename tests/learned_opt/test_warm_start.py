@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 import test_utils
@@ -133,3 +134,33 @@ def test_step_options_warm_start_scales_the_source_steps_by_each_rms():
     test_utils.assert_trees_all_close(
       u_tgt[k], u_src[k] * rms * 10.0, rtol=1e-4, atol=1e-9
     )
+
+
+def test_lstm_head_warm_start_keeps_the_steps_until_its_head_moves():
+  # The paper's step times exp(per-tensor head): zero head, the source's
+  # steps exactly; a head bias b multiplies every tensor's step by e^b.
+  source = learned_opt.HierarchicalLOpt()
+  source_theta = _trained_like_mlp_theta(source, jax.random.key(0))
+  target = learned_opt.HierarchicalLOpt(step_scale="lstm_head")
+  theta = warm_start.warm_start_theta(
+    target, jax.random.key(1), source, source_theta
+  )
+  params = {
+    "w": jax.random.normal(jax.random.key(2), (12, 5)),
+    "v": 0.1 * jax.random.normal(jax.random.key(3), (5, 3)),
+  }
+  grads = jax.tree.map(lambda p: jnp.sin(3.0 * p), params)
+
+  def first_update(lopt, theta):
+    tx = lopt.optimizer(theta)
+    return tx.update(grads, tx.init(params), params, value=1.0)[0]
+
+  u_src = first_update(source, source_theta)
+  test_utils.assert_trees_all_close(
+    first_update(target, theta), u_src, rtol=1e-6, atol=0.0
+  )
+  theta["lr_head"]["b"] = jnp.asarray([1.5])
+  scaled = jax.tree.map(lambda u: u * np.exp(1.5), u_src)
+  test_utils.assert_trees_all_close(
+    first_update(target, theta), scaled, rtol=1e-5, atol=0.0
+  )
