@@ -17,8 +17,10 @@ Variants:
   lstm_head  a campaign of its own (``campaigns/width8_self_train_head/``):
              the paper's step times ``exp`` of a per-tensor LSTM head
              (``step_scale="lstm_head"``, Celo's multiplier without the
-             RMS), warm-started from leg 2's theta (step 9,500) with the
-             head at zero, so it starts from exactly that optimizer and
+             RMS; its output times 10, ``step_head_mult``, so the outer
+             Adam moves a step size by e^1 in ~200 consistent steps),
+             warm-started from leg 2's theta (step 9,500) with the head at
+             zero, so it starts from exactly that optimizer and
              meta-training can set each tensor's step size directly.
              Workdir ``runs/width8_self_train_head``, state
              ``campaigns/width8_self_train_head/state/``; otherwise the
@@ -75,6 +77,7 @@ _HEAD_START = "campaigns/width8_self_train/thetas/step9500"
 _VARIANTS = {
   "lstm_head": {
     "lopt.kwargs.step_scale": "lstm_head",
+    "lopt.kwargs.step_head_mult": 10.0,
     "lopt.init_from": _HEAD_START,
   },
   "smoke": lambda c: base.smoke(

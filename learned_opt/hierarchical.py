@@ -114,6 +114,11 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
       (``warm_start``) and meta-training can then learn each tensor's step
       size directly, where ``exp(exp_mult * o1)`` needs ``|o1|`` in the
       hundreds to move it.
+    step_head_mult: the head's output is multiplied by this (> 0) before
+      ``exp``. Meta-training moves each weight by about the outer learning
+      rate per step, so a larger multiplier lets a few thousand outer steps
+      move a tensor's step size by a factor e^k rather than e^(k/10)
+      (1: the head's own scale).
     param_scale_floor: ``"param_rms"`` only: a tensor's scale is at least
       this fraction of the RMS of all parameters (zero-initialized biases).
     progress_features: feed the fraction of the run done to the LSTM and
@@ -174,6 +179,7 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
   last_layer_scale: float = 0.01
   chunk_size: int = 1024
   step_scale: str = "absolute"
+  step_head_mult: float = 1.0
   param_scale_floor: float = 0.1
   progress_features: bool = False
   step_adaptation: float = 0.0
@@ -195,6 +201,10 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
     for field in sizes:
       if getattr(self, field) < 1:
         raise ValueError(f"{name}: {field} must be >= 1.")
+    if not self.step_head_mult > 0:
+      raise ValueError(
+        f"{name}: step_head_mult must be > 0, got {self.step_head_mult}."
+      )
     for field in ("num_global_features", "lstm_to_mlp", "mlp_to_lstm"):
       if getattr(self, field) < 0:
         raise ValueError(f"{name}: {field} must be >= 0.")
@@ -301,7 +311,7 @@ class HierarchicalLOpt(per_param_lopt.PerParamLOpt):
     shared = per_param_lopt.shared_inputs(x, state.count, progress, to_mlp)
     tensor_scale = per_param.step_scales(self, x, state)
     if tensor_scale is not None:
-      lr_head = networks.linear(theta["lr_head"], h)[:, 0]
+      lr_head = self.step_head_mult * networks.linear(theta["lr_head"], h)[:, 0]
       tensor_scale = tensor_scale * jnp.exp(lr_head)
     updates, h_mean = per_param.per_param_updates(
       theta["mlp"], x, shared, self, tensor_scale

@@ -206,6 +206,7 @@ def update(
     state["global"] = glob.mean(axis=0)
     if "lr_head" in theta:
       head = h @ theta["lr_head"]["w"] + theta["lr_head"]["b"]
+      head = getattr(lopt, "step_head_mult", 1.0) * head
       scales = [s * np.exp(head[i, 0]) for i, s in enumerate(scales)]
   updates = []
   for i, (g, p) in enumerate(zip(clipped, params)):

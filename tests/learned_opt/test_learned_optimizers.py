@@ -33,7 +33,7 @@ LOPTS = {
   ),
   # The paper's step times a per-tensor LSTM head (issue 20's campaign).
   "hierarchical_head": hierarchical.HierarchicalLOpt(
-    chunk_size=4, step_scale="lstm_head"
+    chunk_size=4, step_scale="lstm_head", step_head_mult=3.0
   ),
 }
 THETAS = {name: lopt.init(jax.random.key(0)) for name, lopt in LOPTS.items()}

@@ -141,7 +141,9 @@ def test_lstm_head_warm_start_keeps_the_steps_until_its_head_moves():
   # steps exactly; a head bias b multiplies every tensor's step by e^b.
   source = learned_opt.HierarchicalLOpt()
   source_theta = _trained_like_mlp_theta(source, jax.random.key(0))
-  target = learned_opt.HierarchicalLOpt(step_scale="lstm_head")
+  target = learned_opt.HierarchicalLOpt(
+    step_scale="lstm_head", step_head_mult=2.0
+  )
   theta = warm_start.warm_start_theta(
     target, jax.random.key(1), source, source_theta
   )
@@ -159,7 +161,7 @@ def test_lstm_head_warm_start_keeps_the_steps_until_its_head_moves():
   test_utils.assert_trees_all_close(
     first_update(target, theta), u_src, rtol=1e-6, atol=0.0
   )
-  theta["lr_head"]["b"] = jnp.asarray([1.5])
+  theta["lr_head"]["b"] = jnp.asarray([0.75])  # times step_head_mult
   scaled = jax.tree.map(lambda u: u * np.exp(1.5), u_src)
   test_utils.assert_trees_all_close(
     first_update(target, theta), scaled, rtol=1e-5, atol=0.0
