@@ -50,8 +50,8 @@ def _settings(lopt: base.LearnedOptimizer) -> dict[str, Any]:
 
 
 # Options that change the step but not the networks' sizes.
-_STEP_OPTIONS = ("step_scale", "step_head_mult", "param_scale_floor", "progress_features",
-                 "step_mult", "step_adaptation",
+_STEP_OPTIONS = ("step_scale", "step_head_mult", "param_scale_floor",
+                 "progress_features", "step_mult", "step_adaptation",
                  "step_adaptation_floor", "step_adaptation_final_floor",
                  "step_adaptation_anneal_start", "step_adaptation_deep_floor",
                  "step_adaptation_overshoot", "step_adaptation_memory",
