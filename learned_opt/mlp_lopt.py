@@ -134,10 +134,11 @@ class MLPLOpt(per_param_lopt.PerParamLOpt):
   def __post_init__(self):
     per_param_lopt.check_options(self)
     if self.step_scale in per_param.LSTM_STEP_SCALES:
+      own = [s for s in per_param.STEP_SCALES
+             if s not in per_param.LSTM_STEP_SCALES]  # fmt: skip
       raise ValueError(
         f"MLPLOpt: step_scale={self.step_scale!r} needs the per-tensor "
-        "LSTM; use HierarchicalLOpt, or one of 'absolute', 'param_rms', "
-        "'init_rms'."
+        f"LSTM; use HierarchicalLOpt, or one of {own}."
       )
     if min(self.hidden_size, self.num_hidden_layers, self.chunk_size) < 1:
       raise ValueError(
