@@ -22,6 +22,7 @@ CONFIG_MODULES = (
   "ablation",
   "scale_width8",
   "width8_self_train",
+  "small_self_train_head",
 )
 TINY = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "tiny.py")
 
@@ -90,6 +91,22 @@ def test_the_campaign_configs_use_the_shipped_defaults_step_options():
   assert cfg.lopt.kwargs[deep] == shipped[deep]
   assert cfg.lopt.kwargs["mlp_hidden_size"] == shipped["mlp_hidden_size"]
   assert config_lib.from_config(ablation.get_config()).lopt.kwargs == {}
+
+
+def test_small_self_train_head_starts_from_the_self_train_configs_optimizer():
+  import dataclasses
+
+  from configs import self_train, small_self_train_head
+  from learned_opt import pretrained
+  from meta_train import components
+
+  cfg = config_lib.from_config(small_self_train_head.get_config())
+  assert cfg.lopt.init_from == self_train.SELF_TRAIN_PRETRAINED
+  deployed, _, _ = pretrained.load_any(cfg.lopt.init_from)
+  # The optimizer self-training deploys, with the head as its only change.
+  assert components.make_lopt(cfg.lopt) == dataclasses.replace(
+    deployed, step_scale="lstm_head", step_head_mult=10.0
+  )
 
 
 def test_round_trip_and_defaults():
