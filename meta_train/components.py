@@ -15,7 +15,9 @@ import optax
 import learned_opt
 from learned_opt import warm_start
 from meta_train import config as config_lib
+from meta_train import estimators
 from meta_train import mesh as mesh_lib
+from meta_train.estimators import restrict
 from meta_train.evaluation import resolve
 import task_suite
 
@@ -46,6 +48,38 @@ def initial_theta_fn(lopt: learned_opt.LearnedOptimizer, init_from: str):
   return lambda key: warm_start.warm_start_theta(
     lopt, key, source, source_theta
   )
+
+
+def make_estimator(
+  lopt: learned_opt.LearnedOptimizer, cfg: config_lib.Config, num_devices: int
+) -> estimators.Estimator:
+  """The meta-gradient estimator, over ``cfg.lopt.trainable`` if set."""
+  try:
+    return estimators.make_estimator(
+      lopt, cfg.estimator, num_devices, trainable=cfg.lopt.trainable
+    )
+  except ValueError as e:
+    if not cfg.lopt.trainable:
+      raise
+    raise config_lib.ConfigError(f"config.lopt.trainable: {e}") from None
+
+
+def freeze_untrainable(
+  tx: optax.GradientTransformationExtraArgs,
+  lopt: learned_opt.LearnedOptimizer,
+  trainable: tuple[str, ...],
+) -> optax.GradientTransformationExtraArgs:
+  """``tx`` with zero updates outside ``trainable`` (unchanged if empty).
+
+  The restricted estimator's meta-gradient is already zero there; this
+  keeps weight decay or a learned outer optimizer from moving them.
+  """
+  if not trainable:
+    return tx
+  theta_shape = jax.eval_shape(lopt.init, jax.random.key(0))
+  mask = restrict.trainable_mask(theta_shape, trainable)
+  frozen = jax.tree.map(lambda m: not m, mask)
+  return optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
 
 
 def make_outer_optimizer(

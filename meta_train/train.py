@@ -41,7 +41,6 @@ import learned_opt
 from meta_train import (
   checkpointing,
   components,
-  estimators,
   leg_state,
   map_budget,
   outer,
@@ -342,8 +341,12 @@ def run(
       cfg.suite, cfg.eval.num_eval_tasks
     )
   tasks = components.stack_groups(groups, mesh_lib.replicated(mesh))
-  estimator = estimators.make_estimator(lopt, cfg.estimator, mesh.size)
-  outer_tx = outer_tx or components.make_outer_optimizer(cfg.outer)
+  estimator = components.make_estimator(lopt, cfg, mesh.size)
+  outer_tx = components.freeze_untrainable(
+    outer_tx or components.make_outer_optimizer(cfg.outer),
+    lopt,
+    cfg.lopt.trainable,
+  )
 
   main = mesh_lib.is_main_process()
   with contextlib.ExitStack() as stack:

@@ -39,17 +39,28 @@ class LOptConfig:
       into a ``HierarchicalLOpt``: its MLP is embedded so that the new
       optimizer starts with the same steps (``learned_opt.warm_start``).
       Ignored when the run resumes from its own checkpoint.
+    trainable: () meta-trains all of theta. Otherwise the only parts of
+      theta meta-training moves, as paths (``"lr_head"``: the step-size
+      head of ``step_scale="lstm_head"``; ``"mlp/1/w"``); the estimator
+      perturbs only them (``meta_train.estimators.restrict``).
   """
 
   name: str = "mlp"
   kwargs: dict = dataclasses.field(default_factory=dict)
   init_from: str = ""
+  trainable: tuple[str, ...] = ()
 
   def __post_init__(self):
     _require(
       self.name in registry.ARCHITECTURES,
       f"name must be one of {sorted(registry.ARCHITECTURES)}, got "
       f"{self.name!r}",
+    )
+    _require(
+      isinstance(self.trainable, tuple)
+      and all(isinstance(p, str) and p for p in self.trainable),
+      "trainable must be a tuple of theta paths such as ('lr_head',), got "
+      f"{self.trainable!r}",
     )
 
 

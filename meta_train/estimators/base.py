@@ -26,7 +26,7 @@ import jax
 
 from learned_opt import base as lopt_base
 from meta_train import checks, unroll
-from meta_train.estimators import es, pes, tbptt
+from meta_train.estimators import es, pes, restrict, tbptt
 from task_suite import base as task_base
 
 MetaParams = Any
@@ -125,6 +125,7 @@ def make_estimator(
   cfg: EstimatorConfig,
   num_devices: int = 1,
   tune_chunk_size: bool = True,
+  trainable: tuple[str, ...] = (),
 ) -> Estimator:
   """The estimator ``cfg.name`` for the learned optimizer ``lopt``.
 
@@ -136,12 +137,17 @@ def make_estimator(
       population it sets the instances vmapped per device, for which the
       optimizer's chunk size is tuned (``learned_opt.for_vmapped_instances``).
     tune_chunk_size: False keeps ``lopt.chunk_size`` as it is.
+    trainable: () estimates the meta-gradient of all of theta. Otherwise
+      the paths (``"lr_head"``, ``"mlp/1/w"``) of the only parts it
+      perturbs and estimates; elsewhere the meta-gradient is zero
+      (``estimators.restrict`` says why).
 
   Returns:
     The ``Estimator``.
 
   Raises:
-    ValueError: if ``cfg.name`` is not a registered estimator.
+    ValueError: if ``cfg.name`` is not a registered estimator, or a
+      ``trainable`` path names no part of theta.
   """
   if cfg.name not in _REGISTRY:
     raise ValueError(
@@ -156,4 +162,9 @@ def make_estimator(
   if tune_chunk_size:
     per_device = max(population_size(cfg) // max(num_devices, 1), 1)
     lopt = lopt_base.for_vmapped_instances(lopt, per_device)
-  return _REGISTRY[cfg.name](lopt.optimizer, cfg)
+  make = _REGISTRY[cfg.name]
+  if not trainable:
+    return make(lopt.optimizer, cfg)
+  theta_shape = jax.eval_shape(lopt.init, jax.random.key(0))
+  mask = restrict.trainable_mask(theta_shape, trainable)
+  return Estimator(*restrict.restrict(make, lopt.optimizer, cfg, mask))

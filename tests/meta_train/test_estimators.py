@@ -521,3 +521,57 @@ def test_tbptt_matches_finite_differences(
     minus = loss(optax.tree.add(theta, optax.tree.scale(-eps, d)))
     fd = float(plus - minus) / (2 * eps)
     np.testing.assert_allclose(float(optax.tree.vdot(g, d)), fd, rtol=2e-2)
+
+
+@functools.cache
+def _restricted_es(paths: tuple[str, ...]):
+  cfg = estimators.EstimatorConfig(
+    name="es", num_pairs=N, std=STD, **dataclasses.asdict(CFG_EPISODE)
+  )
+  est = estimators.make_estimator(
+    LOPT, cfg, tune_chunk_size=False, trainable=paths
+  )
+  return jax.jit(est.estimate)
+
+
+def test_restricted_es_estimates_only_the_trainable_part_with_less_noise(
+  theta, quad_tasks, episode_states, exact
+):
+  """Perturbing only the first layer (152 of 162 meta-parameters): exactly
+  zero elsewhere, and closer to the exact gradient of that layer than the
+  same layer's part of a full ES estimate (same noise key, same pairs),
+  whose perturbations of the last layer (which sets the step directly) add
+  their effect on the loss as noise."""
+  grad, _, metrics = _restricted_es(("mlp/0",))(
+    theta, quad_tasks, es.ESState(episode_states), jax.random.key(10)
+  )
+  assert int(metrics["num_nonfinite"]) == 0
+  np.testing.assert_array_equal(flat(grad["mlp"][1]), 0.0)
+  full, _, _ = ES_EPISODE(
+    STD, theta, quad_tasks, es.ESState(episode_states), jax.random.key(10)
+  )
+  true_first = flat(jax.tree.map(lambda g: jnp.mean(g, 0), exact["mlp"][0]))
+  restricted_cos = cosine(flat(grad["mlp"][0]), true_first)
+  full_cos = cosine(flat(full["mlp"][0]), true_first)
+  # Measured with keys 10 and 11: 0.86 and 0.84, against 0.22 and 0.15.
+  assert restricted_cos > 0.7
+  assert restricted_cos > full_cos + 0.3
+
+
+def test_restricted_es_names_a_path_that_is_not_in_theta():
+  with pytest.raises(ValueError, match="'lr_head'.*top-level entries.*mlp"):
+    _restricted_es(("lr_head",))
+
+
+def test_the_outer_optimizer_leaves_the_frozen_parts_alone():
+  """Even weight decay, which moves a weight whose gradient is zero."""
+  from meta_train import components
+
+  tx = components.freeze_untrainable(
+    optax.adamw(0.1, weight_decay=0.5), LOPT, ("mlp/0",)
+  )
+  theta = LOPT.init(jax.random.key(0))
+  grads = jax.tree.map(jnp.ones_like, theta)
+  updates, _ = tx.update(grads, tx.init(theta), theta)
+  np.testing.assert_array_equal(flat(updates["mlp"][1]), 0.0)
+  assert np.all(flat(updates["mlp"][0]) != 0.0)
