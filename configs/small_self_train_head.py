@@ -53,7 +53,8 @@ Expected outcome, measured after leg 1 (step 800, 10 seeds): the
 configs' task 1.31x -> 1.03x the best Adam (90% interval 0.80-1.30), but
 on the family's other tasks it gained where the best Adam rate is 0.3 and
 lost where it is 0.1 (one train-split task diverged on some seeds: 3.84x,
-median 1.88x): a global step increase, not yet a step size that tells the
+median 1.88x; ``configs/self_train_mlp.py`` 1.01x -> 1.14x): a global
+step increase, not yet a step size that tells the
 tasks apart, so the configs keep ``..._adaptive_memory``.
 ``campaigns/small_self_train_head/README.md`` has the table.
 
