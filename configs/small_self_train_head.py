@@ -23,7 +23,7 @@ that these tasks want other step sizes, which the head sets. Meta-training
 all of theta on a mix of the suite and self-training (the ``full_theta``
 variant, stopped at step ~900) moved the configs' task the wrong way:
 1.31x at the start, 1.49x at step ~330, 1.59x at ~870 (10 seeds each).
-And an ES estimate over 65 weights is far less noisy than over all ~30k.
+And an ES estimate over 65 weights is far less noisy than over all ~36k.
 Only the head moves, so the rest of the optimizer (and what it does on
 the suite, except through the step size) stays the shipped one's.
 

@@ -11,7 +11,7 @@ Why not mask the meta-gradient after a full estimate: ES and PES perturb
 every meta-parameter, and each perturbation adds its effect on the loss
 as noise to every coordinate's estimate. Perturbing only the ``n``
 trainable ones divides that noise by about ``total / n``: 65 weights of a
-step-size head (``step_scale="lstm_head"``) against the ~30k of a
+step-size head (``step_scale="lstm_head"``) against the ~36k of a
 hierarchical optimizer.
 
 Which leaves: ``trainable_mask(theta, paths)``. A path names a subtree by
