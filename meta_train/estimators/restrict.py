@@ -10,7 +10,7 @@ their updates) leaves them where they are.
 Why not mask the meta-gradient after a full estimate: ES and PES perturb
 every meta-parameter, and each perturbation adds its effect on the loss
 as noise to every coordinate's estimate. Perturbing only the ``n``
-trainable ones divides that noise by about ``total / n``: 65 weights of a
+trainable ones divides its variance by up to ``total / n``: 65 weights of a
 step-size head (``step_scale="lstm_head"``) against the ~36k of a
 hierarchical optimizer.
 
