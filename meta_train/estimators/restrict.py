@@ -28,17 +28,13 @@ import jax.numpy as jnp
 MetaParams = Any
 
 
-def _key_name(entry) -> str:
-  for field in ("key", "idx", "name"):
-    if hasattr(entry, field):
-      return str(getattr(entry, field))
-  return str(entry)
-
-
 def leaf_paths(theta: MetaParams) -> list[str]:
   """Every leaf's path, ``"mlp/1/w"``-style, in the tree's leaf order."""
   with_paths, _ = jax.tree_util.tree_flatten_with_path(theta)
-  return ["/".join(_key_name(e) for e in path) for path, _ in with_paths]
+  return [
+    jax.tree_util.keystr(path, simple=True, separator="/")
+    for path, _ in with_paths
+  ]
 
 
 def trainable_mask(theta: MetaParams, paths: Sequence[str]) -> MetaParams:
