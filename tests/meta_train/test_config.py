@@ -93,20 +93,32 @@ def test_the_campaign_configs_use_the_shipped_defaults_step_options():
   assert config_lib.from_config(ablation.get_config()).lopt.kwargs == {}
 
 
-def test_small_self_train_head_starts_from_the_self_train_configs_optimizer():
+def test_self_train_configs_optimizer_is_the_head_campaigns_product():
   import dataclasses
+
+  import numpy as np
 
   from configs import self_train, small_self_train_head
   from learned_opt import pretrained
   from meta_train import components
 
   cfg = config_lib.from_config(small_self_train_head.get_config())
-  assert cfg.lopt.init_from == self_train.SELF_TRAIN_PRETRAINED
-  deployed, _, _ = pretrained.load_any(cfg.lopt.init_from)
-  # The optimizer self-training deploys, with the head as its only change.
+  start, start_theta, _ = pretrained.load_any(cfg.lopt.init_from)
+  shipped, theta, _ = pretrained.load_any(self_train.SELF_TRAIN_PRETRAINED)
+  # The campaign's optimizer is its start with the head as the only change,
+  # and the configs deploy exactly that optimizer.
   assert components.make_lopt(cfg.lopt) == dataclasses.replace(
-    deployed, step_scale="lstm_head", step_head_mult=10.0
+    start, step_scale="lstm_head", step_head_mult=10.0
   )
+  assert shipped == components.make_lopt(cfg.lopt)
+  # Only the head was trained: every other weight is the start's.
+  assert set(theta) == set(start_theta) | {"lr_head"}
+  for key in start_theta:
+    for a, b in zip(
+      jax.tree.leaves(theta[key]), jax.tree.leaves(start_theta[key])
+    ):
+      np.testing.assert_array_equal(a, b)
+  assert np.abs(np.asarray(theta["lr_head"]["b"])).max() > 0
 
 
 def test_round_trip_and_defaults():
