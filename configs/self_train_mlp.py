@@ -21,11 +21,11 @@ meta-loss starts at 1.03):
   hierarchical_small_cpu_self_train (used here)     0.470  (1.02x Adam's;
     90% bootstrap interval over seeds 0.99-1.06x, per seed 0.92-1.13x)
   hierarchical_small_cpu_adaptive_memory (its start) 0.463  (1.01x)
+  hierarchical_width8_cpu (default)                  0.466  (1.01x)
+  the default's theta, rate 0.2, significance gate   0.624  (1.36x)
 With ``--config.seed=1`` (another 10 seeds) the configs' optimizer
 reaches 1.34x (median 1.08x; three runs at 1.8-2.2x) and its start 1.57x
 (one run at 6.7x): over the 20 seeds, 1.18x.
-  hierarchical_width8_cpu (default)                  0.466  (1.01x)
-  the default's theta, rate 0.2, significance gate   0.624  (1.36x)
 At 3 seeds (until 2026-12-07) the first read 0.94x (Adam's best rate was
 0.03 then); older variants are in the README ("Self-training").
 

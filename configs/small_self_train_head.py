@@ -14,9 +14,9 @@ It meta-trains **only the head** (``lopt.trainable = ("lr_head",)``: 65
 weights; the estimator perturbs only them, ``meta_train.estimators.
 restrict``) with antithetic ES (16 pairs, K=20, outer Adam 5e-4 after 100
 warm-up steps; the meta-loss weighted towards the end of each run, as the
-configs measure the final meta-loss) over runs of 100-200 outer steps (the configs run 100; a
-first start with the campaigns' 100-2000 measured 1.37x at step ~320 and
-its head's bias had gone negative) on 1,200 train-split specs of the
+configs measure the final meta-loss) over runs of 100-200 outer steps
+(the configs run 100; a first start with the campaigns' 100-2000
+measured 1.37x at step ~320 and its head's bias had gone negative) on 1,200 train-split specs of the
 ``self_train`` family alone (a fresh 322-parameter MLPLOpt meta-trained by
 ES on quadratics or MLP classifiers). The self-training configs' tasks
 (seed 7), and seeds 9 and 38 used to check, are test-split names.
